@@ -1,0 +1,94 @@
+"""Request-scoped dependencies: one transaction per request, jobs enqueued only after it commits, and auth."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from arq.connections import ArqRedis
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import Forbidden, Unauthorized
+from app.core.security import Principal, Role, hash_key
+
+log = logging.getLogger("outbox.api")
+
+
+@dataclass
+class Tx:
+    """The request's unit of work: a session, and the jobs to enqueue once it has committed."""
+
+    session: AsyncSession
+    jobs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def enqueue_after_commit(self, function: str, **kwargs: Any) -> None:
+        self.jobs.append((function, kwargs))
+
+
+async def flush_jobs(redis: ArqRedis | None, jobs: list[tuple[str, dict[str, Any]]], queue: str) -> None:
+    if redis is None:
+        return
+    for function, kwargs in jobs:
+        try:
+            await redis.enqueue_job(function, _queue_name=queue, **kwargs)
+        except Exception:  # noqa: BLE001
+            # The rows are committed: the reconciler re-enqueues them, so a Redis hiccup loses nothing.
+            log.warning("enqueue of %s failed; the reconciler will pick the work up", function, exc_info=True)
+
+
+async def get_tx(request: Request) -> AsyncIterator[Tx]:
+    state = request.app.state
+    async with state.sessionmaker() as session:
+        tx = Tx(session)
+        try:
+            yield tx
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+    await flush_jobs(state.redis, tx.jobs, state.settings.queue_name)
+
+
+# scope="function": the commit (and enqueue) happen before the response is sent, so a 202 means committed.
+TxDep = Annotated[Tx, Depends(get_tx, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="An Outbox API key: `Authorization: Bearer obx_...`")
+
+
+async def get_principal(
+    tx: TxDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    from app.models import ApiKey  # local: keep core importable without the model registry
+
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.", headers={"WWW-Authenticate": "Bearer"})
+    row = (
+        await tx.session.execute(
+            select(ApiKey.id, ApiKey.role, ApiKey.user_id, ApiKey.revoked_at).where(
+                ApiKey.key_hash == hash_key(creds.credentials)
+            )
+        )
+    ).first()
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized("The API key is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"})
+    return Principal(key_id=row.id, role=row.role, user_id=row.user_id)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(*roles: Role) -> Any:
+    async def _check(principal: PrincipalDep) -> Principal:
+        if principal.role not in roles:
+            raise Forbidden(f"This endpoint needs a key with role {' or '.join(roles)}; this key is {principal.role}.")
+        return principal
+
+    return Depends(_check)
+
+
+AdminDep = Annotated[Principal, require("admin")]

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from app.core.deps import AdminDep, TxDep
+from app.core.errors import NotFound, problem_responses
+from app.messages import service as message_service
+from app.messages.schemas import HISTORY_STATUSES, MessagePublic, MessageSummary, Page
+
+router = APIRouter(prefix="/history", tags=["history"], responses=problem_responses(401, 403, 422))
+
+
+@router.get("", response_model=Page[MessageSummary], summary="Email history")
+async def list_history(
+    tx: TxDep, principal: AdminDep,
+    status: Annotated[list[Literal["sent", "failed", "expired"]] | None, Query()] = None,
+    sender: str | None = None, provider: str | None = None,
+    kind: Annotated[Literal["batch", "interactive", "workflow", "test"] | None, Query()] = None,
+    since: datetime | None = None, until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[MessageSummary]:
+    """Every sent, failed and expired email, interactive and batch, newest first. Failed ones carry the error,
+    its explanation and the fix; kept for the history retention period. Filter by time finished."""
+    return await message_service.list_messages(
+        tx.session, principal, statuses=list(status or HISTORY_STATUSES), sender=sender, provider=provider,
+        kind=kind, since=since, until=until, limit=limit, offset=offset, time_column="finished_at")
+
+
+@router.get("/{message_id}", response_model=MessagePublic, responses=problem_responses(404),
+            summary="One history entry with its failure details")
+async def get_history(message_id: int, tx: TxDep, principal: AdminDep) -> MessagePublic:
+    msg = await message_service.get(tx.session, principal, message_id)
+    if msg.status not in HISTORY_STATUSES:
+        raise NotFound(f"Message {message_id} is {msg.status}, not in history yet; see GET /messages/{message_id}")
+    return msg

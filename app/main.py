@@ -1,0 +1,91 @@
+"""The ASGI app: `app.main:app`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from app.core import db
+from app.core.crypto import load_keys
+from app.core.embedded import EmbeddedValkey
+from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import install_middleware
+from app.core.migrate import upgrade
+from app.core.redis import connect
+from app.history.router import router as history_router
+from app.messages.router import router as messages_router
+from app.monitoring.router import router as monitoring_router
+from app.parameters.router import router as parameters_router
+from app.providers.router import router as providers_router
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("outbox.api")
+
+DESCRIPTION = """
+Outbox sends email for other systems. Services submit messages (`POST /messages`); a worker sends them through
+the configured provider (SMTP, Microsoft Graph, or the deprecated Exchange), throttled per provider, and records
+every attempt. Administrators configure parameters, providers and users here; monitoring polls `/status`.
+
+**Authentication**: every endpoint except `/healthz`, `/readyz`, `/status` and `/metrics` needs
+`Authorization: Bearer <api key>`. Create the first admin key with `outbox api-key create --role admin`,
+then press *Authorize* above and paste it.
+
+**Errors** are `application/problem+json` (RFC 9457) with a stable `type` URI per kind of error.
+"""
+
+
+def _unique_id(route: APIRoute) -> str:
+    return f"{route.tags[0] if route.tags else 'default'}-{route.name}"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    load_keys(settings)  # production refuses to start without an encryption key
+    embedded: EmbeddedValkey | None = None
+    redis_url = settings.effective_redis_url
+    if settings.embedded_redis:
+        embedded = EmbeddedValkey(settings.var_dir / "valkey", settings.embedded_redis_port)
+        redis_url = await asyncio.to_thread(embedded.start)
+    if not settings.database_url:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(upgrade, settings.effective_database_url)
+    engine = db.create_engine(settings.effective_database_url)
+    app.state.engine = engine
+    app.state.sessionmaker = db.make_sessionmaker(engine)
+    app.state.redis = await connect(redis_url)
+    try:
+        yield
+    finally:
+        await app.state.redis.aclose()
+        await engine.dispose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging()
+    app = FastAPI(
+        title="Outbox",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=_unique_id,
+    )
+    app.state.settings = settings
+    app.state.redis = None
+    install_error_handlers(app)
+    install_middleware(app)
+    for router in (messages_router, history_router, parameters_router, providers_router, monitoring_router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

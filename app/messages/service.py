@@ -1,0 +1,302 @@
+"""Submitting, reading and steering messages. Status changes go through `lifecycle`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import Conflict, InvalidInput, NotFound, TooLarge
+from app.core.security import Principal
+from app.mail.build import make_message_id
+from app.mail.validate import (
+    MailInputError,
+    check_content_type,
+    check_header_text,
+    normalize_address,
+    normalize_addresses,
+    safe_filename,
+)
+from app.messages import lifecycle
+from app.messages.schemas import (
+    AttachmentPublic,
+    AttemptPublic,
+    MessageAccepted,
+    MessageIn,
+    MessagePublic,
+    MessageSummary,
+    Page,
+)
+from app.models import Attempt, Message, MessageAttachment, Parameters
+from app.models._base import utcnow
+from app.parameters import service as parameters_service
+from app.settings import get_settings
+
+M = Message.__table__  # type: ignore[attr-defined]
+ATT = MessageAttachment.__table__  # type: ignore[attr-defined]
+HEADER_NAME = re.compile(r"^X-[A-Za-z0-9][A-Za-z0-9-]{0,75}$")
+
+
+def _input_error(exc: MailInputError) -> InvalidInput:
+    return InvalidInput(f"{exc.field}: {exc.reason}", errors=[{"field": exc.field, "message": exc.reason}])
+
+
+class PreparedMessage:
+    """A validated submission: the row to insert and its decoded attachments."""
+
+    __slots__ = ("row", "attachments")
+
+    def __init__(self, row: dict[str, Any], attachments: list[dict[str, Any]]) -> None:
+        self.row = row
+        self.attachments = attachments
+
+
+def _estimated_size(body: MessageIn, attachments: list[dict[str, Any]]) -> int:
+    """MIME size as sent: base64 grows attachments by 4/3 plus line breaks; bodies may be encoded too."""
+    att = sum((len(a["content"]) + 2) // 3 * 4 * 78 // 76 + 300 for a in attachments)
+    text = len((body.body_text or "").encode()) * 4 // 3 + len((body.body_html or "").encode()) * 4 // 3
+    return att + text + 2000
+
+
+def prepare(
+    body: MessageIn,
+    *,
+    principal: Principal,
+    params: Parameters,
+    default_sender: tuple[str | None, str | None],
+    now: datetime,
+    field_prefix: str = "",
+    kind: str = "batch",
+) -> PreparedMessage:
+    """Validate everything before anything is stored. Raises InvalidInput / TooLarge."""
+    settings = get_settings()
+    p = field_prefix
+    try:
+        to = normalize_addresses(f"{p}to", body.to, max_count=settings.max_recipients)
+        cc = normalize_addresses(f"{p}cc", body.cc, max_count=settings.max_recipients)
+        bcc = normalize_addresses(f"{p}bcc", body.bcc, max_count=settings.max_recipients)
+        reply_to_in = [body.reply_to] if isinstance(body.reply_to, str) else (body.reply_to or [])
+        reply_to = normalize_addresses(f"{p}reply_to", reply_to_in, max_count=10)
+        subject = check_header_text(f"{p}subject", body.subject)
+        from_name = check_header_text(f"{p}from_name", body.from_name) if body.from_name else None
+        sender = normalize_address(f"{p}from", body.from_) if body.from_ else None
+        headers: dict[str, str] = {}
+        for name, value in body.headers.items():
+            if not HEADER_NAME.match(name):
+                raise MailInputError(f"{p}headers", f"{name!r} is not allowed: only X- headers of letters, "
+                                                    "digits and dashes may be added")
+            headers[name] = check_header_text(f"{p}headers.{name}", value)
+        attachments = []
+        for i, a in enumerate(body.attachments):
+            fname = safe_filename(f"{p}attachments[{i}].filename", a.filename)
+            ctype = check_content_type(f"{p}attachments[{i}].content_type", a.content_type)
+            try:
+                content = base64.b64decode(a.content_base64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise MailInputError(f"{p}attachments[{i}].content_base64", "is not valid base64") from exc
+            attachments.append({"position": i, "filename": fname, "content_type": ctype, "size": len(content),
+                                "content": content})
+    except MailInputError as exc:
+        raise _input_error(exc) from exc
+    if len(to) + len(cc) + len(bcc) == 0:
+        raise InvalidInput(f"{p}to: the message has no recipients; give at least one address in to, cc or bcc",
+                           errors=[{"field": f"{p}to", "message": "at least one recipient is required"}])
+    if len(to) + len(cc) + len(bcc) > settings.max_recipients:
+        raise InvalidInput(f"{p}to: more than {settings.max_recipients} recipients in one message",
+                           errors=[{"field": f"{p}to", "message": "too many recipients"}])
+    if body.body_text is not None and "\x00" in body.body_text or body.body_html is not None and "\x00" in body.body_html:
+        raise InvalidInput(f"{p}body: NUL characters are not allowed in a body")
+    size = _estimated_size(body, attachments)
+    limit = params.attachment_size_limit_mb * 1024 * 1024
+    if size > limit:
+        raise TooLarge(
+            f"The email would be about {size / 1048576:.1f} MB once encoded; the attachment size limit (the "
+            f"maximum size of one email) is {params.attachment_size_limit_mb} MB.",
+        )
+    if sender is None:
+        sender, default_name = default_sender
+        from_name = from_name or default_name
+        if sender is None:
+            raise InvalidInput(
+                f"{p}from: no sender: give `from`, or set the batch account (from_address) of the provider",
+                errors=[{"field": f"{p}from", "message": "no sender could be determined"}])
+    expires = now + timedelta(days=parameters_service.effective_days(params.email_expiration_days))
+    row = {
+        "status": "queued", "kind": kind, "provider": body.provider, "user_id": principal.user_id,
+        "api_key_id": principal.key_id, "sender": sender, "sender_name": from_name, "to_addrs": to,
+        "cc_addrs": cc, "bcc_addrs": bcc, "reply_to": reply_to, "subject": subject, "body_text": body.body_text,
+        "body_html": body.body_html, "headers": headers,
+        "message_id_header": make_message_id(settings.message_id_domain), "idempotency_key": None,
+        "request_hash": None, "size_bytes": size, "attachment_count": len(attachments), "attempts": 0,
+        "deferrals": 0, "uncertain": False, "next_attempt_at": now, "created_at": now, "updated_at": now,
+        "expires_at": expires,
+    }
+    return PreparedMessage(row, attachments)
+
+
+async def default_sender(session: AsyncSession, provider: str) -> tuple[str | None, str | None]:
+    """The batch account of a provider: the From of batch email when no other sender applies."""
+    from app.providers import service as providers_service
+
+    row = await providers_service.get_row(session, provider)
+    if row is None:
+        return None, None
+    c = row.config
+    return c.get("from_address") or c.get("batch_account"), c.get("from_name")
+
+
+def request_hash(body: MessageIn) -> str:
+    return hashlib.sha256(json.dumps(body.model_dump(mode="json", by_alias=True), sort_keys=True).encode()).hexdigest()
+
+
+async def _by_idempotency(session: AsyncSession, key_id: int, key: str) -> Any:
+    return (await session.execute(
+        select(M.c.id, M.c.status, M.c.message_id_header, M.c.request_hash)
+        .where(M.c.api_key_id == key_id, M.c.idempotency_key == key)
+    )).first()
+
+
+async def submit(
+    session: AsyncSession, principal: Principal, bodies: list[MessageIn], idempotency_key: str | None,
+    *, kind: str = "batch",
+) -> list[MessageAccepted]:
+    now = utcnow()
+    params = await parameters_service.get(session)
+    senders: dict[str, tuple[str | None, str | None]] = {}
+    if idempotency_key is not None:
+        if len(idempotency_key) > 255 or not idempotency_key.isprintable():
+            raise InvalidInput("Idempotency-Key: at most 255 printable characters")
+        if len(bodies) != 1:
+            raise InvalidInput("Idempotency-Key applies to single-message submissions; bulk submissions carry one "
+                               "per message in a later version")
+        digest = request_hash(bodies[0])
+        found = await _by_idempotency(session, principal.key_id, idempotency_key)
+        if found is not None:
+            if found.request_hash != digest:
+                raise InvalidInput("Idempotency-Key was already used with a different request body")
+            return [MessageAccepted(id=found.id, status=found.status, message_id=found.message_id_header)]
+    prepared = []
+    for i, body in enumerate(bodies):
+        provider = body.provider or params.batch_provider
+        if provider not in senders:
+            senders[provider] = await default_sender(session, provider)
+        prepared.append(prepare(body, principal=principal, params=params, default_sender=senders[provider], now=now,
+                                field_prefix=f"messages[{i}]." if len(bodies) > 1 else "", kind=kind))
+    if idempotency_key is not None:
+        prepared[0].row["idempotency_key"] = idempotency_key
+        prepared[0].row["request_hash"] = request_hash(bodies[0])
+    try:
+        ids = await lifecycle.insert_messages(session, [p.row for p in prepared])
+    except IntegrityError as exc:
+        raise Conflict("A request with this Idempotency-Key is being processed; retry in a moment") from exc
+    atts = [dict(a, message_id=mid) for mid, p in zip(ids, prepared, strict=True) for a in p.attachments]
+    if atts:
+        await session.execute(insert(ATT), atts)
+    return [MessageAccepted(id=mid, status="queued", message_id=p.row["message_id_header"])
+            for mid, p in zip(ids, prepared, strict=True)]
+
+
+def _visible(principal: Principal) -> Any:
+    if principal.is_admin:
+        return None
+    if principal.role == "user":
+        return M.c.user_id == principal.user_id
+    return M.c.api_key_id == principal.key_id
+
+
+def _summary(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id, "status": r.status, "kind": r.kind, "provider": r.provider, "sender": r.sender,
+        "to": r.to_addrs, "subject": r.subject, "attempts": r.attempts, "deferrals": r.deferrals,
+        "next_attempt_at": r.next_attempt_at if r.status in ("queued", "deferred", "retrying") else None,
+        "created_at": r.created_at, "sent_at": r.sent_at, "finished_at": r.finished_at,
+        "error_type": r.last_error_type, "error": r.last_error, "fix": r.last_fix, "uncertain": r.uncertain,
+        "user_id": r.user_id,
+    }
+
+
+async def get(session: AsyncSession, principal: Principal, message_id: int) -> MessagePublic:
+    cond = M.c.id == message_id
+    vis = _visible(principal)
+    if vis is not None:
+        cond = and_(cond, vis)
+    r = (await session.execute(select(M).where(cond))).first()
+    if r is None:
+        raise NotFound(f"No message {message_id} visible to this key")
+    atts = (await session.execute(
+        select(ATT.c.filename, ATT.c.content_type, ATT.c.size).where(ATT.c.message_id == message_id)
+        .order_by(ATT.c.position))).all()
+    attempts = (await session.execute(
+        select(Attempt).where(Attempt.message_id == message_id).order_by(Attempt.id)  # type: ignore[arg-type]
+    )).scalars().all()
+    return MessagePublic(
+        **_summary(r), message_id=r.message_id_header, sender_name=r.sender_name, cc=r.cc_addrs, bcc=r.bcc_addrs,
+        reply_to=r.reply_to, body_text=r.body_text, body_html=r.body_html, size_bytes=r.size_bytes,
+        sent_via=r.sent_via, expires_at=r.expires_at,
+        attachments=[AttachmentPublic(filename=a.filename, content_type=a.content_type, size=a.size) for a in atts],
+        attempt_log=[AttemptPublic.model_validate(a, from_attributes=True) for a in attempts],
+    )
+
+
+async def list_messages(
+    session: AsyncSession,
+    principal: Principal | None,
+    *,
+    statuses: list[str] | None,
+    sender: str | None,
+    provider: str | None,
+    kind: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    offset: int,
+    time_column: str = "created_at",
+) -> Page[MessageSummary]:
+    conds = []
+    if principal is not None and (vis := _visible(principal)) is not None:
+        conds.append(vis)
+    if statuses:
+        conds.append(M.c.status.in_(statuses))
+    if sender:
+        conds.append(func.lower(M.c.sender) == sender.lower())
+    if provider:
+        conds.append(func.coalesce(M.c.sent_via, M.c.provider) == provider)
+    if kind:
+        conds.append(M.c.kind == kind)
+    col = M.c[time_column]
+    if since:
+        conds.append(col >= since)
+    if until:
+        conds.append(col < until)
+    where = and_(True, *conds)
+    total = (await session.execute(select(func.count()).select_from(M).where(where))).scalar_one()
+    cols = [c for c in M.c if c.name not in ("body_text", "body_html", "headers")]
+    rows = (await session.execute(
+        select(*cols).where(where).order_by(M.c.id.desc()).limit(limit).offset(offset))).all()
+    return Page[MessageSummary](items=[MessageSummary(**_summary(r)) for r in rows], total=int(total), limit=limit,
+                                offset=offset)
+
+
+async def cancel(session: AsyncSession, principal: Principal, message_id: int) -> MessagePublic:
+    await get(session, principal, message_id)  # visibility
+    if not await lifecycle.cancel(session, message_id, utcnow()):
+        raise Conflict("Only an unsent message (draft, queued, deferred, retrying or held) can be cancelled")
+    return await get(session, principal, message_id)
+
+
+async def retry(session: AsyncSession, principal: Principal, message_id: int) -> MessagePublic:
+    await get(session, principal, message_id)
+    params = await parameters_service.get(session)
+    now = utcnow()
+    expires = now + timedelta(days=parameters_service.effective_days(params.email_expiration_days))
+    if not await lifecycle.retry(session, message_id, now, expires):
+        raise Conflict("Only a failed, expired or held message can be sent again")
+    return await get(session, principal, message_id)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.models._base import BigId, utcnow
+
+
+class Message(SQLModel, table=True):
+    """One email and where it is in its life. Only `app.messages.lifecycle` changes `status`."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        Index("ix_message_due", "status", "next_attempt_at"),
+        Index("ix_message_finished", "finished_at"),
+        UniqueConstraint("api_key_id", "idempotency_key", name="uq_message_idempotency"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    status: str = Field(max_length=16)
+    kind: str = Field(default="batch", max_length=16)  # batch | interactive | workflow | test
+    provider: str | None = Field(default=None, max_length=16)  # chosen provider; None: the batch provider
+    user_id: int | None = Field(
+        default=None, sa_column=Column(BigId, ForeignKey("app_user.id", ondelete="SET NULL"), nullable=True)
+    )
+    api_key_id: int | None = Field(default=None, sa_column=Column(BigId, nullable=True))
+    sender: str = Field(max_length=320)
+    sender_name: str | None = Field(default=None, max_length=200)
+    to_addrs: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    cc_addrs: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    bcc_addrs: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    reply_to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False))
+    body_text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    body_html: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    headers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    message_id_header: str = Field(max_length=255)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    request_hash: str | None = Field(default=None, max_length=64)
+    size_bytes: int = 0
+    attachment_count: int = 0
+    attempts: int = 0
+    deferrals: int = 0
+    uncertain: bool = False  # a worker may have handed it to the server before dying: a retry may duplicate
+    next_attempt_at: datetime | None = None
+    lease_until: datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    sent_at: datetime | None = None
+    finished_at: datetime | None = None
+    last_error_type: str | None = Field(default=None, max_length=64)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_fix: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    sent_via: str | None = Field(default=None, max_length=16)
+
+
+class MessageAttachment(SQLModel, table=True):
+    __tablename__ = "message_attachment"
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    message_id: int = Field(sa_column=Column(BigId, ForeignKey("message.id", ondelete="CASCADE"), index=True))
+    position: int = 0
+    filename: str = Field(max_length=255)
+    content_type: str = Field(max_length=255)
+    size: int = 0
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Attempt(SQLModel, table=True):
+    """One try to send (or a deferral), with the server's reply and our explanation and fix."""
+
+    __tablename__ = "delivery_attempt"
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    message_id: int = Field(sa_column=Column(BigId, ForeignKey("message.id", ondelete="CASCADE"), index=True))
+    at: datetime = Field(default_factory=utcnow)
+    provider: str = Field(max_length=16)
+    sender: str = Field(max_length=320)
+    outcome: str = Field(max_length=16)  # sent | partial | transient | permanent | throttled | held | deferred
+    reply_code: int | None = None
+    reply_text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    error_type: str | None = Field(default=None, max_length=64)
+    explanation: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    fix: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    recipients: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    uncertain: bool = False
+    duration_ms: int | None = None

@@ -1,0 +1,118 @@
+"""What monitoring sees: dependencies, workers, queue depth, throttle state, recent failures. No secrets."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from arq.connections import ArqRedis
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.messages import lifecycle
+from app.messages.schemas import WAITING_STATUSES
+from app.models import Message
+from app.models._base import utcnow
+from app.parameters import service as parameters_service
+
+M = Message.__table__  # type: ignore[attr-defined]
+WORKER_KEY_PREFIX = "outbox:worker:"
+THROTTLE_KEY_PREFIX = "outbox:throttle:"
+DEFERRALS_KEY = "outbox:stats:deferrals"
+
+
+async def db_ok(session: AsyncSession) -> tuple[bool, str | None]:
+    try:
+        await session.execute(text("SELECT 1"))
+        return True, None
+    except Exception as exc:  # noqa: BLE001
+        return False, type(exc).__name__
+
+
+async def redis_ok(redis: ArqRedis | None) -> tuple[bool, str | None]:
+    if redis is None:
+        return False, "not configured"
+    try:
+        await redis.ping()
+        return True, None
+    except Exception as exc:  # noqa: BLE001
+        return False, type(exc).__name__
+
+
+async def workers(redis: ArqRedis) -> list[dict[str, Any]]:
+    out = []
+    now = time.time()
+    async for key in redis.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100):
+        raw = await redis.get(key)
+        if raw is None:
+            continue
+        info = json.loads(raw)
+        info["heartbeat_age_seconds"] = round(now - float(info.get("at", now)), 1)
+        out.append(info)
+    return sorted(out, key=lambda w: str(w.get("id")))
+
+
+async def throttle_state(redis: ArqRedis, limits: dict[str, int]) -> dict[str, Any]:
+    now_ms = int(time.time() * 1000)
+    out: dict[str, Any] = {}
+    deferrals = await redis.hgetall(DEFERRALS_KEY)
+    for provider, limit in limits.items():
+        key = THROTTLE_KEY_PREFIX + provider
+        used = await redis.zcount(key, now_ms - 60_000, "+inf")
+        pause = await redis.pttl(key + ":pause")
+        out[provider] = {
+            "per_minute_limit": limit,
+            "sent_last_minute": int(used),
+            "tokens_left": max(0, limit - int(used)) if limit else None,
+            "paused_for_seconds": round(pause / 1000, 1) if pause and pause > 0 else 0,
+            "deferrals_total": int(deferrals.get(provider.encode(), deferrals.get(provider, 0)) or 0),  # type: ignore[call-overload]
+        }
+    return out
+
+
+async def status(session: AsyncSession, redis: ArqRedis | None) -> dict[str, Any]:
+    from app.providers import service as providers_service
+
+    db, db_err = await db_ok(session)
+    rd, rd_err = await redis_ok(redis)
+    out: dict[str, Any] = {
+        "status": "ok" if db and rd else "degraded",
+        "database": {"ok": db, "error": db_err},
+        "redis": {"ok": rd, "error": rd_err},
+        "time": utcnow().isoformat(),
+    }
+    if db:
+        params = await parameters_service.get(session)
+        counts = await lifecycle.counts_by_status(session)
+        oldest: datetime | None = (await session.execute(
+            select(func.min(M.c.created_at)).where(M.c.status.in_(WAITING_STATUSES)))).scalar_one()
+        if oldest is not None and oldest.tzinfo is None:
+            from datetime import UTC
+            oldest = oldest.replace(tzinfo=UTC)
+        failures = (await session.execute(
+            select(M.c.id, M.c.finished_at, M.c.last_error_type, M.c.last_error, M.c.sent_via, M.c.provider)
+            .where(M.c.status == "failed").order_by(M.c.finished_at.desc()).limit(5))).all()
+        providers = await providers_service.summaries(session)
+        out.update({
+            "batch_processing_enabled": params.batch_processing_enabled,
+            "batch_provider": params.batch_provider,
+            "queue": {"by_status": counts,
+                      "waiting": sum(counts.get(s, 0) for s in WAITING_STATUSES),
+                      "oldest_waiting_age_seconds": round((utcnow() - oldest).total_seconds(), 1) if oldest else None},
+            "providers": [p.model_dump() for p in providers],
+            "recent_failures": [
+                {"id": f.id, "at": f.finished_at.isoformat() if f.finished_at else None,
+                 "error_type": f.last_error_type, "error": f.last_error, "provider": f.sent_via or f.provider}
+                for f in failures],
+        })
+        if rd and redis is not None:
+            out["throttle"] = await throttle_state(
+                redis, {p.id: p.per_minute_limit_in_force for p in providers if p.id != "email_app"})
+    if rd and redis is not None:
+        ws = await workers(redis)
+        out["workers"] = {"alive": len(ws), "items": ws}
+        if not ws:
+            out["status"] = "degraded"
+    return out

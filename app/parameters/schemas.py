@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ProviderId = Literal["smtp", "graph", "exchange"]
+
+
+class ParametersBase(BaseModel):
+    batch_provider: ProviderId = Field(
+        "smtp", description="Provider used for email sent by processes in batch (non-interactive).")
+    attachment_size_limit_mb: int = Field(
+        25, ge=1, le=150, description="Maximum size of one email (MIME size, attachments included), in MB.")
+    email_expiration_days: int = Field(
+        0, ge=0, le=3650, description="Days before an unsent message is set to expired. 0 means the default 30.")
+    history_retention_days: int = Field(
+        0, ge=0, le=3650, description="Days email history is kept. 0 means the default 30.")
+    batch_processing_enabled: bool = Field(
+        True, description="The email distributor batch: when off, batch messages wait and are sent when it is on.")
+    distributor_interval_seconds: int = Field(
+        60, ge=5, le=3600,
+        description="How often the distributor sweeps the queue for due, retried and orphaned messages. New "
+                    "messages are sent at once; this paces retries and recovery.")
+
+
+class ParametersUpdate(ParametersBase):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "batch_provider": "smtp", "attachment_size_limit_mb": 25, "email_expiration_days": 0,
+        "history_retention_days": 0, "batch_processing_enabled": True, "distributor_interval_seconds": 60}]})
+
+
+class ParametersPublic(ParametersBase):
+    effective_email_expiration_days: int
+    effective_history_retention_days: int

@@ -1,0 +1,63 @@
+"""All configuration, from the environment (and an optional `.env`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Empty means the embedded default: SQLite and an embedded Valkey under `var_dir`.
+    database_url: str = ""
+    redis_url: str = ""
+    var_dir: Path = Field(default=Path("var"), alias="OUTBOX_VAR_DIR")
+    # Comma-separated Fernet keys, newest first (MultiFernet): add a key in front to rotate.
+    secret_keys: str = Field(default="", alias="OUTBOX_SECRET_KEYS")
+    environment: str = Field(default="embedded", alias="OUTBOX_ENV")  # "production" refuses to start without keys
+    embedded_redis_port: int = Field(default=56379, alias="OUTBOX_EMBEDDED_REDIS_PORT")
+    # Run the worker inside the API process (the one-command embedded run).
+    embedded_worker: bool = Field(default=False, alias="OUTBOX_EMBEDDED_WORKER")
+    queue_name: str = Field(default="outbox:queue", alias="OUTBOX_QUEUE")
+    message_id_domain: str = Field(default="outbox.local", alias="OUTBOX_MESSAGE_ID_DOMAIN")
+
+    # Delivery engine
+    claim_batch_size: int = Field(default=100, alias="OUTBOX_CLAIM_BATCH")
+    drain_slots: int = Field(default=4, alias="OUTBOX_DRAIN_SLOTS")
+    smtp_connections: int = Field(default=4, alias="OUTBOX_SMTP_CONNECTIONS")
+    smtp_timeout: float = Field(default=30.0, alias="OUTBOX_SMTP_TIMEOUT")
+    lease_seconds: int = Field(default=120, alias="OUTBOX_LEASE_SECONDS")
+    max_attempts: int = Field(default=8, alias="OUTBOX_MAX_ATTEMPTS")
+    retry_base_seconds: float = Field(default=30.0, alias="OUTBOX_RETRY_BASE_SECONDS")
+    retry_max_seconds: float = Field(default=3600.0, alias="OUTBOX_RETRY_MAX_SECONDS")
+    reconcile_every_seconds: int = Field(default=5, alias="OUTBOX_RECONCILE_SECONDS")
+    # Allow the SMTP host to be a loopback / private address (tests, local relays). Production
+    # deployments that relay through a local MTA set this too; see README "SSRF".
+    allow_private_smtp_hosts: bool = Field(default=True, alias="OUTBOX_ALLOW_PRIVATE_HOSTS")
+
+    # Limits on input
+    max_recipients: int = Field(default=500, alias="OUTBOX_MAX_RECIPIENTS")
+    max_bulk_messages: int = Field(default=1000, alias="OUTBOX_MAX_BULK")
+
+    @property
+    def embedded_redis(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'outbox.db').resolve()}"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,382 @@
+"""Exchange Web Services (EWS) transport: `CreateItem` with `MessageDisposition="SendAndSaveCopy"`.
+
+Deprecated (see `DEPRECATION_NOTE`): kept for on-premises Exchange Server, where EWS is not being retired.
+Authentication is OAuth client credentials (Exchange Online: application permission `full_access_as_app`,
+with `ExchangeImpersonation` + `X-AnchorMailbox` for the sender) or Basic over HTTPS (on-premises; the account
+needs Send As on other senders). NTLM/Kerberos are not supported (httpx has neither built in).
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+import ssl
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from email.utils import parseaddr
+from typing import Literal
+from urllib.parse import urlsplit
+from xml.sax.saxutils import escape, quoteattr
+
+import httpx
+
+from app.transports._msal import TokenSettings, TokenSource
+from app.transports.base import OutgoingMessage, Reply, SendResult, Stage, TransportError
+
+__all__ = ["DEPRECATION_NOTE", "ExchangeConfig", "ExchangeTransport"]
+
+PROVIDER = "exchange"
+
+DEPRECATION_NOTE = (
+    "The Exchange (EWS) provider is deprecated. Microsoft blocks EWS in Exchange Online in phases from "
+    "2026-10-01 (only tenants that enable EWS and allow-list this app's ID keep access) and retires it for good "
+    "on 2027-04-01. Use the Microsoft Graph provider for Exchange Online; this provider is kept for "
+    "on-premises Exchange Server, which is not affected."
+)
+
+_LOG = logging.getLogger(__name__)
+
+_SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+_M = "http://schemas.microsoft.com/exchange/services/2006/messages"
+_T = "http://schemas.microsoft.com/exchange/services/2006/types"
+_DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+_EXCHANGE_ONLINE = "outlook.office365.com"
+
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    ews_url: str  # e.g. https://outlook.office365.com/EWS/Exchange.asmx or on-prem
+    auth: Literal["oauth", "basic"]
+    username: str | None = None  # basic (on-prem)
+    password: str | None = None
+    tenant_id: str | None = None  # oauth client credentials
+    client_id: str | None = None
+    client_secret: str | None = None
+    authority_host: str | None = None  # default https://login.microsoftonline.com
+    ca_bundle: str | None = None
+    timeout: float = 30.0
+
+    def __repr__(self) -> str:  # never show the password or the secret
+        return (
+            f"ExchangeConfig(ews_url={self.ews_url!r}, auth={self.auth!r}, username={self.username!r}, "
+            f"tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, authority_host={self.authority_host!r})"
+        )
+
+
+class ExchangeTransport:
+    """Sends through EWS as `msg.sender`. Keep one per configuration (token cache, connection pool)."""
+
+    def __init__(self, config: ExchangeConfig) -> None:
+        self._config = config
+        url = urlsplit(config.ews_url)
+        if url.scheme not in ("https", "http") or not url.hostname:
+            raise ValueError(f"ews_url must be an http(s) URL, got {config.ews_url!r}")
+        self._host = url.hostname.lower()
+        self._tokens: TokenSource | None = None
+        self._basic: str | None = None
+        if config.auth == "oauth":
+            if not (config.tenant_id and config.client_id and config.client_secret):
+                raise ValueError("EWS OAuth needs tenant_id, client_id and client_secret")
+            authority_host = (config.authority_host or _DEFAULT_AUTHORITY).rstrip("/")
+            self._tokens = TokenSource(
+                TokenSettings(
+                    authority=f"{authority_host}/{config.tenant_id}",
+                    client_id=config.client_id,
+                    client_secret=config.client_secret,
+                    scope=_scope(config.ews_url),
+                    ca_bundle=config.ca_bundle,
+                    timeout=config.timeout,
+                    local_authority=authority_host != _DEFAULT_AUTHORITY,
+                ),
+                provider=PROVIDER,
+            )
+        elif config.auth == "basic":
+            if config.username is None or config.password is None:
+                raise ValueError("EWS Basic authentication needs username and password")
+            self._basic = base64.b64encode(f"{config.username}:{config.password}".encode()).decode("ascii")
+        else:
+            raise ValueError(f"unknown EWS auth {config.auth!r}")
+        if self._host == _EXCHANGE_ONLINE:
+            _LOG.warning("exchange provider targets Exchange Online: %s", DEPRECATION_NOTE)
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True
+        )
+        self._http = httpx.AsyncClient(
+            verify=verify, timeout=httpx.Timeout(config.timeout), follow_redirects=False
+        )
+
+    async def send(self, msg: OutgoingMessage) -> SendResult:
+        body = _envelope(_create_item(msg), self._impersonate(msg.sender))
+        response = await self._post(body, msg.sender, "send", final=True)
+        code, text, backoff = _response_message(response.content)
+        if response.status_code == 200 and code == "NoError":
+            return SendResult(Reply(200, "NoError"))
+        raise self._error(response, "send", code, text, backoff)
+
+    async def verify(self, mailbox: str) -> Reply:
+        """Check credentials and the mailbox without sending.
+
+        OAuth: `GetFolder` of the mailbox's inbox while impersonating it, which exercises the same
+        impersonation right sending needs. Basic: `ResolveNames` for the address, which any mailbox user may
+        call and which proves the credentials and that the address resolves (Send As itself is checked only
+        by a real send).
+        """
+        if self._tokens is not None:
+            operation = (
+                "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape>"
+                '<m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds></m:GetFolder>'
+            )
+        else:
+            operation = (
+                '<m:ResolveNames ReturnFullContactData="false">'
+                f"<m:UnresolvedEntry>smtp:{escape(mailbox)}</m:UnresolvedEntry></m:ResolveNames>"
+            )
+        response = await self._post(
+            _envelope(operation, self._impersonate(mailbox)), mailbox, "verify", final=False
+        )
+        code, text, backoff = _response_message(response.content)
+        if response.status_code == 200 and code == "NoError":
+            return Reply(200, f"Credentials accepted; mailbox {mailbox} is reachable through EWS.")
+        raise self._error(response, "verify", code, text, backoff)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        if self._tokens is not None:
+            await self._tokens.aclose()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _impersonate(self, mailbox: str) -> str | None:
+        # App-only tokens have no user: EWS must be told whose mailbox to act in (PROVIDERS.md §3.3).
+        return mailbox if self._tokens is not None else None
+
+    async def _post(self, body: bytes, mailbox: str, stage: Stage, *, final: bool) -> httpx.Response:
+        if self._basic is not None and not _transport_is_safe(self._config.ews_url):
+            raise TransportError(
+                "connect",
+                Reply(
+                    None,
+                    "refusing to send the Exchange password over plain http; use https",
+                    "insecure_transport",
+                ),
+                provider=PROVIDER,
+            )
+        headers = {"Content-Type": "text/xml; charset=utf-8", "Accept": "text/xml"}
+        token: str | None = None
+        for attempt in (1, 2):
+            if self._tokens is not None:
+                token = await self._tokens.token()
+                headers["Authorization"] = f"Bearer {token}"
+                # Routes the request to the mailbox's server; required with impersonation (§3.3).
+                headers["X-AnchorMailbox"] = mailbox
+            else:
+                headers["Authorization"] = f"Basic {self._basic}"
+            try:
+                response = await self._http.post(self._config.ews_url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                raise _network_error(exc, stage, final=final, timeout=self._config.timeout) from exc
+            if (
+                response.status_code == 401
+                and attempt == 1
+                and self._tokens is not None
+                and token is not None
+            ):
+                # The cached token was refused before MSAL expected; 401 means nothing was done: retry once.
+                self._tokens.invalidate(token)
+                continue
+            return response
+        raise AssertionError("unreachable")
+
+    def _error(
+        self,
+        response: httpx.Response,
+        stage: Stage,
+        code: str | None,
+        text: str | None,
+        backoff: float | None,
+    ) -> TransportError:
+        status = response.status_code
+        if status == 401:
+            how = "token" if self._tokens is not None else "user name or password"
+            return TransportError(
+                "auth",
+                Reply(401, f"Exchange rejected the {how} (HTTP 401)", code or "Unauthorized"),
+                provider=PROVIDER,
+            )
+        retry_after = backoff
+        if retry_after is None and status in (429, 503):
+            retry_after = _seconds(response.headers.get("retry-after"))
+        if text is None:
+            text = (response.text.strip()[:300] if response.content else "") or response.reason_phrase
+            if status == 403 and self._host == _EXCHANGE_ONLINE:
+                text = f"{text} (EWS may be blocked for this tenant or app. {DEPRECATION_NOTE})"
+        return TransportError(
+            stage,
+            Reply(status, text, code),
+            provider=PROVIDER,
+            retry_after=retry_after,
+            # A gateway timeout after CreateItem was posted: Exchange may still send it.
+            uncertain=stage == "send" and status == 504,
+        )
+
+
+# ---------------------------------------------------------------------- SOAP building
+
+
+def _envelope(operation: str, impersonate: str | None) -> bytes:
+    impersonation = (
+        "<t:ExchangeImpersonation><t:ConnectingSID>"
+        f"<t:PrimarySmtpAddress>{escape(impersonate)}</t:PrimarySmtpAddress>"
+        "</t:ConnectingSID></t:ExchangeImpersonation>"
+        if impersonate
+        else ""
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f'<soap:Envelope xmlns:soap="{_SOAP}" xmlns:m="{_M}" xmlns:t="{_T}">'
+        f'<soap:Header><t:RequestServerVersion Version="Exchange2013_SP1"/>{impersonation}</soap:Header>'
+        f"<soap:Body>{operation}</soap:Body></soap:Envelope>"
+    ).encode()
+
+
+def _mailboxes(tag: str, addresses: list[str]) -> str:
+    if not addresses:
+        return ""
+    items = []
+    for value in addresses:
+        name, address = parseaddr(value)
+        name_xml = f"<t:Name>{escape(name)}</t:Name>" if name else ""
+        items.append(
+            f"<t:Mailbox>{name_xml}<t:EmailAddress>{escape(address or value)}</t:EmailAddress></t:Mailbox>"
+        )
+    return f"<t:{tag}>{''.join(items)}</t:{tag}>"
+
+
+def _create_item(msg: OutgoingMessage) -> str:
+    """CreateItem/SendAndSaveCopy. Element order follows the EWS schema (ItemType, then MessageType fields)."""
+    if msg.mime is not None:
+        # The built RFC 5322 message carries everything (headers, both bodies, attachments, Message-ID).
+        # Bcc is not in the MIME headers, so those recipients are given as elements (§3.2: "optionally with
+        # ToRecipients etc. for the envelope").
+        mime = base64.b64encode(msg.mime).decode("ascii")
+        fields = f'<t:MimeContent CharacterSet="UTF-8">{mime}</t:MimeContent>' + _mailboxes(
+            "BccRecipients", msg.bcc
+        )
+    else:
+        if msg.body_html is not None:
+            body = f'<t:Body BodyType="HTML">{escape(msg.body_html)}</t:Body>'
+        else:
+            body = f'<t:Body BodyType="Text">{escape(msg.body_text or "")}</t:Body>'
+        attachments = "".join(
+            "<t:FileAttachment>"
+            f"<t:Name>{escape(a.filename)}</t:Name><t:ContentType>{escape(a.content_type)}</t:ContentType>"
+            f"<t:Content>{base64.b64encode(a.content).decode('ascii')}</t:Content>"
+            "</t:FileAttachment>"
+            for a in msg.attachments
+        )
+        sender = f"{msg.sender_name} <{msg.sender}>" if msg.sender_name else msg.sender
+        fields = (
+            f"<t:Subject>{escape(msg.subject)}</t:Subject>{body}"
+            + (f"<t:Attachments>{attachments}</t:Attachments>" if attachments else "")
+            + _mailboxes("ToRecipients", msg.to)
+            + _mailboxes("CcRecipients", msg.cc)
+            + _mailboxes("BccRecipients", msg.bcc)
+            + _mailboxes("From", [sender])
+            + _mailboxes("ReplyTo", msg.reply_to)
+        )
+    return (
+        f"<m:CreateItem MessageDisposition={quoteattr('SendAndSaveCopy')}>"
+        '<m:SavedItemFolderId><t:DistinguishedFolderId Id="sentitems"/></m:SavedItemFolderId>'
+        f"<m:Items><t:Message>{fields}</t:Message></m:Items></m:CreateItem>"
+    )
+
+
+def _scope(ews_url: str) -> str:
+    """Exchange Online's resource for any *.office365.com EWS URL; otherwise the EWS host itself (hybrid)."""
+    url = urlsplit(ews_url)
+    host = (url.hostname or "").lower()
+    if host == _EXCHANGE_ONLINE or host.endswith(".office365.com"):
+        return f"https://{_EXCHANGE_ONLINE}/.default"
+    return f"https://{url.netloc}/.default"
+
+
+def _transport_is_safe(ews_url: str) -> bool:
+    url = urlsplit(ews_url)
+    if url.scheme == "https":
+        return True
+    host = url.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------- SOAP parsing
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _response_message(content: bytes) -> tuple[str | None, str | None, float | None]:
+    """(ResponseCode, MessageText, BackOffMilliseconds as seconds) from a response message or a SOAP fault.
+
+    Elements are matched by local name: faults put ResponseCode in the errors namespace, messages in `m:`.
+    """
+    if not content:
+        return None, None, None
+    try:
+        root = ET.fromstring(content)  # noqa: S314 - the EWS server is configured by an admin, not by users
+    except ET.ParseError:
+        return None, None, None
+    code: str | None = None
+    text: str | None = None
+    backoff: float | None = None
+    for element in root.iter():
+        name = _local(element.tag)
+        if name == "ResponseCode" and code is None:
+            code = (element.text or "").strip() or None
+        elif name in ("MessageText", "Message", "faultstring") and text is None:
+            text = (element.text or "").strip() or None
+        elif name == "Value" and element.get("Name") == "BackOffMilliseconds":
+            seconds = _seconds(element.text, scale=1000)
+            backoff = seconds if seconds is not None else backoff
+    return code, text, backoff
+
+
+def _seconds(value: str | None, *, scale: float = 1.0) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value.strip()) / scale)
+    except ValueError:
+        return None
+
+
+def _network_error(exc: httpx.HTTPError, stage: Stage, *, final: bool, timeout: float) -> TransportError:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return TransportError(
+            "connect", Reply(None, "connecting to EWS timed out", "timeout"), provider=PROVIDER
+        )
+    if isinstance(exc, httpx.ConnectError):
+        return TransportError(
+            "connect", Reply(None, f"cannot connect to EWS: {exc}", "connect_failed"), provider=PROVIDER
+        )
+    # The SOAP request left: if it was CreateItem, Exchange may have sent the message.
+    uncertain = final and isinstance(exc, httpx.ReadTimeout | httpx.ReadError | httpx.RemoteProtocolError)
+    if isinstance(exc, httpx.TimeoutException):
+        return TransportError(
+            stage,
+            Reply(None, f"no answer from EWS within {timeout:g}s", "timeout"),
+            provider=PROVIDER,
+            uncertain=uncertain,
+        )
+    return TransportError(
+        stage,
+        Reply(None, f"EWS connection failed: {type(exc).__name__}", "connect_failed"),
+        provider=PROVIDER,
+        uncertain=uncertain,
+    )

@@ -1,0 +1,502 @@
+"""Microsoft Graph transport: `sendMail` with an app-only token (application permission `Mail.Send`).
+
+Messages whose JSON request fits in Graph's 4 MB request limit go out in one `POST /users/{sender}/sendMail`.
+Larger ones use the draft flow (PROVIDERS.md §1.4): create a draft, attach what does not fit (small files
+through `/attachments`, files of 3 MB or more through an upload session), then send the draft. The draft flow
+needs `Mail.ReadWrite` in addition to `Mail.Send`, and always saves to Sent Items.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parseaddr, parsedate_to_datetime
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from app.transports._msal import TokenSettings, TokenSource
+from app.transports.base import Attachment, OutgoingMessage, Reply, SendResult, Stage, TransportError
+
+__all__ = [
+    "Cloud",
+    "GraphConfig",
+    "GraphTransport",
+    "cloud_hosts",
+    "cloud_supports_upload_sessions",
+]
+
+Cloud = Literal["global", "usgov_gcch", "usgov_dod", "china"]
+
+PROVIDER = "graph"
+
+# PROVIDERS.md §1.7. China: MSAL 1.39 calls login.chinacloudapi.cn "DEPRECATED_AZURE_CHINA" and Entra's docs now
+# list login.partner.microsoftonline.cn, so the latter is used (both are on MSAL's well-known list).
+_CLOUDS: dict[str, tuple[str, str]] = {
+    "global": ("https://login.microsoftonline.com", "https://graph.microsoft.com/v1.0"),
+    "usgov_gcch": ("https://login.microsoftonline.us", "https://graph.microsoft.us/v1.0"),
+    "usgov_dod": ("https://login.microsoftonline.us", "https://dod-graph.microsoft.us/v1.0"),
+    "china": ("https://login.partner.microsoftonline.cn", "https://microsoftgraph.chinacloudapi.cn/v1.0"),
+}
+# createUploadSession is not available in US Gov L4/L5 (PROVIDERS.md §1.4, availability table).
+_UPLOAD_SESSION_CLOUDS = frozenset({"global", "china"})
+
+# Graph refuses request bodies over "4MB" with 413 ("The maximum request length supported is 4MB", the ASP.NET
+# maxRequestLength default of 4096 KiB). Files of 3 MiB or more go through an upload session (createUploadSession
+# refuses files "under 3 MB"); a smaller file is under 4 MiB in base64, so it fits in its own JSON request
+# (apart from the last ~200 bytes below 3 MiB, where the JSON framing tips it over: not worth a third path).
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+UPLOAD_SESSION_MIN_BYTES = 3 * 1024 * 1024
+# Upload chunks: at most 4 MB each (§1.4); a multiple of 320 KiB as OneDrive-style sessions require.
+UPLOAD_CHUNK_BYTES = 12 * 320 * 1024  # 3,932,160
+
+
+def cloud_hosts(cloud: Cloud) -> tuple[str, str]:
+    """(Entra authority host, Graph base URL including `/v1.0`) for a national cloud."""
+    try:
+        return _CLOUDS[cloud]
+    except KeyError:
+        raise ValueError(f"unknown Microsoft cloud {cloud!r}; expected one of {sorted(_CLOUDS)}") from None
+
+
+def cloud_supports_upload_sessions(cloud: Cloud) -> bool:
+    """Whether `createUploadSession` (needed for attachments of 3 MB or more) exists in that cloud."""
+    cloud_hosts(cloud)  # validates the name
+    return cloud in _UPLOAD_SESSION_CLOUDS
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    tenant_id: str
+    client_id: str
+    client_secret: str
+    cloud: Cloud = "global"
+    authority_host: str | None = None  # override (tests: "https://127.0.0.1:PORT"); else from the cloud table
+    graph_base: str | None = (
+        None  # override (tests: "https://127.0.0.1:PORT/v1.0"); else from the cloud table
+    )
+    ca_bundle: str | None = None  # CA file for tests (trustme)
+    timeout: float = 30.0
+
+    def __repr__(self) -> str:  # never show the secret
+        return (
+            f"GraphConfig(tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, cloud={self.cloud!r}, "
+            f"authority_host={self.authority_host!r}, graph_base={self.graph_base!r})"
+        )
+
+
+class GraphTransport:
+    """Sends through Microsoft Graph as `msg.sender` (the mailbox in the URL).
+
+    Keep one instance per provider configuration for the life of the worker: it owns the MSAL application
+    (and so the token cache) and the HTTP connection pool.
+    """
+
+    def __init__(self, config: GraphConfig) -> None:
+        self._config = config
+        default_authority, default_graph = cloud_hosts(config.cloud)
+        authority_host = (config.authority_host or default_authority).rstrip("/")
+        self._graph = (config.graph_base or default_graph).rstrip("/")
+        graph_root = urlsplit(default_graph)
+        # The scope always names the cloud's real Graph resource, even when graph_base points elsewhere
+        # (a test fake or a proxy): the token's audience must be Graph itself.
+        self._tokens = TokenSource(
+            TokenSettings(
+                authority=f"{authority_host}/{config.tenant_id}",
+                client_id=config.client_id,
+                client_secret=config.client_secret,
+                scope=f"{graph_root.scheme}://{graph_root.netloc}/.default",
+                ca_bundle=config.ca_bundle,
+                timeout=config.timeout,
+                local_authority=config.authority_host is not None and authority_host != default_authority,
+            ),
+            provider=PROVIDER,
+        )
+        # httpx 0.28 deprecates verify=<path>; an SSLContext is the supported form.
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True
+        )
+        self._http = httpx.AsyncClient(
+            verify=verify,
+            timeout=httpx.Timeout(config.timeout),
+            # Graph allows 4 concurrent requests per mailbox and app; the engine enforces that, not the pool.
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            follow_redirects=False,
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    async def send(self, msg: OutgoingMessage) -> SendResult:
+        inline = _message_json(msg, msg.attachments)
+        body = _dumps({"message": inline, "saveToSentItems": True})
+        if len(body) <= MAX_REQUEST_BYTES:
+            response = await self._call(
+                "POST", self._user_url(msg.sender, "sendMail"), "send", body=body, final=True
+            )
+            return self._accepted(response, "send", final=True)
+        return await self._send_via_draft(msg)
+
+    async def verify(self, mailbox: str) -> Reply:
+        """Acquire a token and check that `mailbox` resolves, without sending anything.
+
+        Reads `GET /users/{mailbox}/mailFolders/inbox?$select=id`. With only `Mail.Send` (the documented setup)
+        Graph answers 403 `ErrorAccessDenied` for an existing mailbox, and 404 (`ErrorInvalidUser`,
+        `MailboxNotEnabledForRESTAPI`, `ResourceNotFound`) when the mailbox does not resolve. A 403 is therefore
+        reported as success with an explanatory text; `/users/{id}` would need `User.Read.All` and only proves
+        a directory entry, not a mailbox. When the token is a JWT, its `roles` claim must contain `Mail.Send`
+        (this catches a delegated-instead-of-application permission or missing admin consent).
+        """
+        token = await self._tokens.token()
+        roles = _token_roles(token)
+        if roles is not None and "Mail.Send" not in roles:
+            granted = ", ".join(sorted(roles)) or "none"
+            raise TransportError(
+                "verify",
+                Reply(
+                    None,
+                    "The token has no Mail.Send application permission (granted application permissions: "
+                    f"{granted}). Add Mail.Send as an Application permission and grant admin consent.",
+                    "MailSendNotGranted",
+                ),
+                provider=PROVIDER,
+            )
+        url = self._user_url(mailbox, "mailFolders/inbox") + "?$select=id"
+        response = await self._call("GET", url, "verify", token=token)
+        if response.status_code == 200:
+            return Reply(200, f"Token acquired; mailbox {mailbox} is reachable.")
+        code, message = _graph_error(response)
+        if response.status_code == 403 and code == "ErrorAccessDenied":
+            return Reply(
+                403,
+                f"Token acquired (Mail.Send granted); mailbox {mailbox} resolves but the app may not read it, which "
+                "is expected with only Mail.Send. Sending permission is confirmed only by a real send "
+                f"(an application access policy that excludes the mailbox also answers like this): {message}",
+                code,
+            )
+        raise self._error(response, "verify")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await self._tokens.aclose()
+
+    # ------------------------------------------------------------------ draft + upload session flow
+
+    async def _send_via_draft(self, msg: OutgoingMessage) -> SendResult:
+        large = [a for a in msg.attachments if len(a.content) >= UPLOAD_SESSION_MIN_BYTES]
+        small = [a for a in msg.attachments if len(a.content) < UPLOAD_SESSION_MIN_BYTES]
+        if large and not cloud_supports_upload_sessions(self._config.cloud):
+            names = ", ".join(a.filename for a in large)
+            raise TransportError(
+                "upload",
+                Reply(
+                    None,
+                    f"Attachments of 3 MB or more ({names}) need a Graph upload session, which the "
+                    f"{self._config.cloud} cloud does not offer; send them another way or make them smaller.",
+                    "upload_sessions_unavailable",
+                ),
+                provider=PROVIDER,
+            )
+        # Put as many small files in the draft itself as fit in one request; the rest are added one by one.
+        in_draft: list[Attachment] = []
+        separate: list[Attachment] = []
+        size = len(_dumps(_message_json(msg, []))) + len(',"attachments":[]')
+        for attachment in small:
+            extra = len(_dumps(_file_attachment(attachment))) + 1  # + the comma between items
+            if size + extra <= MAX_REQUEST_BYTES:
+                in_draft.append(attachment)
+                size += extra
+            else:
+                separate.append(attachment)
+
+        created = await self._call(
+            "POST",
+            self._user_url(msg.sender, "messages"),
+            "send",
+            body=_dumps(_message_json(msg, in_draft)),
+        )
+        if created.status_code != 201:
+            raise self._error(created, "send")
+        draft_id = _json_object(created).get("id")
+        if not isinstance(draft_id, str) or not draft_id:
+            raise TransportError(
+                "send", Reply(created.status_code, "draft created without an id"), provider=PROVIDER
+            )
+        draft_url = self._user_url(msg.sender, f"messages/{quote(draft_id, safe='')}")
+        try:
+            for attachment in separate:
+                added = await self._call(
+                    "POST", f"{draft_url}/attachments", "send", body=_dumps(_file_attachment(attachment))
+                )
+                if added.status_code != 201:
+                    raise self._error(added, "send")
+            for attachment in large:
+                await self._upload(draft_url, attachment)
+        except Exception:
+            await self._delete_draft(draft_url)
+            raise
+        try:
+            sent = await self._call("POST", f"{draft_url}/send", "send", body=b"", final=True)
+            return self._accepted(sent, "send", final=True)
+        except TransportError as exc:
+            # If Graph may have sent it, the draft may already be in Sent Items: leave it alone.
+            if not exc.uncertain:
+                await self._delete_draft(draft_url)
+            raise
+
+    async def _upload(self, draft_url: str, attachment: Attachment) -> None:
+        size = len(attachment.content)
+        session = await self._call(
+            "POST",
+            f"{draft_url}/attachments/createUploadSession",
+            "upload",
+            body=_dumps(
+                {
+                    "AttachmentItem": {
+                        "attachmentType": "file",
+                        "name": attachment.filename,
+                        "size": size,
+                        "contentType": attachment.content_type,
+                        "isInline": False,
+                    }
+                }
+            ),
+        )
+        if session.status_code != 201:
+            raise self._error(session, "upload")
+        upload_url = _json_object(session).get("uploadUrl")
+        if not isinstance(upload_url, str) or not upload_url.startswith("https://"):
+            raise TransportError(
+                "upload", Reply(201, "upload session without an https uploadUrl"), provider=PROVIDER
+            )
+        for start in range(0, size, UPLOAD_CHUNK_BYTES):
+            chunk = attachment.content[start : start + UPLOAD_CHUNK_BYTES]
+            end = start + len(chunk) - 1
+            # The upload URL is pre-authenticated: an Authorization header must not be sent (§1.4).
+            try:
+                response = await self._http.put(
+                    upload_url,
+                    content=chunk,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"bytes {start}-{end}/{size}",
+                    },
+                )
+            except httpx.HTTPError as exc:
+                raise self._network_error(exc, "upload", final=False) from exc
+            last = end == size - 1
+            if response.status_code not in ((200, 201) if last else (200,)):
+                raise self._error(response, "upload")
+
+    async def _delete_draft(self, draft_url: str) -> None:
+        """Best effort: a failed delete must not hide the error that caused it."""
+        try:
+            await self._call("DELETE", draft_url, "send")
+        except TransportError:
+            pass
+
+    # ------------------------------------------------------------------ HTTP plumbing
+
+    def _user_url(self, mailbox: str, rest: str) -> str:
+        return f"{self._graph}/users/{quote(mailbox, safe='@')}/{rest}"
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        stage: Stage,
+        *,
+        body: bytes | None = None,
+        final: bool = False,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """One authenticated Graph request; a 401 drops the token and is retried once with a fresh one."""
+        token = token or await self._tokens.token()
+        for attempt in (1, 2):
+            headers = {"Authorization": f"Bearer {token}"}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            try:
+                response = await self._http.request(method, url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                raise self._network_error(exc, stage, final=final) from exc
+            if response.status_code != 401 or attempt == 2:
+                return response
+            # Expired or revoked before MSAL's cache thought so: 401 means nothing was accepted, so a retry
+            # with a token fresh from Entra is safe even for sendMail.
+            self._tokens.invalidate(token)
+            token = await self._tokens.token()
+        raise AssertionError("unreachable")
+
+    def _accepted(self, response: httpx.Response, stage: Stage, *, final: bool) -> SendResult:
+        if response.status_code == 202:
+            return SendResult(Reply(202, "Accepted"))
+        raise self._error(response, stage, final=final)
+
+    def _error(self, response: httpx.Response, stage: Stage, *, final: bool = False) -> TransportError:
+        status = response.status_code
+        code, message = _graph_error(response)
+        retry_after = _retry_after(response.headers) if status in (429, 503) else None
+        if status == 401:
+            message = (
+                f"{message} (Graph rejected a freshly acquired token too: check tenant, client ID and that the "
+                "cloud matches the app registration)"
+            )
+        return TransportError(
+            stage,
+            Reply(status, message, code),
+            provider=PROVIDER,
+            retry_after=retry_after,
+            # 504 after the message was posted: Graph may still send it (§1.6; RELIABILITY #11).
+            uncertain=final and status == 504,
+        )
+
+    def _network_error(self, exc: httpx.HTTPError, stage: Stage, *, final: bool) -> TransportError:
+        host = urlsplit(str(exc.request.url)).netloc if _has_request(exc) else self._graph
+        if isinstance(exc, httpx.ConnectTimeout):
+            return TransportError(
+                "connect", Reply(None, f"connecting to {host} timed out", "timeout"), provider=PROVIDER
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return TransportError(
+                "connect",
+                Reply(None, f"cannot connect to {host}: {exc}", "connect_failed"),
+                provider=PROVIDER,
+            )
+        # The request left (at least partly): if this was the request that sends, Graph may have accepted it.
+        uncertain = final and isinstance(exc, httpx.ReadTimeout | httpx.ReadError | httpx.RemoteProtocolError)
+        if isinstance(exc, httpx.TimeoutException):
+            text = f"no answer from {host} within {self._config.timeout:g}s"
+            return TransportError(stage, Reply(None, text, "timeout"), provider=PROVIDER, uncertain=uncertain)
+        return TransportError(
+            stage,
+            Reply(None, f"connection to {host} failed: {type(exc).__name__}", "connect_failed"),
+            provider=PROVIDER,
+            uncertain=uncertain,
+        )
+
+
+# ---------------------------------------------------------------------- JSON building and parsing
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _address(value: str) -> dict[str, Any]:
+    """`{"emailAddress": {...}}`, accepting a bare address or "Name <address>"."""
+    name, address = parseaddr(value)
+    email: dict[str, str] = {"address": address or value}
+    if name:
+        email["name"] = name
+    return {"emailAddress": email}
+
+
+def _file_attachment(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "name": attachment.filename,
+        "contentType": attachment.content_type,
+        "contentBytes": base64.b64encode(attachment.content).decode("ascii"),
+    }
+
+
+def _message_json(msg: OutgoingMessage, attachments: list[Attachment]) -> dict[str, Any]:
+    """The Graph `message` resource (§1.2). Graph takes one body: HTML when there is one, else text."""
+    if msg.body_html is not None:
+        body = {"contentType": "HTML", "content": msg.body_html}
+    else:
+        body = {"contentType": "Text", "content": msg.body_text or ""}
+    sender: dict[str, str] = {"address": msg.sender}
+    if msg.sender_name:
+        sender["name"] = msg.sender_name
+    message: dict[str, Any] = {
+        "subject": msg.subject,
+        "body": body,
+        "from": {"emailAddress": sender},
+        "toRecipients": [_address(a) for a in msg.to],
+        "ccRecipients": [_address(a) for a in msg.cc],
+        "bccRecipients": [_address(a) for a in msg.bcc],
+    }
+    if msg.reply_to:
+        message["replyTo"] = [_address(a) for a in msg.reply_to]
+    # Settable while the message is a draft (message-update docs: "Updatable only if isDraft = true"); sendMail
+    # creates a draft first, so our Message-ID survives and retries/bounces can be matched to it.
+    if msg.message_id:
+        message["internetMessageId"] = msg.message_id
+    # Graph only accepts custom headers named x-... (§1.2); standard headers come from the fields above.
+    custom = [{"name": k, "value": v} for k, v in msg.headers.items() if k.lower().startswith("x-")]
+    if custom:
+        message["internetMessageHeaders"] = custom
+    if attachments:
+        message["attachments"] = [_file_attachment(a) for a in attachments]
+    return message
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _graph_error(response: httpx.Response) -> tuple[str | None, str]:
+    """(`error.code`, `error.message`) from a Graph error body; falls back to the status text."""
+    error = _json_object(response).get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        message = error.get("message")
+        return (str(code) if code else None, str(message) if message else response.reason_phrase)
+    text = response.text.strip()[:300] if response.content else ""
+    return None, text or response.reason_phrase or f"HTTP {response.status_code}"
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Retry-After in seconds (Graph sends seconds; an HTTP date is accepted too)."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _token_roles(token: str) -> set[str] | None:
+    """The `roles` claim of a JWT access token, or None when the token is not a readable JWT.
+
+    Microsoft says access tokens are opaque to clients, so this is only a diagnostic for verify(), never a
+    condition for sending, and no signature is checked (the token came straight from Entra over TLS).
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(payload, dict) or "aud" not in payload:
+        return None
+    roles = payload.get("roles", [])
+    return {str(r) for r in roles} if isinstance(roles, list) else None
+
+
+def _has_request(exc: httpx.HTTPError) -> bool:
+    try:
+        exc.request  # noqa: B018 - raises RuntimeError when the exception carries no request
+    except RuntimeError:
+        return False
+    return True

@@ -1,0 +1,38 @@
+"""API keys: create (CLI and API), revoke, list."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlmodel import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.security import ROLES, hash_key, new_key
+from app.models import ApiKey, User
+from app.models._base import utcnow
+
+
+async def create(session: AsyncSession, *, role: str, user_id: int | None = None, name: str = "") -> str:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if role == "user":
+        if user_id is None:
+            raise ValueError("a user key needs --user ID (the user it acts as)")
+        if await session.get(User, user_id) is None:
+            raise ValueError(f"no user {user_id}")
+    elif user_id is not None:
+        raise ValueError("only user keys are bound to a user")
+    key = new_key()
+    session.add(ApiKey(name=name, prefix=key[:10], key_hash=hash_key(key), role=role, user_id=user_id))
+    await session.flush()
+    return key
+
+
+async def revoke(session: AsyncSession, key_id: int) -> bool:
+    res = await session.execute(
+        update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())  # type: ignore[arg-type,union-attr]
+    )
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+async def list_keys(session: AsyncSession) -> list[ApiKey]:
+    return list((await session.execute(select(ApiKey).order_by(ApiKey.id))).scalars().all())  # type: ignore[arg-type]

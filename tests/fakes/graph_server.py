@@ -1,0 +1,945 @@
+"""A local HTTPS fake of Microsoft Entra ID (the parts MSAL calls) and of Microsoft Graph mail sending.
+
+It serves, on one port with a trustme certificate:
+
+- `GET /{tenant}/v2.0/.well-known/openid-configuration` and `POST /{tenant}/oauth2/v2.0/token` exactly as
+  msal 1.39 calls them (PROVIDERS.md §2.4), issuing unsigned JWT-shaped tokens with a `roles` claim;
+- `POST /v1.0/users/{u}/sendMail`, draft creation, `/attachments`, `createUploadSession`, the pre-authenticated
+  upload URL (chunked PUT with Content-Range; an Authorization header there is refused), `/send`, draft
+  DELETE, and `GET /v1.0/users/{u}/mailFolders/inbox` (what `GraphTransport.verify` reads).
+
+Everything received is recorded (`token_requests`, `requests`, `sent` with attachments decoded to bytes,
+`upload_chunks`, `drafts`, `deleted_drafts`). Faults are scripted per route with `script(route, *answers)`:
+each request to that route takes the next scripted answer, then the fake behaves normally again.
+
+In tests use it as a context manager or through the fixtures in `tests/transports/conftest.py`. Standalone:
+`python -m tests.fakes.graph_server --port 8443` prints the URLs and the CA file to trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import itertools
+import json
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import parse_qs
+
+import trustme
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+__all__ = [
+    "BackgroundServer",
+    "FakeAuthority",
+    "GraphFake",
+    "ReceivedAttachment",
+    "ReceivedMessage",
+    "RecordedRequest",
+    "ScriptQueues",
+    "Scripted",
+    "TokenRequest",
+    "UploadChunk",
+    "access_denied",
+    "app_not_found",
+    "expired_client_secret",
+    "gateway_timeout",
+    "graph_error",
+    "invalid_client_secret",
+    "invalid_user",
+    "mailbox_full",
+    "send_as_denied",
+    "slow",
+    "tenant_not_found",
+    "throttled",
+    "token_error",
+    "token_server_error",
+    "unauthorized",
+    "unavailable",
+]
+
+MAX_REQUEST_BYTES = 4 * 1024 * 1024  # Graph answers 413 above this (PROVIDERS.md §1.4)
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+MIN_UPLOAD_SESSION_BYTES = 3 * 1024 * 1024
+
+GraphRoute = Literal[
+    "sendMail",
+    "createDraft",
+    "addAttachment",
+    "createUploadSession",
+    "upload",
+    "sendDraft",
+    "deleteDraft",
+    "verify",
+    "token",
+    "discovery",
+]
+
+
+# ---------------------------------------------------------------------- scripted answers
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """One scripted answer. `status=None` means: wait `delay` seconds, then answer normally."""
+
+    status: int | None = None
+    json: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+    def response(self) -> Response:
+        assert self.status is not None
+        if self.json is None:
+            return Response(status_code=self.status, headers=self.headers)
+        return JSONResponse(self.json, status_code=self.status, headers=self.headers)
+
+
+def graph_error(status: int, code: str, message: str, *, retry_after: float | None = None) -> Scripted:
+    """A Graph error answer in the documented shape (PROVIDERS.md §1.6)."""
+    headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+    body = {"error": {"code": code, "message": message, "innerError": {"request-id": "fake", "date": "now"}}}
+    return Scripted(status, body, headers)
+
+
+def throttled(retry_after: float = 7) -> Scripted:
+    return graph_error(
+        429,
+        "ApplicationThrottled",
+        "Application is over its MailboxConcurrency limit.",
+        retry_after=retry_after,
+    )
+
+
+def unavailable(retry_after: float | None = 5) -> Scripted:
+    return graph_error(503, "ServiceUnavailable", "Service unavailable.", retry_after=retry_after)
+
+
+def gateway_timeout() -> Scripted:
+    return graph_error(504, "GatewayTimeout", "Gateway timeout.")
+
+
+def unauthorized() -> Scripted:
+    return graph_error(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
+
+
+def send_as_denied() -> Scripted:
+    return graph_error(
+        403,
+        "ErrorSendAsDenied",
+        "The user account which was used to submit this request does not have the right to send mail on "
+        "behalf of the specified sending account. Cannot submit message.",
+    )
+
+
+def access_denied() -> Scripted:
+    return graph_error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+
+
+def invalid_user(mailbox: str) -> Scripted:
+    return graph_error(404, "ErrorInvalidUser", f"The requested user '{mailbox}' is invalid.")
+
+
+def mailbox_full() -> Scripted:
+    return graph_error(403, "ErrorQuotaExceeded", "Mailbox has exceeded maximum mailbox size.")
+
+
+def slow(seconds: float) -> Scripted:
+    """Answer normally, but only after `seconds` (use with a short client timeout)."""
+    return Scripted(None, delay=seconds)
+
+
+def token_error(status: int, error: str, description: str, code: int) -> Scripted:
+    body = {
+        "error": error,
+        "error_description": description,
+        "error_codes": [code],
+        "timestamp": "2026-11-01 00:00:00Z",
+        "trace_id": "00000000-0000-0000-0000-000000000000",
+        "correlation_id": "00000000-0000-0000-0000-000000000000",
+    }
+    return Scripted(status, body)
+
+
+def invalid_client_secret() -> Scripted:
+    return token_error(
+        401,
+        "invalid_client",
+        "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the "
+        "client secret value, not the client secret ID, for a secret added to app 'fake'.",
+        7000215,
+    )
+
+
+def expired_client_secret() -> Scripted:
+    return token_error(
+        401,
+        "invalid_client",
+        "AADSTS7000222: The provided client secret keys for app 'fake' are expired.",
+        7000222,
+    )
+
+
+def app_not_found(client_id: str = "fake") -> Scripted:
+    return token_error(
+        400,
+        "unauthorized_client",
+        f"AADSTS700016: Application with identifier '{client_id}' was not found in the directory 'fake'.",
+        700016,
+    )
+
+
+def tenant_not_found(tenant: str = "fake") -> Scripted:
+    """For the `discovery` route: MSAL raises ValueError while constructing the application."""
+    return token_error(
+        400,
+        "invalid_tenant",
+        f"AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID.",
+        90002,
+    )
+
+
+def token_server_error() -> Scripted:
+    return Scripted(500, {"error": "server_error", "error_description": "AADSTS50000: fake outage"})
+
+
+# ---------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    route: str
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    tenant: str
+    form: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ReceivedAttachment:
+    name: str
+    content_type: str
+    content: bytes
+    via: Literal["inline", "attachments", "upload"]
+    is_inline: bool = False
+
+
+@dataclass
+class ReceivedMessage:
+    mailbox: str
+    via: Literal["sendMail", "draft"]
+    subject: str
+    body_type: str
+    body: str
+    from_address: str | None
+    from_name: str | None
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    reply_to: list[str]
+    internet_message_id: str | None
+    headers: dict[str, str]
+    attachments: list[ReceivedAttachment]
+    save_to_sent_items: bool
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UploadChunk:
+    session_id: str
+    content_range: str
+    length: int
+    headers: dict[str, str]
+
+
+@dataclass
+class _Draft:
+    mailbox: str
+    message: dict[str, Any]
+    attachments: list[ReceivedAttachment]
+
+
+@dataclass
+class _UploadSession:
+    mailbox: str
+    draft_id: str
+    name: str
+    content_type: str
+    size: int
+    authtoken: str
+    is_inline: bool
+    received: bytearray = field(default_factory=bytearray)
+
+
+# ---------------------------------------------------------------------- HTTPS server in a thread
+
+
+class BackgroundServer:
+    """Serves a Starlette app over HTTPS (trustme CA) with uvicorn in a daemon thread.
+
+    A thread with its own event loop keeps the fake independent of the test's loop, and works from sync
+    code (MSAL runs in worker threads) and standalone.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, tls: bool = True) -> None:
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self._dir = tempfile.TemporaryDirectory(prefix="outbox-fake-")
+        self.ca_path = str(Path(self._dir.name) / "ca.pem")
+        self.stopping = threading.Event()  # ends scripted delays early so shutdown is quick
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self._tls else 'http'}://{self._host}:{self.port}"
+
+    def start(self, app: Starlette) -> None:
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(self.ca_path)
+        cert_path = str(Path(self._dir.name) / "server.pem")
+        ca.issue_cert(self._host, "localhost").private_key_and_cert_chain_pem.write_to_path(cert_path)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._host, self._port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            ssl_certfile=cert_path if self._tls else None,
+            log_config=None,  # leave the process's logging alone
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            http="h11",
+            timeout_graceful_shutdown=2,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                sock.close()
+                raise RuntimeError("fake server did not start")
+            time.sleep(0.01)
+        self._sock = sock
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._sock.close()
+        self._server = None
+        self._thread = None
+        self._dir.cleanup()
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep inside a handler, cut short when the server stops."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(0.02, remaining))
+
+
+def _headers(request: Request) -> dict[str, str]:
+    return {k.lower(): v for k, v in request.headers.items()}
+
+
+class ScriptQueues:
+    """Per-route queues of scripted answers (tests push from their thread; the server pops from its own)."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[Scripted]] = {}
+        self._lock = threading.Lock()
+
+    def push(self, route: str, answers: Iterable[Scripted]) -> None:
+        with self._lock:
+            self._queues.setdefault(route, deque()).extend(answers)
+
+    def pop(self, route: str) -> Scripted | None:
+        with self._lock:
+            queue = self._queues.get(route)
+            return queue.popleft() if queue else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queues.clear()
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+# ---------------------------------------------------------------------- Entra ID (token endpoint)
+
+
+class FakeAuthority:
+    """The Entra ID endpoints MSAL uses for client credentials, as routes to mount in a fake's app.
+
+    Natural answers: an unknown tenant gets AADSTS90002 on discovery (MSAL raises ValueError), an unknown
+    client id AADSTS700016, a wrong secret AADSTS7000215, a secret in `expired_secrets` AADSTS7000222.
+    """
+
+    def __init__(
+        self,
+        server: BackgroundServer,
+        scripts: ScriptQueues,
+        *,
+        tenant_id: str,
+        client_id: str,
+        client_secret: str,
+        roles: Iterable[str] = ("Mail.Send",),
+    ) -> None:
+        self._server = server
+        self._scripts = scripts
+        self.tenant_id = tenant_id
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.expired_secrets: set[str] = set()
+        self.roles: list[str] = list(roles)
+        self.expires_in = 3599
+        self.token_requests: list[TokenRequest] = []
+        self.discovery_requests = 0
+        self._valid: set[str] = set()
+        self._counter = itertools.count(1)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery, methods=["GET"]),
+            Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
+        ]
+
+    def is_valid(self, token: str) -> bool:
+        return token in self._valid
+
+    def revoke_tokens(self) -> None:
+        """Make every token issued so far invalid (as if expired early): the next API call gets 401."""
+        self._valid.clear()
+
+    def reset(self) -> None:
+        self.token_requests.clear()
+        self.discovery_requests = 0
+        self.expired_secrets.clear()
+        self._valid.clear()
+
+    async def _scripted(self, route: str) -> Response | None:
+        answer = self._scripts.pop(route)
+        if answer is None:
+            return None
+        await self._server.pause(answer.delay)
+        return answer.response() if answer.status is not None else None
+
+    async def _discovery(self, request: Request) -> Response:
+        self.discovery_requests += 1
+        tenant = request.path_params["tenant"]
+        if (scripted := await self._scripted("discovery")) is not None:
+            return scripted
+        if tenant != self.tenant_id:
+            return tenant_not_found(tenant).response()
+        base = f"{self._server.url}/{tenant}"
+        return JSONResponse(
+            {
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "issuer": f"{self._server.url}/{tenant}/v2.0",
+            }
+        )
+
+    async def _token(self, request: Request) -> Response:
+        tenant = request.path_params["tenant"]
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        self.token_requests.append(TokenRequest(tenant, form, _headers(request)))
+        if (scripted := await self._scripted("token")) is not None:
+            return scripted
+        if tenant != self.tenant_id:
+            return tenant_not_found(tenant).response()
+        if form.get("grant_type") != "client_credentials":
+            return token_error(
+                400, "unsupported_grant_type", "AADSTS70003: unsupported grant", 70003
+            ).response()
+        if form.get("client_id") != self.client_id:
+            return app_not_found(form.get("client_id", "")).response()
+        secret = form.get("client_secret", "")
+        if secret in self.expired_secrets:
+            return expired_client_secret().response()
+        if secret != self.client_secret:
+            return invalid_client_secret().response()
+        scope = form.get("scope", "")
+        if not scope.endswith("/.default"):
+            return token_error(
+                400, "invalid_scope", "AADSTS70011: scope must be <resource>/.default", 70011
+            ).response()
+        token = self._issue(tenant, scope.removesuffix("/.default"))
+        return JSONResponse(
+            {
+                "token_type": "Bearer",
+                "expires_in": self.expires_in,
+                "ext_expires_in": self.expires_in,
+                "access_token": token,
+            }
+        )
+
+    def _issue(self, tenant: str, audience: str) -> str:
+        def part(value: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+        claims = {
+            "aud": audience,
+            "tid": tenant,
+            "appid": self.client_id,
+            "roles": self.roles,
+            "jti": f"fake-{next(self._counter)}",
+            "exp": int(time.time()) + self.expires_in,
+        }
+        token = f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.{secrets.token_urlsafe(16)}"
+        self._valid.add(token)
+        return token
+
+
+# ---------------------------------------------------------------------- Microsoft Graph
+
+
+class GraphFake:
+    """Fake Entra ID + Graph on one HTTPS port. Attributes for a `GraphConfig`:
+
+    `authority_host` (= `url`), `graph_base` (`url + "/v1.0"`), `ca_path`, `tenant_id`, `client_id`,
+    `client_secret`. `mailboxes` lists the mailboxes that exist; anything else gets 404 ErrorInvalidUser.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tenant_id: str = "contoso-tenant",
+        client_id: str = "11111111-2222-3333-4444-555555555555",
+        client_secret: str = "fake-secret-value",
+        mailboxes: Iterable[str] = ("sender@contoso.com",),
+    ) -> None:
+        self._scripts = ScriptQueues()
+        self._server = BackgroundServer(host=host, port=port)
+        self.authority = FakeAuthority(
+            self._server, self._scripts, tenant_id=tenant_id, client_id=client_id, client_secret=client_secret
+        )
+        self.mailboxes: set[str] = {m.lower() for m in mailboxes}
+        self.can_read_mail = False  # Mail.Send only, as documented: verify's inbox read gets 403
+        self.can_write_mail = True  # Mail.ReadWrite, needed by the draft flow
+        self.requests: list[RecordedRequest] = []
+        self.sent: list[ReceivedMessage] = []
+        self.drafts: dict[str, _Draft] = {}
+        self.deleted_drafts: list[str] = []
+        self.upload_chunks: list[UploadChunk] = []
+        self._uploads: dict[str, _UploadSession] = {}
+        self._ids = itertools.count(1)
+        self._app = Starlette(routes=[*self.authority.routes(), *self._graph_routes()])
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        self._server.start(self._app)
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Forget records, scripts and issued tokens (between tests sharing one server)."""
+        self._scripts.clear()
+        self.authority.reset()
+        self.authority.roles = ["Mail.Send"]
+        self.can_read_mail = False
+        self.can_write_mail = True
+        self.requests.clear()
+        self.sent.clear()
+        self.drafts.clear()
+        self.deleted_drafts.clear()
+        self.upload_chunks.clear()
+        self._uploads.clear()
+
+    # -- configuration for GraphConfig -----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def authority_host(self) -> str:
+        return self._server.url
+
+    @property
+    def graph_base(self) -> str:
+        return f"{self._server.url}/v1.0"
+
+    @property
+    def ca_path(self) -> str:
+        return self._server.ca_path
+
+    @property
+    def tenant_id(self) -> str:
+        return self.authority.tenant_id
+
+    @property
+    def client_id(self) -> str:
+        return self.authority.client_id
+
+    @property
+    def client_secret(self) -> str:
+        return self.authority.client_secret
+
+    @property
+    def token_requests(self) -> list[TokenRequest]:
+        return self.authority.token_requests
+
+    # -- faults ----------------------------------------------------------------------------------------
+
+    def script(self, route: GraphRoute, *answers: Scripted) -> None:
+        """Queue answers for the next requests to `route` (then normal behaviour resumes)."""
+        self._scripts.push(route, answers)
+
+    def revoke_tokens(self) -> None:
+        self.authority.revoke_tokens()
+
+    def requests_to(self, route: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.route == route]
+
+    # -- Graph routes -----------------------------------------------------------------------------------
+
+    def _graph_routes(self) -> list[Route]:
+        u = "/v1.0/users/{user}"
+        m = u + "/messages/{mid}"
+        return [
+            Route(u + "/sendMail", self._wrap("sendMail", self._send_mail), methods=["POST"]),
+            Route(u + "/messages", self._wrap("createDraft", self._create_draft), methods=["POST"]),
+            Route(m, self._wrap("deleteDraft", self._delete_draft), methods=["DELETE"]),
+            Route(m + "/attachments", self._wrap("addAttachment", self._add_attachment), methods=["POST"]),
+            Route(
+                m + "/attachments/createUploadSession",
+                self._wrap("createUploadSession", self._create_upload_session),
+                methods=["POST"],
+            ),
+            Route(m + "/send", self._wrap("sendDraft", self._send_draft), methods=["POST"]),
+            Route(u + "/mailFolders/inbox", self._wrap("verify", self._inbox), methods=["GET"]),
+            Route("/upload/{sid}", self._wrap("upload", self._upload, auth=False), methods=["PUT", "DELETE"]),
+        ]
+
+    def _wrap(self, route: str, handler: Handler, *, auth: bool = True) -> Handler:
+        """Record the request, apply a scripted answer, check the bearer token and the mailbox."""
+
+        async def endpoint(request: Request) -> Response:
+            body = await request.body()
+            headers = _headers(request)
+            self.requests.append(
+                RecordedRequest(route, request.method, request.url.path, request.url.query, headers, body)
+            )
+            answer = self._scripts.pop(route)
+            if answer is not None:
+                await self._server.pause(answer.delay)
+                if answer.status is not None:
+                    return answer.response()
+            if auth:
+                bearer = headers.get("authorization", "")
+                if not bearer.startswith("Bearer ") or not self.authority.is_valid(
+                    bearer.removeprefix("Bearer ")
+                ):
+                    return unauthorized().response()
+                user = request.path_params["user"]
+                if user.lower() not in self.mailboxes:
+                    return invalid_user(user).response()
+            if len(body) > MAX_REQUEST_BYTES:
+                return Response("The maximum request length supported is 4MB.", status_code=413)
+            return await handler(request)
+
+        return endpoint
+
+    async def _json(self, request: Request) -> dict[str, Any]:
+        value = json.loads(await request.body())
+        assert isinstance(value, dict)
+        return value
+
+    def _check_from(self, mailbox: str, message: dict[str, Any]) -> Response | None:
+        sender = (message.get("from") or {}).get("emailAddress", {}).get("address")
+        if sender and sender.lower() != mailbox.lower():
+            return send_as_denied().response()
+        return None
+
+    async def _send_mail(self, request: Request) -> Response:
+        if request.headers.get("content-type", "").split(";")[0] != "application/json":
+            return graph_error(400, "RequestBodyRead", "expected application/json").response()
+        payload = await self._json(request)
+        message = payload.get("message")
+        if not isinstance(message, dict):
+            return graph_error(400, "ErrorInvalidRequest", "message is required").response()
+        mailbox = request.path_params["user"]
+        if (denied := self._check_from(mailbox, message)) is not None:
+            return denied
+        save = payload.get("saveToSentItems", True)
+        if not isinstance(save, bool):
+            return graph_error(400, "RequestBodyRead", "saveToSentItems must be a Boolean").response()
+        attachments = [_decode_attachment(a, "inline") for a in message.get("attachments", [])]
+        self.sent.append(_received(mailbox, "sendMail", message, attachments, save))
+        return Response(status_code=202)
+
+    async def _create_draft(self, request: Request) -> Response:
+        if not self.can_write_mail:
+            return access_denied().response()
+        message = await self._json(request)
+        mailbox = request.path_params["user"]
+        if (denied := self._check_from(mailbox, message)) is not None:
+            return denied
+        draft_id = f"AAMkDraft{next(self._ids)}=="
+        attachments = [_decode_attachment(a, "inline") for a in message.get("attachments", [])]
+        self.drafts[draft_id] = _Draft(mailbox, message, attachments)
+        return JSONResponse({**message, "id": draft_id, "isDraft": True}, status_code=201)
+
+    def _draft(self, request: Request) -> _Draft | None:
+        draft = self.drafts.get(request.path_params["mid"])
+        if draft is None or draft.mailbox.lower() != request.path_params["user"].lower():
+            return None
+        return draft
+
+    async def _add_attachment(self, request: Request) -> Response:
+        draft = self._draft(request)
+        if draft is None:
+            return graph_error(
+                404, "ErrorItemNotFound", "The specified object was not found in the store."
+            ).response()
+        attachment = _decode_attachment(await self._json(request), "attachments")
+        if len(attachment.content) >= MIN_UPLOAD_SESSION_BYTES:
+            return graph_error(
+                413, "ErrorRequestEntityTooLarge", "attachments of 3 MB or more need an upload session"
+            ).response()
+        draft.attachments.append(attachment)
+        return JSONResponse({"id": f"att{next(self._ids)}", "name": attachment.name}, status_code=201)
+
+    async def _create_upload_session(self, request: Request) -> Response:
+        draft = self._draft(request)
+        if draft is None:
+            return graph_error(
+                404, "ErrorItemNotFound", "The specified object was not found in the store."
+            ).response()
+        item = (await self._json(request)).get("AttachmentItem") or {}
+        if (
+            item.get("attachmentType") != "file"
+            or not item.get("name")
+            or not isinstance(item.get("size"), int)
+        ):
+            return graph_error(
+                400, "ErrorInvalidRequest", "attachmentType, name and size are required"
+            ).response()
+        if item["size"] < MIN_UPLOAD_SESSION_BYTES:
+            return graph_error(
+                400,
+                "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+                "Attachment size should not be less than the minimum size of 3 MB.",
+            ).response()
+        sid = f"sess{next(self._ids)}"
+        authtoken = secrets.token_urlsafe(12)
+        self._uploads[sid] = _UploadSession(
+            mailbox=draft.mailbox,
+            draft_id=request.path_params["mid"],
+            name=item["name"],
+            content_type=item.get("contentType") or "application/octet-stream",
+            size=item["size"],
+            authtoken=authtoken,
+            is_inline=bool(item.get("isInline")),
+        )
+        return JSONResponse(
+            {
+                "uploadUrl": f"{self.url}/upload/{sid}?authtoken={authtoken}",
+                "expirationDateTime": "2099-01-01T00:00:00Z",
+                "nextExpectedRanges": ["0-"],
+            },
+            status_code=201,
+        )
+
+    async def _upload(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        session = self._uploads.get(sid)
+        if session is None or request.query_params.get("authtoken") != session.authtoken:
+            return graph_error(404, "ErrorItemNotFound", "upload session not found").response()
+        if "authorization" in request.headers:  # the URL is pre-authenticated (PROVIDERS.md §1.4)
+            return graph_error(
+                401, "InvalidAuthenticationToken", "Authorization header not allowed here"
+            ).response()
+        if request.method == "DELETE":
+            del self._uploads[sid]
+            return Response(status_code=204)
+        body = await request.body()
+        content_range = request.headers.get("content-range", "")
+        self.upload_chunks.append(UploadChunk(sid, content_range, len(body), _headers(request)))
+        start, end, total = _parse_content_range(content_range)
+        expected = len(session.received)
+        if (
+            start != expected
+            or total != session.size
+            or end - start + 1 != len(body)
+            or end >= total
+            or len(body) > MAX_CHUNK_BYTES
+            or request.headers.get("content-length") != str(len(body))
+        ):
+            return graph_error(
+                400, "InvalidContentRange", f"bad Content-Range {content_range!r}; expected start {expected}"
+            ).response()
+        session.received.extend(body)
+        if len(session.received) < session.size:
+            return JSONResponse(
+                {"expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": [f"{end + 1}-"]}
+            )
+        del self._uploads[sid]
+        draft = self.drafts.get(session.draft_id)
+        if draft is None:
+            return graph_error(404, "ErrorItemNotFound", "draft gone").response()
+        draft.attachments.append(
+            ReceivedAttachment(
+                session.name, session.content_type, bytes(session.received), "upload", session.is_inline
+            )
+        )
+        location = f"{self.graph_base}/users/{session.mailbox}/messages/{session.draft_id}/attachments/{sid}"
+        return Response(status_code=201, headers={"Location": location})
+
+    async def _send_draft(self, request: Request) -> Response:
+        draft = self._draft(request)
+        if draft is None:
+            return graph_error(
+                404, "ErrorItemNotFound", "The specified object was not found in the store."
+            ).response()
+        if await request.body():
+            return graph_error(400, "ErrorInvalidRequest", "send takes no body").response()
+        del self.drafts[request.path_params["mid"]]
+        self.sent.append(_received(draft.mailbox, "draft", draft.message, draft.attachments, True))
+        return Response(status_code=202)
+
+    async def _delete_draft(self, request: Request) -> Response:
+        if self._draft(request) is None:
+            return graph_error(
+                404, "ErrorItemNotFound", "The specified object was not found in the store."
+            ).response()
+        del self.drafts[request.path_params["mid"]]
+        self.deleted_drafts.append(request.path_params["mid"])
+        return Response(status_code=204)
+
+    async def _inbox(self, request: Request) -> Response:
+        del request
+        if not self.can_read_mail:
+            return access_denied().response()
+        return JSONResponse({"id": "AAMkInbox=="})
+
+
+def _decode_attachment(item: dict[str, Any], via: Literal["inline", "attachments"]) -> ReceivedAttachment:
+    assert item.get("@odata.type") == "#microsoft.graph.fileAttachment", item.get("@odata.type")
+    return ReceivedAttachment(
+        name=item["name"],
+        content_type=item.get("contentType", ""),
+        content=base64.b64decode(item["contentBytes"], validate=True),
+        via=via,
+        is_inline=bool(item.get("isInline")),
+    )
+
+
+def _addresses(message: dict[str, Any], key: str) -> list[str]:
+    return [r["emailAddress"]["address"] for r in message.get(key) or []]
+
+
+def _received(
+    mailbox: str,
+    via: Literal["sendMail", "draft"],
+    message: dict[str, Any],
+    attachments: list[ReceivedAttachment],
+    save: bool,
+) -> ReceivedMessage:
+    sender = (message.get("from") or {}).get("emailAddress") or {}
+    body = message.get("body") or {}
+    return ReceivedMessage(
+        mailbox=mailbox,
+        via=via,
+        subject=message.get("subject", ""),
+        body_type=body.get("contentType", ""),
+        body=body.get("content", ""),
+        from_address=sender.get("address"),
+        from_name=sender.get("name"),
+        to=_addresses(message, "toRecipients"),
+        cc=_addresses(message, "ccRecipients"),
+        bcc=_addresses(message, "bccRecipients"),
+        reply_to=_addresses(message, "replyTo"),
+        internet_message_id=message.get("internetMessageId"),
+        headers={h["name"]: h["value"] for h in message.get("internetMessageHeaders") or []},
+        attachments=list(attachments),
+        save_to_sent_items=save,
+        raw={k: v for k, v in message.items() if k != "attachments"},
+    )
+
+
+def _parse_content_range(value: str) -> tuple[int, int, int]:
+    """`bytes 0-99/1000` -> (0, 99, 1000); (-1, -1, -1) when malformed."""
+    try:
+        unit, _, rest = value.partition(" ")
+        span, _, total = rest.partition("/")
+        first, _, last = span.partition("-")
+        if unit != "bytes":
+            raise ValueError(unit)
+        return int(first), int(last), int(total)
+    except ValueError:
+        return -1, -1, -1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fake Microsoft Entra ID + Graph sendMail over HTTPS")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument("--mailbox", action="append", default=None, help="existing mailbox (repeatable)")
+    args = parser.parse_args(argv)
+    fake = GraphFake(host=args.host, port=args.port, mailboxes=args.mailbox or ["sender@contoso.com"])
+    with fake:
+        print(f"Graph fake listening on {fake.url}")  # noqa: T201 - a command-line tool
+        print(f"  authority_host = {fake.authority_host}")  # noqa: T201
+        print(f"  graph_base     = {fake.graph_base}")  # noqa: T201
+        print(f"  ca_bundle      = {fake.ca_path}")  # noqa: T201
+        print(f"  tenant_id      = {fake.tenant_id}")  # noqa: T201
+        print(f"  client_id      = {fake.client_id}")  # noqa: T201
+        print(f"  client_secret  = {fake.client_secret}")  # noqa: T201
+        print(f"  mailboxes      = {', '.join(sorted(fake.mailboxes))}", flush=True)  # noqa: T201
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.settings import Settings
+
+
+class WorkerContext(TypedDict):
+    redis: ArqRedis
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    postgres: bool
+    worker_id: str
+    pools: dict[str, tuple[str, Any]]
+    heartbeat: Any

@@ -1,0 +1,249 @@
+"""The delivery engine: claim a batch -> group by provider -> throttle -> send -> record outcomes.
+
+One job drains due messages in batches until none are left (or its time slice ends), so arq's per-job cost
+is paid per batch, not per message. Claims are compare-and-set with a lease (see `lifecycle.claim_due`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from app.core.crypto import SecretUndecryptable
+from app.delivery.classify import Verdict, classify, classify_error, classify_recipient
+from app.mail.build import build_mime
+from app.messages import lifecycle
+from app.messages.lifecycle import Outcome
+from app.models import Message, MessageAttachment, Parameters
+from app.models._base import utcnow
+from app.parameters import service as parameters_service
+from app.providers import service as providers_service
+from app.transports.base import Attachment, OutgoingMessage, Reply, SendResult, TransportError
+from app.transports.smtp import SmtpPool
+from worker import throttle
+from worker.context import WorkerContext
+
+log = logging.getLogger("outbox.worker")
+M = Message.__table__  # type: ignore[attr-defined]
+ATT = MessageAttachment.__table__  # type: ignore[attr-defined]
+SEND_ANYWAY_AFTER = 10  # deferrals (reference article: "After ten deferrals, the system will try to send")
+MAX_DEFER_SECONDS = 60.0
+DRAIN_SECONDS = 20.0
+
+
+@dataclass
+class Route:
+    """A provider ready to send: its transport and limit, or the verdict that holds its messages."""
+
+    provider: str
+    transport: SmtpPool | Any | None
+    limit: int
+    held: Verdict | None = None
+
+
+async def _route(ctx: WorkerContext, session: Any, provider: str) -> Route:
+    row = await providers_service.get_row(session, provider)
+    if row is None:
+        v = classify(provider, "connect", Reply(None, f"the {provider} provider is not configured", "not_configured"))
+        return Route(provider, None, 0, v)
+    try:
+        if provider == "smtp":
+            rt = providers_service.smtp_runtime_from(row)
+            fingerprint = hashlib.sha256(repr(rt.config).encode()).hexdigest()
+            pools = ctx["pools"]
+            current = pools.get(provider)
+            if current is None or current[0] != fingerprint:
+                if current is not None:
+                    await current[1].aclose()
+                current = (fingerprint, SmtpPool(rt.config, ctx["settings"].smtp_connections))
+                pools[provider] = current
+            return Route(provider, current[1], rt.per_minute_limit)
+        from worker import microsoft
+
+        return await microsoft.route(ctx, provider, row)
+    except SecretUndecryptable:
+        v = classify(provider, "connect", Reply(None, "the stored secret cannot be decrypted", "secret_undecryptable"))
+        return Route(provider, None, 0, v)
+
+
+def _outgoing(row: Any, attachments: list[Attachment]) -> OutgoingMessage:
+    return OutgoingMessage(
+        message_id=row.message_id_header, sender=row.sender, to=list(row.to_addrs), cc=list(row.cc_addrs),
+        bcc=list(row.bcc_addrs), reply_to=list(row.reply_to), sender_name=row.sender_name, subject=row.subject,
+        body_text=row.body_text, body_html=row.body_html, attachments=attachments, headers=dict(row.headers or {}),
+    )
+
+
+async def _attachments(ctx: WorkerContext, message_id: int) -> list[Attachment]:
+    # Loaded one message at a time, just before sending: a batch of large attachments never sits in memory.
+    async with ctx["sessionmaker"]() as session:
+        rows = (await session.execute(
+            select(ATT.c.filename, ATT.c.content_type, ATT.c.content).where(ATT.c.message_id == message_id)
+            .order_by(ATT.c.position))).all()
+    return [Attachment(r.filename, r.content_type, bytes(r.content)) for r in rows]
+
+
+def _verdict_outcome(row: Any, route: Route, v: Verdict, now: datetime, max_attempts: int, base: float, cap: float,
+                     reply: Reply | None = None, recipients: dict[str, Any] | None = None,
+                     uncertain: bool = False) -> Outcome:
+    common: dict[str, Any] = dict(
+        message_id=row.id, provider=route.provider, sender=row.sender,
+        reply_code=reply.code if reply else None, reply_text=reply.text if reply else None,
+        error_type=v.error_type, explanation=v.explanation, fix=v.fix, recipients=recipients or {},
+        uncertain=uncertain or v.uncertain,
+    )
+    if v.kind == "held":
+        return Outcome(status="held", attempt_outcome="held", counts_as_attempt=False, **common)
+    if v.kind == "throttled":
+        wait = v.retry_after or MAX_DEFER_SECONDS
+        return Outcome(status="deferred" if wait <= MAX_DEFER_SECONDS else "retrying", attempt_outcome="throttled",
+                       next_attempt_at=now + timedelta(seconds=wait), counts_as_attempt=False, **common)
+    if v.kind == "transient":
+        attempt_no = row.attempts + 1
+        if attempt_no >= max_attempts:
+            common["explanation"] = f"{v.explanation} Gave up after {attempt_no} attempts."
+            return Outcome(status="failed", attempt_outcome="transient", **common)
+        delay = lifecycle.backoff(attempt_no, base, cap)
+        if v.retry_after:
+            delay = max(delay, timedelta(seconds=v.retry_after))
+        return Outcome(status="retrying", attempt_outcome="transient", next_attempt_at=now + delay, **common)
+    return Outcome(status="failed", attempt_outcome="permanent", **common)
+
+
+def _recipient_details(refused: dict[str, Reply], provider: str) -> dict[str, Any]:
+    out = {}
+    for addr, r in refused.items():
+        v = classify_recipient(provider, r)
+        out[addr] = {"code": r.code, "text": r.text, "error_type": v.error_type, "kind": v.kind,
+                     "explanation": v.explanation, "fix": v.fix}
+    return out
+
+
+async def _send_one(ctx: WorkerContext, route: Route, row: Any, note: Verdict | None) -> Outcome:
+    s = ctx["settings"]
+    started = time.monotonic()
+    attachments = await _attachments(ctx, row.id) if row.attachment_count else []
+    msg = _outgoing(row, attachments)
+    msg.mime = build_mime(msg)
+    del attachments
+    try:
+        result: SendResult = await route.transport.send(msg)  # type: ignore[union-attr]
+    except TransportError as err:
+        now = utcnow()
+        if err.recipients:
+            # Every recipient refused: retry if any refusal is temporary, else fail.
+            details = _recipient_details(err.recipients, route.provider)
+            verdicts = [classify_recipient(route.provider, r) for r in err.recipients.values()]
+            v = next((x for x in verdicts if x.kind in ("transient", "throttled")), verdicts[0])
+            return _verdict_outcome(row, route, v, now, s.max_attempts, s.retry_base_seconds, s.retry_max_seconds,
+                                    reply=err.reply, recipients=details)
+        v = classify_error(err)
+        if v.kind == "throttled" or err.retry_after:
+            await throttle.pause(ctx["redis"], route.provider, v.retry_after or err.retry_after or MAX_DEFER_SECONDS)
+        out = _verdict_outcome(row, route, v, now, s.max_attempts, s.retry_base_seconds, s.retry_max_seconds,
+                               reply=err.reply, uncertain=err.uncertain)
+        out.duration_ms = int((time.monotonic() - started) * 1000)
+        return out
+    ms = int((time.monotonic() - started) * 1000)
+    if result.refused:
+        details = _recipient_details(result.refused, route.provider)
+        first = next(iter(details.values()))
+        return Outcome(
+            message_id=row.id, status="sent", provider=route.provider, sender=row.sender, attempt_outcome="partial",
+            reply_code=result.reply.code, reply_text=result.reply.text, error_type=first["error_type"],
+            explanation=f"Sent, but {len(details)} recipient(s) were refused: {', '.join(details)}. "
+                        f"{first['explanation']}",
+            fix=first["fix"], recipients=details, duration_ms=ms)
+    if note is not None:
+        return Outcome(message_id=row.id, status="sent", provider=route.provider, sender=row.sender,
+                       attempt_outcome="sent", reply_code=result.reply.code, reply_text=result.reply.text,
+                       error_type=note.error_type, explanation=note.explanation, fix=note.fix, duration_ms=ms)
+    return Outcome(message_id=row.id, status="sent", provider=route.provider, sender=row.sender, attempt_outcome="sent",
+                   reply_code=result.reply.code, reply_text=result.reply.text, duration_ms=ms)
+
+
+SENT_ANYWAY = Verdict(
+    kind="transient", error_type="throttle.sent_regardless", title="Sent regardless after ten deferrals",
+    explanation="The per-minute sending limit deferred this message ten times; as the email throttling rules "
+                "say, it was then sent regardless of the limit.",
+    fix="If this happens often, raise the provider's per-minute limit or spread the sending.",
+)
+
+
+async def _process_group(ctx: WorkerContext, route: Route, rows: list[Any]) -> list[Outcome]:
+    s = ctx["settings"]
+    now = utcnow()
+    if route.held is not None:
+        return [_verdict_outcome(r, route, route.held, now, s.max_attempts, s.retry_base_seconds,
+                                 s.retry_max_seconds) for r in rows]
+    overdue = [r for r in rows if r.deferrals >= SEND_ANYWAY_AFTER]
+    normal = [r for r in rows if r.deferrals < SEND_ANYWAY_AFTER]
+    granted, wait = await throttle.acquire(ctx["redis"], route.provider, route.limit, len(normal))
+    to_send: list[tuple[Any, Verdict | None]] = [(r, None) for r in normal[:granted]]
+    if route.limit > 0 and overdue:
+        await throttle.record_sent_regardless(ctx["redis"], route.provider, len(overdue))
+    to_send += [(r, SENT_ANYWAY if route.limit > 0 else None) for r in overdue]
+    outcomes: list[Outcome] = []
+    deferred = normal[granted:]
+    if deferred:
+        await throttle.count_deferrals(ctx["redis"], route.provider, len(deferred))
+        wait = min(MAX_DEFER_SECONDS, max(1.0, wait))
+        for r in deferred:
+            outcomes.append(Outcome(
+                message_id=r.id, status="deferred", provider=route.provider, sender=r.sender,
+                attempt_outcome="deferred", next_attempt_at=now + timedelta(seconds=wait), counts_as_attempt=False,
+                error_type="throttle.deferred",
+                explanation=f"The per-minute sending limit of {route.provider} ({route.limit}/min) was reached; "
+                            f"deferred {r.deferrals + 1} time(s), next try in {wait:.0f} s.",
+                fix="None needed. To send faster, raise the provider's per-minute limit."))
+    if to_send:
+        outcomes += await asyncio.gather(*(_send_one(ctx, route, r, note) for r, note in to_send))
+    return outcomes
+
+
+async def _process(ctx: WorkerContext, claimed: list[Any], params: Parameters) -> list[Outcome]:
+    ids = [r.id for r in claimed]
+    cols = [c for c in M.c]
+    async with ctx["sessionmaker"]() as session:
+        rows = (await session.execute(select(*cols).where(M.c.id.in_(ids)))).all()
+        groups: dict[str, list[Any]] = defaultdict(list)
+        for r in rows:
+            groups[r.provider or params.batch_provider].append(r)
+        routes = {p: await _route(ctx, session, p) for p in groups}
+    results = await asyncio.gather(*(_process_group(ctx, routes[p], rs) for p, rs in groups.items()))
+    return [o for group in results for o in group]
+
+
+async def deliver(ctx: WorkerContext, *_: Any, **__: Any) -> int:
+    """Drain due messages in batches for up to DRAIN_SECONDS; re-enqueue itself if more remain."""
+    s = ctx["settings"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DRAIN_SECONDS
+    total = 0
+    while True:
+        async with ctx["sessionmaker"]() as session:
+            params = await parameters_service.get(session)
+            claimed = await lifecycle.claim_due(
+                session, worker=ctx["worker_id"], now=utcnow(), limit=s.claim_batch_size,
+                lease_seconds=s.lease_seconds, batch_enabled=params.batch_processing_enabled,
+                postgres=ctx["postgres"])
+            await session.commit()
+        if not claimed:
+            return total
+        outcomes = await _process(ctx, claimed, params)
+        async with ctx["sessionmaker"]() as session:
+            await lifecycle.record(session, outcomes, utcnow(), ctx["worker_id"])
+            await session.commit()
+        total += len(claimed)
+        if loop.time() > deadline:
+            await ctx["redis"].enqueue_job("deliver", _job_id=f"deliver:more:{ctx['worker_id']}:{int(time.time())}",
+                                           _queue_name=s.queue_name)
+            return total

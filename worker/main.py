@@ -1,0 +1,86 @@
+"""arq worker settings: `arq worker.main.WorkerSettings`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from typing import Any, cast
+
+from arq import cron, func
+
+from app.core.db import create_engine, is_sqlite, make_sessionmaker
+from app.core.logging import configure_logging
+from app.core.redis import redis_settings
+from app.monitoring.service import WORKER_KEY_PREFIX
+from app.settings import Settings, get_settings
+from worker.context import WorkerContext
+from worker.dispatch import deliver
+from worker.reconcile import reconcile
+
+HEARTBEAT_SECONDS = 5
+
+
+async def _heartbeat(ctx: WorkerContext) -> None:
+    key = WORKER_KEY_PREFIX + ctx["worker_id"]
+    started = time.time()
+    while True:
+        with contextlib.suppress(Exception):
+            await ctx["redis"].set(key, json.dumps({
+                "id": ctx["worker_id"], "host": socket.gethostname(), "pid": os.getpid(), "at": time.time(),
+                "started_at": started}), ex=HEARTBEAT_SECONDS * 6)
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def startup(raw: dict[str, Any]) -> None:
+    configure_logging()
+    await build_context(raw, get_settings())
+
+
+async def build_context(raw: dict[str, Any], settings: Settings) -> WorkerContext:
+    """Fill an arq context (its `redis` is set by arq) with what the jobs need. Tests call this directly."""
+    ctx = cast(WorkerContext, raw)
+    engine = create_engine(settings.effective_database_url)
+    ctx["settings"] = settings
+    ctx["engine"] = engine
+    ctx["sessionmaker"] = make_sessionmaker(engine)
+    ctx["postgres"] = not is_sqlite(settings.effective_database_url)
+    ctx["worker_id"] = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    ctx["pools"] = {}
+    ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
+    return ctx
+
+
+async def shutdown(raw: dict[str, Any]) -> None:
+    ctx = cast(WorkerContext, raw)
+    ctx["heartbeat"].cancel()
+    with contextlib.suppress(Exception):
+        await ctx["redis"].delete(WORKER_KEY_PREFIX + ctx["worker_id"])
+    for _, transport in ctx["pools"].values():
+        with contextlib.suppress(Exception):
+            await transport.aclose()
+    await ctx["engine"].dispose()
+
+
+_settings = get_settings()
+
+
+class WorkerSettings:
+    functions = [func(deliver, name="deliver", keep_result=0, timeout=180, max_tries=3)]
+    cron_jobs = [
+        cron(reconcile, name="reconcile", second=set(range(0, 60, max(1, _settings.reconcile_every_seconds))),
+             run_at_startup=True, keep_result=0, timeout=60, unique=True),
+    ]
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = redis_settings(_settings.effective_redis_url)
+    queue_name = _settings.queue_name
+    max_jobs = 16
+    poll_delay = 0.05
+    keep_result = 0
+    job_timeout = 180
+    health_check_interval = 30

@@ -1,0 +1,53 @@
+"""The reconciler (arq cron): the database says what is still to do, whatever happened to Redis.
+
+Every few seconds: give back messages whose worker died (expired lease), and enqueue a drain when due
+messages exist (their job may be gone: Redis flushed or restarted). Once per distributor interval: expire
+unsent messages past the expiration days, and purge history past the retention period.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, select
+
+from app.messages import lifecycle
+from app.messages.schemas import WAITING_STATUSES
+from app.models import Message
+from app.models._base import utcnow
+from app.parameters import service as parameters_service
+from worker.context import WorkerContext
+
+log = logging.getLogger("outbox.reconcile")
+M = Message.__table__  # type: ignore[attr-defined]
+SWEEP_KEY = "outbox:reconcile:sweep"
+
+
+async def reconcile(ctx: WorkerContext, *_: Any, **__: Any) -> dict[str, int]:
+    s = ctx["settings"]
+    redis = ctx["redis"]
+    now = utcnow()
+    async with ctx["sessionmaker"]() as session:
+        params = await parameters_service.get(session)
+        released = await lifecycle.release_stale_leases(session, now)
+        expired = purged = 0
+        if await redis.set(SWEEP_KEY, "1", px=params.distributor_interval_seconds * 1000, nx=True):
+            expired = await lifecycle.expire_due(session, now)
+            retention = parameters_service.effective_days(params.history_retention_days)
+            purged = await lifecycle.purge_history(session, now - timedelta(days=retention))
+        cond = and_(M.c.status.in_(WAITING_STATUSES), M.c.next_attempt_at <= now)
+        if not params.batch_processing_enabled:
+            cond = and_(cond, M.c.kind == "interactive")
+        due = (await session.execute(select(M.c.id).where(cond).limit(1))).first() is not None
+        await session.commit()
+    if due:
+        # A fresh job id each time: a job id held by a killed job would otherwise block the drain (TRAPS.md).
+        stamp = int(time.time())
+        for slot in range(max(1, s.drain_slots)):
+            await redis.enqueue_job("deliver", _job_id=f"deliver:reconcile:{stamp}:{slot}", _queue_name=s.queue_name)
+    if released or expired or purged:
+        log.info("reconciled", extra={"released": released, "expired": expired, "purged": purged})
+    return {"released": released, "expired": expired, "purged": purged, "due": int(due)}
