@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     reconcile_every_seconds: int = Field(default=5, alias="OUTBOX_RECONCILE_SECONDS")
     # Allow the SMTP host to be a loopback / private address (tests, local relays). Production
     # deployments that relay through a local MTA set this too; see README "SSRF".
+    # Extra CA file for SMTP TLS (a private CA); the system store is used as well via SSL_CERT_FILE.
+    smtp_ca_bundle: str | None = Field(default=None, alias="OUTBOX_SMTP_CA_BUNDLE")
     allow_private_smtp_hosts: bool = Field(default=True, alias="OUTBOX_ALLOW_PRIVATE_HOSTS")
 
     # Limits on input

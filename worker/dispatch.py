@@ -56,7 +56,7 @@ async def _route(ctx: WorkerContext, session: Any, provider: str) -> Route:
         return Route(provider, None, 0, v)
     try:
         if provider == "smtp":
-            rt = providers_service.smtp_runtime_from(row)
+            rt = providers_service.smtp_runtime_from(row, ctx["settings"].smtp_ca_bundle)
             fingerprint = hashlib.sha256(repr(rt.config).encode()).hexdigest()
             pools = ctx["pools"]
             current = pools.get(provider)

@@ -1,44 +1,45 @@
-"""The one classification table: a provider's reply or failure -> what the engine does, and what the user is told.
+"""The one classification table: a provider's reply or failure -> what the engine does, and what the user
+is told.
 
-Every outcome has a stable `error_type` slug (clients branch on it; `all_error_types()` lists them) with a kind:
+Every outcome has a stable `error_type` slug (clients branch on it; `all_error_types()` lists them) and a
+kind:
 
 * ``transient``: retry with backoff (a failed attempt).
 * ``permanent``: fail the message (or, for `classify_recipient`, that recipient) now.
-* ``throttled``: the provider asked us to slow down; not a failed attempt. Wait `retry_after` seconds when known,
-  else the engine's backoff.
+* ``throttled``: the provider asked us to slow down; not a failed attempt. Wait `retry_after` seconds when
+  known, else the engine's backoff.
 * ``held``: a configuration problem an administrator must fix (credentials, TLS, undecryptable secret): the
   message waits (until it expires) instead of failing, and is sent once the configuration is fixed.
 
 Account-wide sign-in failures (SMTP 535 / 5.7.139 / 5.7.57 / 5.7.30, Graph 401, Entra ID token errors) are
-``held``: they affect every message of the provider, and the seed's model is that unsent messages wait and expire.
-Failures tied to one message or one sender (Send As, unknown mailbox, recipient errors, size) are ``permanent``.
+``held``: they affect every message of the provider, and the seed's model is that unsent messages wait and
+expire. Failures tied to one message or one sender (Send As, unknown mailbox, recipients, size) are
+``permanent``.
 
-Sources: ../shared/PROVIDERS.md (§1.6 Graph, §2.3 MSAL/Entra ID, §3 EWS, §4.4 Microsoft 365 SMTP replies) and the
-"Troubleshooting" section of the reference article (seed/configure-and-send-email.txt). Which row answers which
-seed entry:
+Sources: ../shared/PROVIDERS.md (§1.6 Graph, §2.3 MSAL/Entra ID, §3 EWS, §4.4 Microsoft 365 SMTP replies)
+and the "Troubleshooting" section of the reference article (seed/configure-and-send-email.txt).
 
-=====================================================================================  ==============================
-Seed troubleshooting entry                                                             error_type
-=====================================================================================  ==============================
-"(401) Unauthorized" or "(403) Forbidden" error when email is sent via Exchange        exchange.unauthorized
-   (same explanation reused for Microsoft Graph 403)                                   graph.access_denied,
-                                                                                       graph.forbidden
-"(404) Not found" error when email is sent via Exchange                                exchange.mailbox_not_found,
-                                                                                       graph.mailbox_not_found
-"Recipient addresses in single label domains not accepted"                             smtp.recipient.single_label_domain
-"Mailbox full"                                                                         smtp.recipient.mailbox_full
-"Authentication unsuccessful, the request did not meet the criteria ..."               smtp.auth.mfa_blocked
-"Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox"    smtp.auth.smtp_disabled_mailbox
-"If your SMTP server doesn't support authentication, please clear the SMTP user
-   name and password"                                                                  smtp.auth.not_supported
-"5.7.57 SMTP" error, or not authenticated / authentication required                    smtp.auth.required
-"CryptoEncryptionException: Encryption error occurred with exception"                  secret.undecryptable
-"Client does not have permissions to send as this sender"                              smtp.send_as_denied
-Common issues: "verify that all email accounts have appropriate Send As permissions"   smtp.send_as_denied,
-                                                                                       graph.send_as_denied,
-                                                                                       exchange.send_as_denied
-Common issues: "verify user mailboxes ... can be accessed by using sign-in"            smtp.auth.failed
-=====================================================================================  ==============================
+Which row answers which seed troubleshooting entry (seed entry -> error_type):
+
+* "(401) Unauthorized" or "(403) Forbidden" error when email is sent via Exchange
+  -> exchange.unauthorized (same explanation and fix reused by graph.access_denied, graph.forbidden,
+  exchange.access_denied)
+* "(404) Not found" error when email is sent via Exchange
+  -> exchange.mailbox_not_found (reused by graph.mailbox_not_found, graph.mailbox_not_enabled)
+* "Recipient addresses in single label domains not accepted" -> smtp.recipient.single_label_domain
+* "Mailbox full" -> smtp.recipient.mailbox_full
+* "Authentication unsuccessful, the request did not meet the criteria to be authenticated successfully"
+  -> smtp.auth.mfa_blocked
+* "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox"
+  -> smtp.auth.smtp_disabled_mailbox
+* "If your SMTP server doesn't support authentication, please clear the SMTP user name and password"
+  -> smtp.auth.not_supported
+* "5.7.57 SMTP" error, or an indication that you aren't authenticated -> smtp.auth.required
+* "CryptoEncryptionException: Encryption error occurred with exception" -> secret.undecryptable
+* "Client does not have permissions to send as this sender" -> smtp.send_as_denied
+* Common issues, "verify that all email accounts have appropriate Send As permissions"
+  -> smtp.send_as_denied, graph.send_as_denied, exchange.send_as_denied
+* Common issues, "verify the SMTP settings / sign in to the SMTP account" -> smtp.auth.failed
 """
 
 from __future__ import annotations
@@ -79,21 +80,27 @@ class _Row:
     uncertain: bool = False
 
 
-# --- texts shared by several rows -------------------------------------------------------------------------------
+# --- texts shared by several rows
+# -------------------------------------------------------------------------------
 
 _SEED_401_403 = (
-    "This issue might indicate an invalid or incorrectly set up mailbox in Office 365: the sending user does not "
+    "This issue might indicate an invalid or incorrectly set up mailbox in Office 365: the sending user "
+    "does not "
     "exist in Microsoft 365 or does not have the permissions needed to send."
 )
 _SEED_401_403_FIX = (
-    "Make sure that the specified user exists in Office 365 and has appropriate permissions. To find the affected "
-    "users, filter the message history on failed messages and note the sender: that is the user Microsoft 365 "
+    "Make sure that the specified user exists in Office 365 and has appropriate permissions. To find the "
+    "affected "
+    "users, filter the message history on failed messages and note the sender: that is the user Microsoft "
+    "365 "
     "does not consider a valid or correctly permissioned user."
 )
 _SEED_404 = "This issue indicates that no mailbox exists for the user account in Exchange."
 _SEED_404_FIX = (
-    "Make sure that the specified user exists in Office 365 and has appropriate permissions, or use alternate user "
-    "accounts that have valid Exchange mailboxes. The sender shown in the failed message's history is the user "
+    "Make sure that the specified user exists in Office 365 and has appropriate permissions, or use "
+    "alternate user "
+    "accounts that have valid Exchange mailboxes. The sender shown in the failed message's history is the "
+    "user "
     "without a mailbox."
 )
 _SEND_AS = (
@@ -101,17 +108,21 @@ _SEND_AS = (
     "signed-in account is not allowed to send as the From address of this message."
 )
 _SEND_AS_FIX = (
-    "Ensure that the email account has appropriate Send As (and Send On Behalf Of) permissions: in the Microsoft 365 "
-    "admin center, Users > Active users > the user > Mailbox permissions > Send as, grant the sending account. Or "
+    "Ensure that the email account has appropriate Send As (and Send On Behalf Of) permissions: in the "
+    "Microsoft 365 "
+    "admin center, Users > Active users > the user > Mailbox permissions > Send as, grant the sending "
+    "account. Or "
     "send from the signed-in mailbox itself."
 )
 _MFA_FIX = (
-    "Adjust the user account configuration in Microsoft 365 before you try again: exclude this mailbox from the "
+    "Adjust the user account configuration in Microsoft 365 before you try again: exclude this mailbox from "
+    "the "
     "MFA / Conditional Access policy that blocks legacy sign-in, or switch this provider to Microsoft Graph "
     "(or SMTP with OAuth)."
 )
 _SECRET_FIX = (
-    "Clear and re-enter the password (SMTP) or client secret (Microsoft Graph, Exchange) in the provider settings. "
+    "Clear and re-enter the password (SMTP) or client secret (Microsoft Graph, Exchange) in the provider "
+    "settings. "
     "Messages waiting for this provider are sent once it can be decrypted again."
 )
 
@@ -133,9 +144,11 @@ def _network_rows(p: str, what: str, hint: str) -> dict[str, _Row]:
             "Outbox retries. If it happens often, check the server's connection limits and the network."),
         f"{p}.disconnected_after_data": _Row(
             "transient", "Connection lost after the message was sent",
-            f"The connection to {what} was lost after the whole message had been transmitted, before the server "
+            f"The connection to {what} was lost after the whole message had been transmitted, before the "
+            "server "
             "confirmed it. The server may have accepted the message.",
-            "Outbox retries; the recipient may receive the message twice (same Message-ID). If it happens often, "
+            "Outbox retries; the recipient may receive the message twice (same Message-ID). If it happens "
+            "often, "
             "check the server and the network.",
             uncertain=True),
     }
@@ -145,15 +158,19 @@ _TABLE: dict[str, _Row] = {
     # ---------------------------------------------------------------- any provider: configuration
     "secret.undecryptable": _Row(
         "held", "Stored password cannot be decrypted",
-        "The stored password or client secret is encrypted with a key specific to one environment, and it can no "
-        "longer be decrypted with the current keys. This typically happens after a database is moved or restored "
-        "to another environment, or after the encryption key was changed without rotating the stored secrets.",
+        "The stored password or client secret is encrypted with a key specific to one environment, and it "
+        "can no "
+        "longer be decrypted with the current keys. This typically happens after a database is moved or "
+        "restored "
+        "to another environment, or after the encryption key was changed without rotating the stored "
+        "secrets.",
         _SECRET_FIX),
     "config.not_configured": _Row(
         "held", "Provider not configured",
         "The email provider selected for this message has not been configured (no server, application ID or "
         "secret was saved), so nothing can be sent with it.",
-        "An administrator configures the provider in the email parameters (and sends a test email), or selects "
+        "An administrator configures the provider in the email parameters (and sends a test email), or "
+        "selects "
         "another provider for these messages."),
 
     # ---------------------------------------------------------------- SMTP: connection and TLS
@@ -161,15 +178,21 @@ _TABLE: dict[str, _Row] = {
                     "(Microsoft 365: smtp.office365.com, port 587)"),
     "smtp.tls_failed": _Row(
         "held", "Secure connection (TLS) failed",
-        "The TLS handshake with the SMTP server failed: its certificate is not trusted or does not match the host "
-        "name, or the TLS mode does not match the port. Outbox never falls back to an unencrypted connection.",
-        "Check the server's certificate (host name, expiry, issuing CA) and the TLS mode: port 587 uses STARTTLS, "
-        "port 465 implicit TLS (Microsoft 365 supports only 587 with STARTTLS). Add the CA bundle if the server "
+        "The TLS handshake with the SMTP server failed: its certificate is not trusted or does not match "
+        "the host "
+        "name, or the TLS mode does not match the port. Outbox never falls back to an unencrypted "
+        "connection.",
+        "Check the server's certificate (host name, expiry, issuing CA) and the TLS mode: port 587 uses "
+        "STARTTLS, "
+        "port 465 implicit TLS (Microsoft 365 supports only 587 with STARTTLS). Add the CA bundle if the "
+        "server "
         "uses a private CA."),
     "smtp.tls.starttls_unsupported": _Row(
         "held", "Server does not offer STARTTLS",
-        "Secure transport is required, but the SMTP server does not offer STARTTLS on this port, so the password "
-        "and message would travel unencrypted. Outbox does not send in that case (it could also mean that someone "
+        "Secure transport is required, but the SMTP server does not offer STARTTLS on this port, so the "
+        "password "
+        "and message would travel unencrypted. Outbox does not send in that case (it could also mean that "
+        "someone "
         "between Outbox and the server removed the offer).",
         "Check the port (587 for STARTTLS, 465 for implicit TLS) and the server's TLS settings. Turn off "
         "'SSL required' only for internal test servers."),
@@ -177,7 +200,8 @@ _TABLE: dict[str, _Row] = {
         "permanent", "TLS version too old",
         "The server refused the connection because the TLS version is older than 1.2 (421 4.7.66); this is "
         "permanent despite the 4xx code.",
-        "Use TLS 1.2 or later (the default for Outbox's Python); check any TLS-intercepting proxy in between."),
+        "Use TLS 1.2 or later (the default for Outbox's Python); check any TLS-intercepting proxy in "
+        "between."),
 
     # ---------------------------------------------------------------- SMTP: authentication
     "smtp.auth.failed": _Row(
@@ -187,54 +211,72 @@ _TABLE: dict[str, _Row] = {
         "account and password are correct, then re-enter them in the SMTP settings and send a test email."),
     "smtp.auth.required": _Row(
         "held", "Not authenticated",
-        "The mail server is indicating that the SMTP user credentials aren't valid (5.7.57): it requires sign-in "
+        "The mail server is indicating that the SMTP user credentials aren't valid (5.7.57): it requires "
+        "sign-in "
         "before it accepts mail, and no successful sign-in happened.",
-        "Verify that the SMTP user credentials are correct. Configure a user name and password, and keep STARTTLS "
+        "Verify that the SMTP user credentials are correct. Configure a user name and password, and keep "
+        "STARTTLS "
         "on: Microsoft 365 only offers sign-in after STARTTLS."),
     "smtp.auth.mfa_blocked": _Row(
         "held", "Sign-in blocked by additional criteria (MFA)",
-        "Authentication unsuccessful, the request did not meet the criteria to be authenticated successfully: "
-        "additional criteria are required to authenticate the SMTP user account, typically because multifactor "
-        "authentication (MFA) or a Conditional Access policy applies to it. Password sign-in over SMTP does not "
+        "Authentication unsuccessful, the request did not meet the criteria to be authenticated "
+        "successfully: "
+        "additional criteria are required to authenticate the SMTP user account, typically because "
+        "multifactor "
+        "authentication (MFA) or a Conditional Access policy applies to it. Password sign-in over SMTP does "
+        "not "
         "support MFA.",
         _MFA_FIX),
     "smtp.auth.security_defaults": _Row(
         "held", "Sign-in blocked by security defaults",
-        "The user is locked by the organisation's security defaults policy, which blocks password sign-in for SMTP.",
-        "Switch this provider to Microsoft Graph (or SMTP with OAuth), or an administrator changes the security "
+        "The user is locked by the organisation's security defaults policy, which blocks password sign-in "
+        "for SMTP.",
+        "Switch this provider to Microsoft Graph (or SMTP with OAuth), or an administrator changes the "
+        "security "
         "defaults for the tenant."),
     "smtp.auth.smtp_disabled_tenant": _Row(
         "held", "SMTP sign-in disabled for the organisation",
-        "Authenticated SMTP (SMTP client authentication) is switched off for the whole Microsoft 365 organisation.",
-        "An administrator enables it (Set-TransportConfig -SmtpClientAuthenticationDisabled $false) or for this "
+        "Authenticated SMTP (SMTP client authentication) is switched off for the whole Microsoft 365 "
+        "organisation.",
+        "An administrator enables it (Set-TransportConfig -SmtpClientAuthenticationDisabled $false) or for "
+        "this "
         "mailbox only, or switches this provider to Microsoft Graph."),
     "smtp.auth.smtp_disabled_mailbox": _Row(
         "held", "SMTP sign-in disabled for the mailbox",
         "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox: SMTP client "
         "authentication is disabled for the SMTP user account.",
-        "Enable SMTP client authentication for the user account in Microsoft 365 before you try again: Microsoft "
-        "365 admin center > Users > Active users > the user > Mail > Manage email apps > Authenticated SMTP, or "
+        "Enable SMTP client authentication for the user account in Microsoft 365 before you try again: "
+        "Microsoft "
+        "365 admin center > Users > Active users > the user > Mail > Manage email apps > Authenticated "
+        "SMTP, or "
         "Set-CASMailbox -SmtpClientAuthenticationDisabled $false."),
     "smtp.auth.basic_disabled": _Row(
         "held", "Password sign-in for SMTP is disabled",
-        "The server no longer accepts password (Basic) authentication for client submission (535 5.7.139 basic "
+        "The server no longer accepts password (Basic) authentication for client submission (535 5.7.139 "
+        "basic "
         "authentication is disabled, or 550 5.7.30 after Microsoft retires it).",
-        "Switch this provider to Microsoft Graph or to SMTP with OAuth (XOAUTH2), or an administrator re-enables "
+        "Switch this provider to Microsoft Graph or to SMTP with OAuth (XOAUTH2), or an administrator "
+        "re-enables "
         "Basic authentication for SMTP AUTH while it is still possible."),
     "smtp.auth.not_supported": _Row(
         "held", "Server does not support authentication",
         "If your SMTP server doesn't support authentication, please clear the SMTP user name and password. "
         "A user name is configured, but the server does not offer authentication (AUTH) on this connection. "
-        "Outbox, like MailKit, requires authentication when a user name is provided, instead of silently sending "
+        "Outbox, like MailKit, requires authentication when a user name is provided, instead of silently "
+        "sending "
         "without it (which led people to believe they were using an authenticated server).",
-        "Go to the email parameters (SMTP settings) and clear the User name and Password fields. If the server "
-        "does support authentication, keep STARTTLS/TLS on: many servers, Microsoft 365 included, offer AUTH only "
+        "Go to the email parameters (SMTP settings) and clear the User name and Password fields. If the "
+        "server "
+        "does support authentication, keep STARTTLS/TLS on: many servers, Microsoft 365 included, offer "
+        "AUTH only "
         "after STARTTLS."),
     "smtp.auth.no_mechanism": _Row(
         "held", "No usable sign-in method",
-        "The server offers authentication, but none of the methods Outbox can use with a password (PLAIN, LOGIN, "
+        "The server offers authentication, but none of the methods Outbox can use with a password (PLAIN, "
+        "LOGIN, "
         "CRAM-MD5); it may accept only OAuth (XOAUTH2) or Windows authentication (NTLM, GSSAPI).",
-        "Use OAuth for this account if the server offers XOAUTH2, or enable PLAIN/LOGIN on the server, or clear "
+        "Use OAuth for this account if the server offers XOAUTH2, or enable PLAIN/LOGIN on the server, or "
+        "clear "
         "the user name and password if the server does not need sign-in."),
 
     # ---------------------------------------------------------------- SMTP: sender
@@ -245,12 +287,15 @@ _TABLE: dict[str, _Row] = {
         "Add and verify the domain in Microsoft 365, or send from an address in an accepted domain."),
     "smtp.sender.blocked": _Row(
         "permanent", "Sender restricted from sending",
-        "The sending mailbox is restricted from sending (550 5.1.8 bad outbound sender), usually after suspected "
+        "The sending mailbox is restricted from sending (550 5.1.8 bad outbound sender), usually after "
+        "suspected "
         "compromise or exceeded limits.",
-        "An administrator checks Microsoft Defender > Restricted entities, secures the account and unblocks it."),
+        "An administrator checks Microsoft Defender > Restricted entities, secures the account and unblocks "
+        "it."),
     "smtp.tenant.ip_blocked": _Row(
         "permanent", "Tenant blocked from sending",
-        "Microsoft 365 is blocking outbound mail for your tenant (550 5.7.708, traffic not accepted from this IP); "
+        "Microsoft 365 is blocking outbound mail for your tenant (550 5.7.708, traffic not accepted from "
+        "this IP); "
         "this is common on new or trial tenants with no sending reputation.",
         "An administrator checks Restricted entities and contacts Microsoft support."),
     "smtp.tenant.threshold_exceeded": _Row(
@@ -267,8 +312,10 @@ _TABLE: dict[str, _Row] = {
     # ---------------------------------------------------------------- SMTP: recipients and message
     "smtp.recipient.single_label_domain": _Row(
         "permanent", "Single-label recipient domain",
-        "Recipient addresses in single label domains not accepted: a recipient uses a single-label domain, which "
-        "Office 365 doesn't support. Single-label domains are DNS names without a suffix such as .com, .corp, .net "
+        "Recipient addresses in single label domains not accepted: a recipient uses a single-label domain, "
+        "which "
+        "Office 365 doesn't support. Single-label domains are DNS names without a suffix such as .com, "
+        ".corp, .net "
         "or .org (for example user@contoso); contoso.com, contoso.net and contoso.local aren't single-label.",
         "Specify alternate addresses for email recipients that aren't in single-label domains."),
     "smtp.recipient.mailbox_full": _Row(
@@ -287,7 +334,8 @@ _TABLE: dict[str, _Row] = {
     "smtp.recipient.rejected": _Row(
         "permanent", "Recipient refused",
         "The server permanently refused this recipient.",
-        "Check the address and the server's reply text; correct the address or contact the recipient another way."),
+        "Check the address and the server's reply text; correct the address or contact the recipient "
+        "another way."),
     "smtp.recipient.deferred": _Row(
         "transient", "Recipient temporarily refused",
         "The server temporarily refused this recipient (4xx).",
@@ -295,11 +343,13 @@ _TABLE: dict[str, _Row] = {
     "smtp.message.too_large": _Row(
         "permanent", "Message too large",
         "The message is larger than the server accepts (5.3.4 / 552).",
-        "Send smaller or fewer attachments (or a link); Microsoft 365 accepts 35 MB by default, including about "
+        "Send smaller or fewer attachments (or a link); Microsoft 365 accepts 35 MB by default, including "
+        "about "
         "33% base64 overhead."),
     "smtp.smtputf8_unsupported": _Row(
         "permanent", "Server cannot handle international addresses",
-        "An address contains non-ASCII characters in its local part, which needs the SMTPUTF8 extension, and the "
+        "An address contains non-ASCII characters in its local part, which needs the SMTPUTF8 extension, "
+        "and the "
         "SMTP server does not offer it.",
         "Use an ASCII address for that recipient or sender, or send through a server that supports SMTPUTF8 "
         "(or Microsoft Graph)."),
@@ -307,9 +357,11 @@ _TABLE: dict[str, _Row] = {
     # ---------------------------------------------------------------- SMTP: limits
     "smtp.quota.daily_exceeded": _Row(
         "throttled", "Daily sending limit reached",
-        "The mailbox reached its daily sending limit (554 5.2.0 SubmissionQuotaExceeded: 10,000 recipients per "
+        "The mailbox reached its daily sending limit (554 5.2.0 SubmissionQuotaExceeded: 10,000 recipients "
+        "per "
         "day in Microsoft 365). The condition is temporary despite the 5xx code.",
-        "Outbox waits 24 hours before trying again. Spread sending over several mailboxes or use Microsoft Graph "
+        "Outbox waits 24 hours before trying again. Spread sending over several mailboxes or use Microsoft "
+        "Graph "
         "for large volumes.",
         retry_after=DAILY_QUOTA_WAIT),
     "smtp.throttled.rate": _Row(
@@ -321,34 +373,41 @@ _TABLE: dict[str, _Row] = {
         retry_after=RATE_LIMIT_WAIT),
     "smtp.throttled.concurrency": _Row(
         "throttled", "Too many simultaneous connections",
-        "The server refused because too many connections submit for this mailbox at the same time (432 4.3.2; "
+        "The server refused because too many connections submit for this mailbox at the same time (432 "
+        "4.3.2; "
         "Microsoft 365 allows 3).",
         "Outbox backs off. Limit this provider to at most 3 (preferably 1-2) connections per mailbox."),
     "smtp.temporary_failure": _Row(
         "transient", "Temporary server error",
         "The SMTP server reported a temporary problem (4xx reply).",
-        "Nothing to do: Outbox retries with increasing delays. If it persists, read the server's reply text."),
+        "Nothing to do: Outbox retries with increasing delays. If it persists, read the server's reply "
+        "text."),
     "smtp.rejected": _Row(
         "permanent", "Rejected by the SMTP server",
         "The SMTP server permanently rejected the message (5xx reply).",
-        "Read the server's reply text in the history; correct the message, the addresses or the account, then "
+        "Read the server's reply text in the history; correct the message, the addresses or the account, "
+        "then "
         "send it again."),
     "smtp.error": _Row(
         "transient", "SMTP error",
         "The SMTP conversation failed without a server reply code.",
         "Outbox retries. If it persists, check the SMTP settings with a test email."),
 
-    # ---------------------------------------------------------------- Microsoft Entra ID sign-in (Graph, EWS, XOAUTH2)
+    # ---------------------------------------------------------------- Microsoft Entra ID sign-in (Graph,
+    # EWS, XOAUTH2)
     "entra.invalid_client_secret": _Row(
         "held", "Invalid client secret",
-        "Microsoft Entra ID rejected the application key (AADSTS7000215: invalid client secret). The usual cause "
+        "Microsoft Entra ID rejected the application key (AADSTS7000215: invalid client secret). The usual "
+        "cause "
         "is that the secret's ID was pasted instead of its value.",
-        "In the Azure portal, App registrations > the app > Certificates & secrets, create a new client secret "
+        "In the Azure portal, App registrations > the app > Certificates & secrets, create a new client "
+        "secret "
         "and copy its Value (not the Secret ID) into the Application key field."),
     "entra.client_secret_expired": _Row(
         "held", "Client secret expired",
         "The application key (client secret) has expired (AADSTS7000222).",
-        "Create a new client secret for the app registration and enter its value in the Application key field; "
+        "Create a new client secret for the app registration and enter its value in the Application key "
+        "field; "
         "note its expiry date."),
     "entra.client_secret_missing": _Row(
         "held", "Client secret missing",
@@ -356,19 +415,24 @@ _TABLE: dict[str, _Row] = {
         "Enter the client secret value in the Application key field."),
     "entra.app_not_found": _Row(
         "held", "Application not found in tenant",
-        "The application (client) ID was not found in the directory/tenant (AADSTS700016): wrong tenant, or a "
+        "The application (client) ID was not found in the directory/tenant (AADSTS700016): wrong tenant, or "
+        "a "
         "wrong application ID.",
-        "Copy the Application (client) ID from the app registration's overview, and check the tenant ID (and the "
+        "Copy the Application (client) ID from the app registration's overview, and check the tenant ID "
+        "(and the "
         "cloud) the app is registered in."),
     "entra.tenant_not_found": _Row(
         "held", "Tenant not found",
-        "The tenant name or ID was not found (AADSTS90002). Often an app of one cloud (for example US Government) "
+        "The tenant name or ID was not found (AADSTS90002). Often an app of one cloud (for example US "
+        "Government) "
         "is used against another cloud's sign-in endpoint.",
-        "Check the tenant ID (Directory ID in the app registration's overview) and the cloud selected for the "
+        "Check the tenant ID (Directory ID in the app registration's overview) and the cloud selected for "
+        "the "
         "provider."),
     "entra.invalid_scope": _Row(
         "held", "Invalid permission scope",
-        "The requested scope or resource is not valid for this app (AADSTS70011 / AADSTS500011), usually a cloud "
+        "The requested scope or resource is not valid for this app (AADSTS70011 / AADSTS500011), usually a "
+        "cloud "
         "mismatch between the sign-in endpoint and the Graph host.",
         "Check the cloud selected for the provider; the app must be registered in that cloud."),
     "entra.sign_in_failed": _Row(
@@ -387,27 +451,34 @@ _TABLE: dict[str, _Row] = {
         "held", "Secure connection to Microsoft Graph failed",
         "The TLS handshake with Microsoft Graph failed (certificate not trusted), usually because a proxy "
         "intercepts HTTPS.",
-        "Add the proxy's CA to the trusted CA bundle, or exempt the Graph and sign-in hosts from inspection."),
+        "Add the proxy's CA to the trusted CA bundle, or exempt the Graph and sign-in hosts from "
+        "inspection."),
     "graph.unauthorized": _Row(
         "held", "Microsoft 365 rejected the app's token",
-        "Microsoft Graph rejected the app's access token even after a fresh one was requested (401): the token is "
+        "Microsoft Graph rejected the app's access token even after a fresh one was requested (401): the "
+        "token is "
         "for another tenant, app or cloud.",
-        "Check the tenant ID, application ID and cloud of the provider (the scope must match the Graph host)."),
+        "Check the tenant ID, application ID and cloud of the provider (the scope must match the Graph "
+        "host)."),
     "graph.access_denied": _Row(
         "permanent", "App not allowed to send from this mailbox",
-        _SEED_401_403 + " Microsoft Graph answered 403 ErrorAccessDenied: the app lacks the Mail.Send application "
+        _SEED_401_403
+        + " Microsoft Graph answered 403 ErrorAccessDenied: the app lacks the Mail.Send application "
         "permission with admin consent, or an application access policy excludes this mailbox.",
-        _SEED_401_403_FIX + " An admin grants the Mail.Send application permission (not delegated) with admin "
+        _SEED_401_403_FIX
+        + " An admin grants the Mail.Send application permission (not delegated) with admin "
         "consent, and includes this mailbox in any application access policy (changes can take an hour)."),
     "graph.forbidden": _Row("permanent", "Forbidden (403)", _SEED_401_403, _SEED_401_403_FIX),
     "graph.send_as_denied": _Row(
         "permanent", "No permission to send as this sender",
-        _SEND_AS + " (Microsoft Graph 403 ErrorSendAsDenied: the From address differs from the sending mailbox.)",
+        _SEND_AS
+        + " (Microsoft Graph 403 ErrorSendAsDenied: the From address differs from the sending mailbox.)",
         _SEND_AS_FIX),
     "graph.mailbox_not_found": _Row("permanent", "Sender mailbox not found", _SEED_404, _SEED_404_FIX),
     "graph.mailbox_not_enabled": _Row(
         "permanent", "No Exchange Online mailbox",
-        _SEED_404 + " Microsoft Graph says the mailbox is inactive, soft-deleted, hosted on-premises, or the user "
+        _SEED_404
+        + " Microsoft Graph says the mailbox is inactive, soft-deleted, hosted on-premises, or the user "
         "has no Exchange Online licence (MailboxNotEnabledForRESTAPI).",
         _SEED_404_FIX + " Assign an Exchange Online licence, or send from a cloud mailbox."),
     "graph.invalid_recipients": _Row(
@@ -421,25 +492,32 @@ _TABLE: dict[str, _Row] = {
     "graph.request_too_large": _Row(
         "permanent", "Request too large for Microsoft Graph",
         "The request is larger than Microsoft Graph accepts in one call (413: 4 MB including base64).",
-        "Send smaller attachments, or enable large attachments (upload sessions, which need Mail.ReadWrite)."),
+        "Send smaller attachments, or enable large attachments (upload sessions, which need "
+        "Mail.ReadWrite)."),
     "graph.message_too_large": _Row(
         "permanent", "Message too large",
-        "The message exceeds the mailbox's maximum message size (ErrorMessageSizeExceeded; 35 MB by default).",
+        "The message exceeds the mailbox's maximum message size (ErrorMessageSizeExceeded; 35 MB by "
+        "default).",
         "Send smaller or fewer attachments, or an admin raises the mailbox's message size limit."),
     "graph.upload_sessions_unavailable": _Row(
         "permanent", "Large attachments not available",
-        "The message needs an attachment upload session (over about 3 MB), which this Microsoft cloud or this app "
+        "The message needs an attachment upload session (over about 3 MB), which this Microsoft cloud or "
+        "this app "
         "cannot use (not available in US Government clouds, or Mail.ReadWrite is missing).",
-        "Keep the message under 3-4 MB (send a link instead), or grant the app the Mail.ReadWrite application "
+        "Keep the message under 3-4 MB (send a link instead), or grant the app the Mail.ReadWrite "
+        "application "
         "permission where upload sessions are available."),
     "graph.invalid_mime": _Row(
         "permanent", "Message rejected as invalid",
-        "Microsoft Graph rejected the message body as malformed (for example ErrorMimeContentInvalidBase64String). "
+        "Microsoft Graph rejected the message body as malformed (for example "
+        "ErrorMimeContentInvalidBase64String). "
         "This is a bug in Outbox.",
-        "Report it with the message ID; the message can be downloaded as .eml and sent from a mail app meanwhile."),
+        "Report it with the message ID; the message can be downloaded as .eml and sent from a mail app "
+        "meanwhile."),
     "graph.throttled": _Row(
         "throttled", "Microsoft Graph asked to slow down",
-        "Microsoft Graph throttled the app (429; for example over 4 concurrent requests or 10,000 requests per "
+        "Microsoft Graph throttled the app (429; for example over 4 concurrent requests or 10,000 requests "
+        "per "
         "10 minutes for one mailbox).",
         "Outbox waits as long as Graph asks (Retry-After) and continues."),
     "graph.unavailable": _Row(
@@ -460,11 +538,13 @@ _TABLE: dict[str, _Row] = {
     **_network_rows("exchange", "the Exchange server", "the Exchange server URL (…/EWS/Exchange.asmx)"),
     "exchange.tls_failed": _Row(
         "held", "Secure connection to Exchange failed",
-        "The TLS handshake with the Exchange server failed: its certificate is not trusted or does not match.",
+        "The TLS handshake with the Exchange server failed: its certificate is not trusted or does not "
+        "match.",
         "Check the server's certificate and host name, or add the private CA to the trusted bundle."),
     "exchange.unauthorized": _Row(
         "permanent", "Unauthorized or forbidden (401/403)",
-        _SEED_401_403 + " Exchange Online also blocks EWS from 1 October 2026 unless the tenant allow-lists the "
+        _SEED_401_403
+        + " Exchange Online also blocks EWS from 1 October 2026 unless the tenant allow-lists the "
         "app, and for F1/F3/Kiosk-licensed mailboxes.",
         _SEED_401_403_FIX + " Exchange (EWS) is deprecated: Microsoft Graph is the recommended provider."),
     "exchange.access_denied": _Row("permanent", "Access denied", _SEED_401_403, _SEED_401_403_FIX),
@@ -474,7 +554,8 @@ _TABLE: dict[str, _Row] = {
         _SEED_401_403_FIX + " Grant the app full_access_as_app (Exchange Online) or the impersonation right "
         "(on-premises) for this mailbox."),
     "exchange.mailbox_not_found": _Row("permanent", "Mailbox not found (404)", _SEED_404, _SEED_404_FIX),
-    "exchange.send_as_denied": _Row("permanent", "No permission to send as this sender", _SEND_AS, _SEND_AS_FIX),
+    "exchange.send_as_denied": _Row(
+        "permanent", "No permission to send as this sender", _SEND_AS, _SEND_AS_FIX),
     "exchange.sender_mailbox_full": _Row(
         "permanent", "Sending mailbox full",
         "The sending mailbox has exceeded its maximum size (ErrorQuotaExceeded).",
@@ -499,10 +580,12 @@ _TABLE: dict[str, _Row] = {
     "exchange.rejected": _Row(
         "permanent", "Rejected by Exchange",
         "The Exchange server refused the request.",
-        "Read the response code and text in the history; correct the message or the account's configuration."),
+        "Read the response code and text in the history; correct the message or the account's "
+        "configuration."),
 }
 
-# --- SMTP -----------------------------------------------------------------------------------------------------
+# --- SMTP
+# -----------------------------------------------------------------------------------------------------
 
 _ENHANCED = re.compile(r"\A\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
 # "5.7.57 Client not authenticated to send mail. Error: 535 5.7.139 Authentication unsuccessful, ..."
@@ -594,7 +677,8 @@ def _smtp_type(stage: Stage, reply: Reply) -> str:
     return "smtp.error"  # 1xx-3xx where a failure was reported: not a reply we know
 
 
-# --- Microsoft Entra ID (token stage) ---------------------------------------------------------------------------
+# --- Microsoft Entra ID (token stage)
+# ---------------------------------------------------------------------------
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
 _AADSTS_TYPES = {
@@ -622,7 +706,8 @@ def _token_type(reply: Reply) -> tuple[str, bool]:
     return "entra.sign_in_failed", False
 
 
-# --- Microsoft Graph --------------------------------------------------------------------------------------------
+# --- Microsoft Graph
+# --------------------------------------------------------------------------------------------
 
 _GRAPH_CODES = {
     "ErrorSendAsDenied": "graph.send_as_denied",
@@ -670,7 +755,8 @@ def _graph_type(stage: Stage, reply: Reply, retry_after: float | None) -> str:
     return "graph.rejected"
 
 
-# --- Exchange (EWS) ---------------------------------------------------------------------------------------------
+# --- Exchange (EWS)
+# ---------------------------------------------------------------------------------------------
 
 _EWS_CODES = {
     "ErrorSendAsDenied": "exchange.send_as_denied",
@@ -692,7 +778,8 @@ def _exchange_type(stage: Stage, reply: Reply) -> str:
     if reply.code is None and reply.error_code not in _EWS_CODES:
         code = reply.error_code or ""
         if code == "disconnected":
-            return "exchange.disconnected_after_data" if stage in ("send", "data") else "exchange.disconnected"
+            after_data = stage in ("send", "data")
+            return "exchange.disconnected_after_data" if after_data else "exchange.disconnected"
         if code == "tls_failed":
             return "exchange.tls_failed"
         return "exchange.timeout" if code == "timeout" else "exchange.connect_failed"
@@ -710,7 +797,8 @@ def _exchange_type(stage: Stage, reply: Reply) -> str:
     return "exchange.rejected"
 
 
-# --- public API -------------------------------------------------------------------------------------------------
+# --- public API
+# -------------------------------------------------------------------------------------------------
 
 _ANY_PROVIDER = {"secret_undecryptable": "secret.undecryptable", "not_configured": "config.not_configured"}
 

@@ -1,8 +1,10 @@
 """Building RFC 5322 messages: the bytes sent over SMTP (and to Graph/EWS as MIME) and the `.eml` download.
 
-`email.message.EmailMessage` with the default policy was 38% of a worker's CPU (BENCHMARKS.md), so the message is
+`email.message.EmailMessage` with the default policy was 38% of a worker's CPU (BENCHMARKS.md), so the
+message is
 written directly: the structure is fixed (text and/or HTML as multipart/alternative, attachments in
-multipart/mixed), and every header is produced by a few small, tested encoders. Correctness is checked by parsing
+multipart/mixed), and every header is produced by a few small, tested encoders. Correctness is checked by
+parsing
 the output back with the standard `email` package (tests/unit/test_build.py).
 
 Encoding choices:
@@ -11,7 +13,8 @@ Encoding choices:
   RFC 2047 UTF-8 "B" encoded words of at most 75 characters, split on character boundaries.
   Addresses are written as given: an address with a non-ASCII local part goes out as UTF-8 (RFC 6532) and the
   message then needs SMTPUTF8 (`app.mail.validate.needs_smtputf8`).
-* Bodies: 7bit when ASCII with lines of at most 998 octets, quoted-printable when mostly ASCII, base64 otherwise.
+* Bodies: 7bit when ASCII with lines of at most 998 octets, quoted-printable when mostly ASCII, base64
+  otherwise.
   Line endings are normalised to CRLF and a final line break is added (as EmailMessage does).
 * Attachments: base64 in 76-character lines; file names as quoted strings when ASCII, otherwise RFC 2231
   (`filename*=utf-8''...`, split into `filename*0*`, `filename*1*`... when long), both in Content-Disposition
@@ -49,7 +52,8 @@ _ATTR_SAFE = "!#$&+-.^_`|~"
 # Headers the builder writes itself; custom headers may not replace them.
 _RESERVED = frozenset({
     "bcc", "cc", "content-disposition", "content-transfer-encoding", "content-type", "date", "from",
-    "message-id", "mime-version", "reply-to", "resent-bcc", "resent-cc", "resent-from", "resent-to", "return-path",
+    "message-id", "mime-version", "reply-to", "resent-bcc", "resent-cc", "resent-from", "resent-to",
+    "return-path",
     "sender", "subject", "to", "x-unsent",
 })
 
@@ -89,7 +93,8 @@ def _encoded_words(text: str, used: int) -> str:
 
 
 def _fold_ascii(text: str, used: int) -> str | None:
-    """Fold ASCII text at single spaces so lines stay within 78 characters; None if a word cannot fit in 998."""
+    """Fold ASCII text at single spaces so lines stay within 78 characters; None if a word cannot fit in
+    998 characters."""
     if used + len(text) <= _MAX_LINE:
         return text
     out: list[str] = []
@@ -120,7 +125,8 @@ def _unstructured(name: str, value: str) -> str:
 
 
 def _encode_unit(text: str) -> list[str]:
-    """Encoded words for a run of phrase words. Splits fall before a space where possible: the space is encoded
+    """Encoded words for a run of phrase words. Splits fall before a space where possible: the space is
+    encoded
     (RFC 2047 parsers drop the white space *between* encoded words, so it must be inside one)."""
     words: list[str] = []
     rest = text
@@ -206,27 +212,27 @@ def _address_list(name: str, addresses: list[str]) -> str:
 
 
 def _param(name: str, value: str) -> str:
-    """One MIME parameter (with its leading "; "), RFC 2231-encoded when not plain ASCII."""
+    """One MIME parameter on its own folded line (with the leading ";"): a quoted string when it is ASCII and
+    fits in 78 characters, otherwise RFC 2231 (percent-encoded UTF-8, split into numbered sections)."""
     _check(name, value)
-    if value.isascii():
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'; {name}="{escaped}"'
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    if value.isascii() and len(name) + len(escaped) + 4 <= _MAX_LINE:
+        return f';\r\n {name}="{escaped}"'
     pct = quote(value, safe=_ATTR_SAFE)
-    if len(pct) <= 60:
-        return f"; {name}*=utf-8''{pct}"
+    if len(name) + len(pct) + 11 <= _MAX_LINE:
+        return f";\r\n {name}*=utf-8''{pct}"
+    # Sections end on character boundaries: some readers decode each section on its own.
     chunks: list[str] = []
-    i = 0
-    while i < len(pct):
-        j = min(i + 60, len(pct))
-        # do not cut a %XX triplet
-        if pct[j - 1] == "%":
-            j -= 1
-        elif j >= 2 and pct[j - 2] == "%":
-            j -= 2
-        chunks.append(pct[i:j])
-        i = j
-    parts = [f"{name}*{k}*={'utf-8' + chr(39) * 2 if k == 0 else ''}{c}" for k, c in enumerate(chunks)]
-    return ";\r\n " + ";\r\n ".join(parts)
+    room = _MAX_LINE - len(name) - 12  # " name*NN*=" and the ";" ending the line
+    current = "utf-8''"
+    for ch in value:
+        enc = quote(ch, safe=_ATTR_SAFE)
+        if len(current) + len(enc) > room:
+            chunks.append(current)
+            current = ""
+        current += enc
+    chunks.append(current)
+    return "".join(f";\r\n {name}*{k}*={c}" for k, c in enumerate(chunks))
 
 
 def _text_body(text: str) -> tuple[str, bytes]:
@@ -280,7 +286,10 @@ def _multipart(subtype: str, parts: list[list[bytes]]) -> list[bytes]:
     for part in parts:
         out.append(delim)
         out.extend(part)
-        # every part body ends in CRLF, which here belongs to the next delimiter line
+        # Each part's body ends in CRLF, which is content (a text's final line break); this CRLF belongs to
+        # the
+        # delimiter that follows (RFC 2046 5.1.1).
+        out.append(b"\r\n")
     out.append(f"--{boundary}--\r\n".encode("ascii"))
     return out
 
@@ -333,12 +342,14 @@ def _build(msg: OutgoingMessage, *, eml: bool) -> bytes:
 
 
 def build_mime(msg: OutgoingMessage) -> bytes:
-    """The message as RFC 5322 bytes with CRLF line endings, for SMTP (Bcc recipients are not in the headers)."""
+    """The message as RFC 5322 bytes with CRLF line endings, for SMTP (Bcc recipients are not in the
+    headers)."""
     return _build(msg, eml=False)
 
 
 def build_eml(msg: OutgoingMessage) -> bytes:
-    """The message as a `.eml` file for the user's own mail app: with the Bcc header, and `X-Unsent: 1` so that
+    """The message as a `.eml` file for the user's own mail app: with the Bcc header, and `X-Unsent: 1` so
+    that
     Outlook opens it as an unsent draft the user can review and send."""
     return _build(msg, eml=True)
 

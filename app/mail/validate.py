@@ -1,26 +1,35 @@
 """Input checks done at the API before anything is stored (RELIABILITY.md (c)).
 
 Python 3.11.7 lacks `email.policy.verify_generated_headers` and `getaddresses(strict=)` (the CVE-2024-6923 and
-CVE-2023-27043 fixes), and aiosmtplib silently *removes* CR/LF from addresses instead of refusing them, so every
-header value and address is checked here, and refused with a clear reason, before it reaches a builder or a transport.
+CVE-2023-27043 fixes), and aiosmtplib silently *removes* CR/LF from addresses instead of refusing them, so
+every
+header value and address is checked here, and refused with a clear reason, before it reaches a builder or a
+transport.
 
 Decisions (documented because clients see them):
 
 * **Control characters.** CR, LF, NUL, every other C0 control, DEL, every C1 control (U+0080-U+009F, which
-  includes NEL) and the Unicode line/paragraph separators (U+2028, U+2029) are refused in header text, names and
+  includes NEL) and the Unicode line/paragraph separators (U+2028, U+2029) are refused in header text, names
+  and
   addresses: `str.splitlines()` and some mail software treat them as line breaks. **Tab is accepted in header
-  text** (subject, names, custom header values): it is folding white space in RFC 5322, it can neither end a header
+  text** (subject, names, custom header values): it is folding white space in RFC 5322, it can neither end a
+  header
   nor start a new one, and the builder encodes it safely. Tab is refused in addresses.
 * **Special-use domains.** Refused: `localhost`, `*.localhost`, `*.local`, `*.test`, `*.invalid`, `*.onion`,
-  `*.arpa` (email-validator's IANA list). Outbox sends real mail; such a domain can never be delivered globally
+  `*.arpa` (email-validator's IANA list). Outbox sends real mail; such a domain can never be delivered
+  globally
   (`localhost` would even loop to the relay itself), so the client gets a 422 now instead of a bounce later.
-  `example.com`, `example.net` and `example.org` are accepted (RFC 6761 says they are not special; tests use them).
+  `example.com`, `example.net` and `example.org` are accepted (RFC 6761 says they are not special; tests use
+  them).
 * **Single-label domains** (`user@contoso`) are refused with the reason Microsoft 365 gives (`501 5.1.6`).
-* **IP literals, quoted local parts, display-name forms** (`Name <a@b>`) are refused: names travel in their own
+* **IP literals, quoted local parts, display-name forms** (`Name <a@b>`) are refused: names travel in their
+  own
   fields, and these forms are where parser differentials (and header injection) live.
 * **Normal form.** The domain is returned in its IDNA ASCII form (lower case, `bücher.example` ->
-  `xn--bcher-kva.example`), so an address with an ASCII local part never needs SMTPUTF8 and allowlists compare on
-  the homograph-safe form. A non-ASCII local part is accepted (NFC-normalised); such an address needs a server with
+  `xn--bcher-kva.example`), so an address with an ASCII local part never needs SMTPUTF8 and allowlists
+  compare on
+  the homograph-safe form. A non-ASCII local part is accepted (NFC-normalised); such an address needs a
+  server with
   SMTPUTF8 (see `needs_smtputf8`), and the SMTP transport refuses it clearly when the server lacks it.
 * **Duplicates** in one list are dropped (first one kept), compared case-insensitively: nobody wants the same
   message twice. Duplicates *across* To/Cc/Bcc are left to the caller.
@@ -54,7 +63,8 @@ MAX_CONTENT_TYPE_LENGTH = 255
 # C0 controls except tab, DEL, C1 controls, and the Unicode line and paragraph separators.
 _HEADER_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _ADDRESS_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# Bidi embeddings/overrides/isolates and marks: used to disguise "exe.pdf" as "fdp.exe" (CVE-2021-42574 style).
+# Bidi embeddings/overrides/isolates and marks: used to disguise "exe.pdf" as "fdp.exe" (CVE-2021-42574
+# style).
 _BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Characters Windows refuses in file names; mail clients would mangle them anyway.
@@ -71,7 +81,8 @@ _SPECIAL_USE_HINT = "localhost, .local, .test, .invalid, .onion and .arpa"
 
 
 class MailInputError(ValueError):
-    """A field of a message that cannot be accepted. `field` names it ("to[2]"), `reason` says why, in English."""
+    """A field of a message that cannot be accepted. `field` names it ("to[2]"), `reason` says why, in
+    English."""
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
@@ -113,7 +124,8 @@ def normalize_address(field: str, value: str) -> str:
     if value.startswith('"') or '"@' in value:
         raise MailInputError(field, "quoted local parts (\"...\"@example.com) are not accepted")
     if value.endswith("]") and "@[" in value:
-        raise MailInputError(field, "IP-address literals (user@[192.0.2.1]) are not accepted; use a domain name")
+        raise MailInputError(
+            field, "IP-address literals (user@[192.0.2.1]) are not accepted; use a domain name")
     if len(value) > MAX_ADDRESS_LENGTH:
         raise MailInputError(field, f"is too long (at most {MAX_ADDRESS_LENGTH} characters)")
     try:
@@ -139,19 +151,22 @@ def normalize_address(field: str, value: str) -> str:
     domain = info.ascii_domain.lower()
     if "." not in domain:
         raise MailInputError(
-            field, f"'{info.domain}' is a single-label domain (no suffix such as .com); Microsoft 365 rejects "
-                   "such recipients with '501 5.1.6 Recipient addresses in single label domains not accepted'")
+            field, f"'{info.domain}' is a single-label domain (no suffix such as .com); Microsoft 365 "
+                   "rejects such recipients with '501 5.1.6 Recipient addresses in single label domains "
+                   "not accepted'")
     if not domain[-1].isalpha():
         raise MailInputError(field, f"'{info.domain}' is not a domain name (it does not end in a top-level "
                                     "domain such as .com); IP addresses are not accepted")
     local = info.ascii_local_part if info.ascii_local_part is not None else info.local_part
     if len(local.encode()) > MAX_LOCAL_PART_OCTETS:
-        raise MailInputError(field, f"the part before the @-sign is longer than {MAX_LOCAL_PART_OCTETS} octets")
+        raise MailInputError(
+            field, f"the part before the @-sign is longer than {MAX_LOCAL_PART_OCTETS} octets")
     return f"{local}@{domain}"
 
 
 def normalize_addresses(field: str, values: list[str], *, max_count: int) -> list[str]:
-    """Validate a list of addresses (`field[i]` in errors) and drop case-insensitive duplicates, keeping the first."""
+    """Validate a list of addresses (`field[i]` in errors) and drop case-insensitive duplicates, keeping the
+    first."""
     if len(values) > max_count:
         raise MailInputError(field, f"has {len(values)} addresses; at most {max_count} are allowed")
     seen: set[str] = set()
@@ -183,7 +198,8 @@ def _cap_filename(name: str) -> str:
 
 def safe_filename(field: str, name: str) -> str:
     """A file name safe to put in a MIME header and to save: the base name only (both / and \\ separators),
-    without control or bidi-override characters or Windows-reserved characters (replaced by "_"), NFC-normalised,
+    without control or bidi-override characters or Windows-reserved characters (replaced by "_"),
+    NFC-normalised,
     capped in length with the extension kept. Refuses a name that ends up empty (or "." / "..")."""
     name = unicodedata.normalize("NFC", name)
     name = _CONTROL.sub("", name)

@@ -29,6 +29,10 @@ class ParametersUpdate(ParametersBase):
         "batch_provider": "smtp", "attachment_size_limit_mb": 25, "email_expiration_days": 0,
         "history_retention_days": 0, "batch_processing_enabled": True, "distributor_interval_seconds": 60}]})
 
+    # Read-only fields of the GET response, accepted (and ignored) so a GET -> edit -> PUT round trip works.
+    effective_email_expiration_days: int | None = Field(None, description="Read-only; ignored")
+    effective_history_retention_days: int | None = Field(None, description="Read-only; ignored")
+
 
 class ParametersPublic(ParametersBase):
     effective_email_expiration_days: int

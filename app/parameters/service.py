@@ -39,7 +39,7 @@ def to_public(row: Parameters) -> ParametersPublic:
 
 async def update(session: AsyncSession, data: ParametersUpdate) -> Parameters:
     row = await get(session)
-    for k, v in data.model_dump().items():
+    for k, v in data.model_dump(exclude={"effective_email_expiration_days", "effective_history_retention_days"}).items():
         setattr(row, k, v)
     row.updated_at = utcnow()
     session.add(row)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 
 from app.core.deps import AdminDep, TxDep
 from app.core.errors import problem_responses
@@ -46,8 +46,10 @@ async def put_smtp(body: SmtpSettingsUpdate, tx: TxDep, _: AdminDep) -> SmtpSett
 
 @router.post("/{provider_id}/verify", response_model=VerifyResult, responses=problem_responses(404),
              summary="Check connection and credentials without sending")
-async def verify_provider(provider_id: ProviderPath, tx: TxDep, _: AdminDep) -> VerifyResult:
-    return await provider_tests.verify(tx.session, provider_id)
+async def verify_provider(provider_id: ProviderPath, request: Request, tx: TxDep, _: AdminDep) -> VerifyResult:
+    """Connects, negotiates TLS and signs in (SMTP), or gets a token and reaches the batch mailbox (Graph), and
+    explains what is wrong when that fails. Nothing is sent."""
+    return await provider_tests.verify(tx.session, provider_id, request.app.state.settings)
 
 
 @router.post("/{provider_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=TestEmailAccepted,

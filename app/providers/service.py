@@ -140,7 +140,7 @@ class SmtpRuntime:
     per_minute_limit: int
 
 
-def smtp_runtime_from(row: ProviderConfig) -> SmtpRuntime:
+def smtp_runtime_from(row: ProviderConfig, ca_bundle: str | None = None) -> SmtpRuntime:
     """Settings the worker needs, secrets decrypted. Raises SecretUndecryptable."""
     c: dict[str, Any] = row.config
     secrets = decrypt_secrets(row.secrets_encrypted)
@@ -154,6 +154,7 @@ def smtp_runtime_from(row: ProviderConfig) -> SmtpRuntime:
             password=secrets.get("password") if (auth or c.get("username")) else None,
             timeout=float(c.get("timeout_seconds", 30.0)),
             validate_certs=bool(c.get("validate_certificates", True)),
+            ca_bundle=ca_bundle,
         ),
         from_address=c.get("from_address"),
         from_name=c.get("from_name"),

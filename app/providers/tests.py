@@ -13,6 +13,7 @@ from app.messages.schemas import MessageIn
 from app.providers import service as providers_service
 from app.providers.schemas import TestEmailAccepted, TestEmailRequest, VerifyResult
 from app.transports.base import Reply, TransportError
+from app.settings import Settings
 from app.transports.smtp import SmtpPool
 
 
@@ -22,7 +23,7 @@ def _failed(provider: str, err: TransportError) -> VerifyResult:
                         explanation=v.explanation, fix=v.fix, reply_code=err.reply.code)
 
 
-async def verify(session: AsyncSession, provider_id: str) -> VerifyResult:
+async def verify(session: AsyncSession, provider_id: str, settings: Settings) -> VerifyResult:
     row = await providers_service.get_row(session, provider_id)
     if row is None:
         v = classify(provider_id, "verify", Reply(None, f"{provider_id} is not configured", "not_configured"))
@@ -30,7 +31,7 @@ async def verify(session: AsyncSession, provider_id: str) -> VerifyResult:
                             explanation=v.explanation, fix=v.fix)
     try:
         if provider_id == "smtp":
-            rt = providers_service.smtp_runtime_from(row)
+            rt = providers_service.smtp_runtime_from(row, settings.smtp_ca_bundle)
             pool = SmtpPool(rt.config, 1)
             try:
                 reply = await pool.verify()

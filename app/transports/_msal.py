@@ -1,4 +1,4 @@
-"""App-only (client-credentials) tokens from Microsoft Entra ID through MSAL, shared by Graph and EWS.
+"""Shared by the Microsoft transports (Graph, EWS): app-only tokens through MSAL, and httpx failure mapping.
 
 MSAL is synchronous and its `ConfidentialClientApplication` constructor does network I/O (tenant discovery),
 so both the constructor and `acquire_token_for_client` run in a worker thread. One application object is kept
@@ -15,18 +15,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import msal  # type: ignore[import-untyped]  # msal ships no type information
 import requests
 from requests.adapters import HTTPAdapter
 
-from app.transports.base import Reply, TransportError
+from app.transports.base import Reply, Stage, TransportError
 
-__all__ = ["TokenSettings", "TokenSource", "aadsts_code"]
+__all__ = ["TokenSettings", "TokenSource", "aadsts_code", "http_failure"]
 
 _AADSTS = re.compile(r"AADSTS\d+")
 _HTTP_STATUS = re.compile(r"HTTP status: (\d{3})")
@@ -220,3 +222,45 @@ def _json_field(text: str, key: str) -> str | None:
         return None
     value = body.get(key) if isinstance(body, dict) else None
     return str(value) if value else None
+
+
+def http_failure(
+    exc: httpx.HTTPError, stage: Stage, *, provider: str, host: str, timeout: float, final: bool
+) -> TransportError:
+    """Map an httpx failure to the error codes the classifier knows (connect_failed, tls_failed, timeout,
+    disconnected). `final` marks the request that sends: if it had left when the failure came, the server
+    may have accepted the message, so the error is `uncertain`."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return TransportError(
+            "connect", Reply(None, f"connecting to {host} timed out", "timeout"), provider=provider
+        )
+    if isinstance(exc, httpx.ConnectError):
+        if _is_tls_failure(exc):
+            return TransportError(
+                "tls", Reply(None, f"TLS with {host} failed: {exc}", "tls_failed"), provider=provider
+            )
+        return TransportError(
+            "connect", Reply(None, f"cannot connect to {host}: {exc}", "connect_failed"), provider=provider
+        )
+    # Reading the answer failed: the request was sent in full.
+    sent = isinstance(exc, httpx.ReadTimeout | httpx.ReadError | httpx.RemoteProtocolError)
+    if isinstance(exc, httpx.TimeoutException):
+        text = f"no answer from {host} within {timeout:g}s"
+        return TransportError(
+            stage, Reply(None, text, "timeout"), provider=provider, uncertain=final and sent
+        )
+    return TransportError(
+        stage,
+        Reply(None, f"connection to {host} lost: {type(exc).__name__}", "disconnected"),
+        provider=provider,
+        uncertain=final and sent,
+    )
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "SSL" in str(exc) or "certificate" in str(exc).lower()

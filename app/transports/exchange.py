@@ -21,7 +21,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import httpx
 
-from app.transports._msal import TokenSettings, TokenSource
+from app.transports._msal import TokenSettings, TokenSource, http_failure
 from app.transports.base import OutgoingMessage, Reply, SendResult, Stage, TransportError
 
 __all__ = ["DEPRECATION_NOTE", "ExchangeConfig", "ExchangeTransport"]
@@ -30,7 +30,8 @@ PROVIDER = "exchange"
 
 DEPRECATION_NOTE = (
     "The Exchange (EWS) provider is deprecated. Microsoft blocks EWS in Exchange Online in phases from "
-    "2026-10-01 (only tenants that enable EWS and allow-list this app's ID keep access) and retires it for good "
+    "2026-10-01 (only tenants that enable EWS and allow-list this app's ID keep access) and retires it "
+    "for good "
     "on 2027-04-01. Use the Microsoft Graph provider for Exchange Online; this provider is kept for "
     "on-premises Exchange Server, which is not affected."
 )
@@ -60,7 +61,8 @@ class ExchangeConfig:
     def __repr__(self) -> str:  # never show the password or the secret
         return (
             f"ExchangeConfig(ews_url={self.ews_url!r}, auth={self.auth!r}, username={self.username!r}, "
-            f"tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, authority_host={self.authority_host!r})"
+            f"tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, "
+            f"authority_host={self.authority_host!r})"
         )
 
 
@@ -154,11 +156,11 @@ class ExchangeTransport:
     async def _post(self, body: bytes, mailbox: str, stage: Stage, *, final: bool) -> httpx.Response:
         if self._basic is not None and not _transport_is_safe(self._config.ews_url):
             raise TransportError(
-                "connect",
+                "tls",
                 Reply(
                     None,
-                    "refusing to send the Exchange password over plain http; use https",
-                    "insecure_transport",
+                    "refusing to send the Exchange password over plain http: Basic needs https",
+                    "tls_failed",
                 ),
                 provider=PROVIDER,
             )
@@ -175,7 +177,9 @@ class ExchangeTransport:
             try:
                 response = await self._http.post(self._config.ews_url, content=body, headers=headers)
             except httpx.HTTPError as exc:
-                raise _network_error(exc, stage, final=final, timeout=self._config.timeout) from exc
+                raise http_failure(
+                    exc, stage, provider=PROVIDER, host=self._host, timeout=self._config.timeout, final=final
+                ) from exc
             if (
                 response.status_code == 401
                 and attempt == 1
@@ -254,7 +258,7 @@ def _mailboxes(tag: str, addresses: list[str]) -> str:
 
 
 def _create_item(msg: OutgoingMessage) -> str:
-    """CreateItem/SendAndSaveCopy. Element order follows the EWS schema (ItemType, then MessageType fields)."""
+    """CreateItem/SendAndSaveCopy. Elements follow the schema order (ItemType, then MessageType fields)."""
     if msg.mime is not None:
         # The built RFC 5322 message carries everything (headers, both bodies, attachments, Message-ID).
         # Bcc is not in the MIME headers, so those recipients are given as elements (§3.2: "optionally with
@@ -329,7 +333,7 @@ def _response_message(content: bytes) -> tuple[str | None, str | None, float | N
     if not content:
         return None, None, None
     try:
-        root = ET.fromstring(content)  # noqa: S314 - the EWS server is configured by an admin, not by users
+        root = ET.fromstring(content)
     except ET.ParseError:
         return None, None, None
     code: str | None = None
@@ -354,29 +358,3 @@ def _seconds(value: str | None, *, scale: float = 1.0) -> float | None:
         return max(0.0, float(value.strip()) / scale)
     except ValueError:
         return None
-
-
-def _network_error(exc: httpx.HTTPError, stage: Stage, *, final: bool, timeout: float) -> TransportError:
-    if isinstance(exc, httpx.ConnectTimeout):
-        return TransportError(
-            "connect", Reply(None, "connecting to EWS timed out", "timeout"), provider=PROVIDER
-        )
-    if isinstance(exc, httpx.ConnectError):
-        return TransportError(
-            "connect", Reply(None, f"cannot connect to EWS: {exc}", "connect_failed"), provider=PROVIDER
-        )
-    # The SOAP request left: if it was CreateItem, Exchange may have sent the message.
-    uncertain = final and isinstance(exc, httpx.ReadTimeout | httpx.ReadError | httpx.RemoteProtocolError)
-    if isinstance(exc, httpx.TimeoutException):
-        return TransportError(
-            stage,
-            Reply(None, f"no answer from EWS within {timeout:g}s", "timeout"),
-            provider=PROVIDER,
-            uncertain=uncertain,
-        )
-    return TransportError(
-        stage,
-        Reply(None, f"EWS connection failed: {type(exc).__name__}", "connect_failed"),
-        provider=PROVIDER,
-        uncertain=uncertain,
-    )

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from app.transports._msal import TokenSettings, TokenSource
+from app.transports._msal import TokenSettings, TokenSource, http_failure
 from app.transports.base import Attachment, OutgoingMessage, Reply, SendResult, Stage, TransportError
 
 __all__ = [
@@ -36,8 +36,8 @@ Cloud = Literal["global", "usgov_gcch", "usgov_dod", "china"]
 
 PROVIDER = "graph"
 
-# PROVIDERS.md §1.7. China: MSAL 1.39 calls login.chinacloudapi.cn "DEPRECATED_AZURE_CHINA" and Entra's docs now
-# list login.partner.microsoftonline.cn, so the latter is used (both are on MSAL's well-known list).
+# PROVIDERS.md §1.7. China: MSAL 1.39 calls login.chinacloudapi.cn "DEPRECATED_AZURE_CHINA" and Entra's docs
+# now list login.partner.microsoftonline.cn, so the latter is used (both are on MSAL's well-known list).
 _CLOUDS: dict[str, tuple[str, str]] = {
     "global": ("https://login.microsoftonline.com", "https://graph.microsoft.com/v1.0"),
     "usgov_gcch": ("https://login.microsoftonline.us", "https://graph.microsoft.us/v1.0"),
@@ -47,10 +47,11 @@ _CLOUDS: dict[str, tuple[str, str]] = {
 # createUploadSession is not available in US Gov L4/L5 (PROVIDERS.md §1.4, availability table).
 _UPLOAD_SESSION_CLOUDS = frozenset({"global", "china"})
 
-# Graph refuses request bodies over "4MB" with 413 ("The maximum request length supported is 4MB", the ASP.NET
-# maxRequestLength default of 4096 KiB). Files of 3 MiB or more go through an upload session (createUploadSession
-# refuses files "under 3 MB"); a smaller file is under 4 MiB in base64, so it fits in its own JSON request
-# (apart from the last ~200 bytes below 3 MiB, where the JSON framing tips it over: not worth a third path).
+# Graph refuses request bodies over "4MB" with 413 ("The maximum request length supported is 4MB", the
+# ASP.NET maxRequestLength default of 4096 KiB). Files of 3 MiB or more go through an upload session
+# (createUploadSession refuses files "under 3 MB"); a smaller file is under 4 MiB in base64, so it fits in its
+# own JSON request (apart from the last ~200 bytes below 3 MiB, where the JSON framing tips it over: not worth
+# a third path).
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 UPLOAD_SESSION_MIN_BYTES = 3 * 1024 * 1024
 # Upload chunks: at most 4 MB each (§1.4); a multiple of 320 KiB as OneDrive-style sessions require.
@@ -145,12 +146,13 @@ class GraphTransport:
     async def verify(self, mailbox: str) -> Reply:
         """Acquire a token and check that `mailbox` resolves, without sending anything.
 
-        Reads `GET /users/{mailbox}/mailFolders/inbox?$select=id`. With only `Mail.Send` (the documented setup)
-        Graph answers 403 `ErrorAccessDenied` for an existing mailbox, and 404 (`ErrorInvalidUser`,
-        `MailboxNotEnabledForRESTAPI`, `ResourceNotFound`) when the mailbox does not resolve. A 403 is therefore
-        reported as success with an explanatory text; `/users/{id}` would need `User.Read.All` and only proves
-        a directory entry, not a mailbox. When the token is a JWT, its `roles` claim must contain `Mail.Send`
-        (this catches a delegated-instead-of-application permission or missing admin consent).
+        Reads `GET /users/{mailbox}/mailFolders/inbox?$select=id`, an Exchange call, so it also catches a
+        user without an Exchange Online mailbox. `/users/{mailbox}` was not chosen: it needs `User.Read.All`
+        and proves only a directory entry. With only `Mail.Send` (the documented setup) the inbox read is
+        answered 403 `ErrorAccessDenied` for an existing mailbox and 404 (`ErrorInvalidUser`,
+        `MailboxNotEnabledForRESTAPI`, `ResourceNotFound`) for one that does not resolve, so a 403 is
+        returned as a success whose text says what could not be checked. When the token is a readable JWT,
+        its `roles` claim must contain `Mail.Send` (catches a delegated permission or missing admin consent).
         """
         token = await self._tokens.token()
         roles = _token_roles(token)
@@ -158,25 +160,27 @@ class GraphTransport:
             granted = ", ".join(sorted(roles)) or "none"
             raise TransportError(
                 "verify",
+                # 403: what Graph would answer a send with this token; keeps it a permission error downstream.
                 Reply(
-                    None,
+                    403,
                     "The token has no Mail.Send application permission (granted application permissions: "
                     f"{granted}). Add Mail.Send as an Application permission and grant admin consent.",
                     "MailSendNotGranted",
                 ),
                 provider=PROVIDER,
             )
+        granted_note = " (Mail.Send granted)" if roles is not None else ""
         url = self._user_url(mailbox, "mailFolders/inbox") + "?$select=id"
         response = await self._call("GET", url, "verify", token=token)
         if response.status_code == 200:
-            return Reply(200, f"Token acquired; mailbox {mailbox} is reachable.")
+            return Reply(200, f"Token acquired{granted_note}; mailbox {mailbox} is reachable.")
         code, message = _graph_error(response)
         if response.status_code == 403 and code == "ErrorAccessDenied":
             return Reply(
                 403,
-                f"Token acquired (Mail.Send granted); mailbox {mailbox} resolves but the app may not read it, which "
-                "is expected with only Mail.Send. Sending permission is confirmed only by a real send "
-                f"(an application access policy that excludes the mailbox also answers like this): {message}",
+                f"Token acquired{granted_note}; mailbox {mailbox} resolves but the app may not read it, "
+                "as expected with only Mail.Send. Only a real send proves the right to send from it (an "
+                f"application access policy excluding the mailbox answers the same way): {message}",
                 code,
             )
         raise self._error(response, "verify")
@@ -344,8 +348,8 @@ class GraphTransport:
         retry_after = _retry_after(response.headers) if status in (429, 503) else None
         if status == 401:
             message = (
-                f"{message} (Graph rejected a freshly acquired token too: check tenant, client ID and that the "
-                "cloud matches the app registration)"
+                f"{message} (Graph rejected a freshly acquired token too: check tenant, client ID and that "
+                "the cloud matches the app registration)"
             )
         return TransportError(
             stage,
@@ -358,26 +362,8 @@ class GraphTransport:
 
     def _network_error(self, exc: httpx.HTTPError, stage: Stage, *, final: bool) -> TransportError:
         host = urlsplit(str(exc.request.url)).netloc if _has_request(exc) else self._graph
-        if isinstance(exc, httpx.ConnectTimeout):
-            return TransportError(
-                "connect", Reply(None, f"connecting to {host} timed out", "timeout"), provider=PROVIDER
-            )
-        if isinstance(exc, httpx.ConnectError):
-            return TransportError(
-                "connect",
-                Reply(None, f"cannot connect to {host}: {exc}", "connect_failed"),
-                provider=PROVIDER,
-            )
-        # The request left (at least partly): if this was the request that sends, Graph may have accepted it.
-        uncertain = final and isinstance(exc, httpx.ReadTimeout | httpx.ReadError | httpx.RemoteProtocolError)
-        if isinstance(exc, httpx.TimeoutException):
-            text = f"no answer from {host} within {self._config.timeout:g}s"
-            return TransportError(stage, Reply(None, text, "timeout"), provider=PROVIDER, uncertain=uncertain)
-        return TransportError(
-            stage,
-            Reply(None, f"connection to {host} failed: {type(exc).__name__}", "connect_failed"),
-            provider=PROVIDER,
-            uncertain=uncertain,
+        return http_failure(
+            exc, stage, provider=PROVIDER, host=host, timeout=self._config.timeout, final=final
         )
 
 
@@ -425,8 +411,8 @@ def _message_json(msg: OutgoingMessage, attachments: list[Attachment]) -> dict[s
     }
     if msg.reply_to:
         message["replyTo"] = [_address(a) for a in msg.reply_to]
-    # Settable while the message is a draft (message-update docs: "Updatable only if isDraft = true"); sendMail
-    # creates a draft first, so our Message-ID survives and retries/bounces can be matched to it.
+    # Settable while the message is a draft (message-update docs: "Updatable only if isDraft = true");
+    # sendMail creates a draft first, so our Message-ID survives and retries/bounces can be matched to it.
     if msg.message_id:
         message["internetMessageId"] = msg.message_id
     # Graph only accepts custom headers named x-... (§1.2); standard headers come from the fields above.

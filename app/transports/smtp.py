@@ -61,10 +61,11 @@ def _failure(stage: Stage, exc: BaseException, *, uncertain: bool = False) -> Tr
     if isinstance(exc, aiosmtplib.SMTPException):
         text = str(exc)
         low = text.lower()
-        if "starttls" in low:
-            return TransportError("tls", Reply(None, text, "starttls_unsupported"), provider="smtp")
+        # Checked first: on plain connections this text also says "Try connecting via TLS (or STARTTLS)".
         if "auth extension is not supported" in low:
             return TransportError("auth", Reply(None, text, "auth_not_supported"), provider="smtp")
+        if "starttls" in low:
+            return TransportError("tls", Reply(None, text, "starttls_unsupported"), provider="smtp")
         if "no suitable authentication method" in low:
             return TransportError("auth", Reply(None, text, "auth_no_mechanism"), provider="smtp")
         return TransportError(stage, Reply(None, text, "smtp_error"), provider="smtp")

@@ -27,7 +27,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes.graph_server import BackgroundServer, FakeAuthority, RecordedRequest, ScriptQueues
+from tests.fakes.graph_server import (
+    BackgroundServer,
+    FakeAuthority,
+    RecordedRequest,
+    ScriptQueues,
+    wait_for_signal,
+)
 
 __all__ = [
     "EwsFake",
@@ -79,7 +85,7 @@ def quota_exceeded() -> EwsScripted:
 
 
 def server_busy(back_off_ms: int = 30000, *, as_fault: bool = True) -> EwsScripted:
-    """EWS throttling. Usually a SOAP fault with HTTP 500 carrying `MessageXml/Value[@Name=BackOffMilliseconds]`."""
+    """EWS throttling: by default a SOAP fault (HTTP 500) with a BackOffMilliseconds MessageXml value."""
     text = "The server cannot service this request right now. Try again later."
     if as_fault:
         return EwsScripted("fault", "ErrorServerBusy", text, 500, back_off_ms)
@@ -236,7 +242,7 @@ class EwsFake:
         if not headers.get("content-type", "").startswith("text/xml"):
             return Response("expected text/xml", status_code=415)
         try:
-            root = ET.fromstring(body)  # noqa: S314 - parsing our own client's requests in a test fake
+            root = ET.fromstring(body)
         except ET.ParseError as exc:
             return _fault("ErrorSchemaValidation", f"malformed XML: {exc}", 500)
         soap_body = root.find("soap:Body", NS)
@@ -249,7 +255,7 @@ class EwsFake:
             "soap:Header/t:ExchangeImpersonation/t:ConnectingSID/t:PrimarySmtpAddress", None, NS
         )
         if auth_kind == "bearer":
-            # App-only tokens have no user: impersonation and a matching anchor are required (PROVIDERS.md §3.3).
+            # App-only tokens have no user: impersonation and a matching anchor are required (§3.3).
             anchor = headers.get("x-anchormailbox", "")
             if not impersonated or anchor.lower() != impersonated.lower():
                 return _fault(
@@ -355,7 +361,8 @@ def _soap(body: str) -> str:
 def _message_xml(back_off_ms: int | None) -> str:
     if back_off_ms is None:
         return ""
-    return f'<t:MessageXml xmlns:t="{T}"><t:Value Name="BackOffMilliseconds">{back_off_ms}</t:Value></t:MessageXml>'
+    value = f'<t:Value Name="BackOffMilliseconds">{back_off_ms}</t:Value>'
+    return f'<t:MessageXml xmlns:t="{T}">{value}</t:MessageXml>'
 
 
 def _response(op_name: str, code: str, text: str | None, *, back_off_ms: int | None = None) -> Response:
@@ -402,10 +409,7 @@ def main(argv: list[str] | None = None) -> None:
             f"client_id = {fake.client_id}  client_secret = {fake.client_secret}",
             flush=True,
         )
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+        wait_for_signal()
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ It serves, on one port with a trustme certificate:
 
 - `GET /{tenant}/v2.0/.well-known/openid-configuration` and `POST /{tenant}/oauth2/v2.0/token` exactly as
   msal 1.39 calls them (PROVIDERS.md §2.4), issuing unsigned JWT-shaped tokens with a `roles` claim;
-- `POST /v1.0/users/{u}/sendMail`, draft creation, `/attachments`, `createUploadSession`, the pre-authenticated
-  upload URL (chunked PUT with Content-Range; an Authorization header there is refused), `/send`, draft
-  DELETE, and `GET /v1.0/users/{u}/mailFolders/inbox` (what `GraphTransport.verify` reads).
+- `POST /v1.0/users/{u}/sendMail`, draft creation, `/attachments`, `createUploadSession`, the
+  pre-authenticated upload URL (chunked PUT with Content-Range; an Authorization header there is refused),
+  `/send`, draft DELETE, and `GET /v1.0/users/{u}/mailFolders/inbox` (what `GraphTransport.verify` reads).
 
 Everything received is recorded (`token_requests`, `requests`, `sent` with attachments decoded to bytes,
 `upload_chunks`, `drafts`, `deleted_drafts`). Faults are scripted per route with `script(route, *answers)`:
@@ -24,6 +24,7 @@ import base64
 import itertools
 import json
 import secrets
+import signal
 import socket
 import tempfile
 import threading
@@ -55,6 +56,7 @@ __all__ = [
     "TokenRequest",
     "UploadChunk",
     "access_denied",
+    "wait_for_signal",
     "app_not_found",
     "expired_client_secret",
     "gateway_timeout",
@@ -919,6 +921,15 @@ def _parse_content_range(value: str) -> tuple[int, int, int]:
         return -1, -1, -1
 
 
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM (a background job of a non-interactive shell ignores SIGINT)."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fake Microsoft Entra ID + Graph sendMail over HTTPS")
     parser.add_argument("--host", default="127.0.0.1")
@@ -935,10 +946,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  client_id      = {fake.client_id}")  # noqa: T201
         print(f"  client_secret  = {fake.client_secret}")  # noqa: T201
         print(f"  mailboxes      = {', '.join(sorted(fake.mailboxes))}", flush=True)  # noqa: T201
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+        wait_for_signal()
 
 
 if __name__ == "__main__":

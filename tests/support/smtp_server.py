@@ -69,7 +69,7 @@ class SinkHandler:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
             if self.drop_after_data > 0:
                 self.drop_after_data -= 1
-                session.transport.close()  # accepted, but the client never hears the 250
+                server.transport.close()  # accepted, but the client never hears the 250
         return "250 OK queued"
 
     def by_subject(self, subject: str) -> list[Received]:
@@ -86,12 +86,13 @@ class SmtpServer:
         if auth is not None:
             def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
                 ok = isinstance(data, LoginPassword) and auth.get(data.login.decode()) == data.password.decode()
-                return AuthResult(success=ok)
+                # handled=False: let aiosmtpd send the 535 itself (the default means "already answered").
+                return AuthResult(success=ok, handled=False)
 
             kwargs.update(authenticator=authenticator, auth_require_tls=tls_context is not None,
                           auth_required=True)
         else:
-            kwargs.update(auth_require_tls=False)
+            kwargs.update(auth_require_tls=True)  # no AUTH offered on a plain connection
         if tls_context is not None and not implicit_tls:
             kwargs.update(tls_context=tls_context, require_starttls=require_starttls)
         self.controller = Controller(
