@@ -57,6 +57,11 @@ class Message(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     last_fix: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     sent_via: str | None = Field(default=None, max_length=16)
+    # Interactive and workflow mail (users, templates, workflow notifications)
+    workflow_event_id: str | None = Field(default=None, max_length=200, index=True)
+    template_id: int | None = Field(default=None, sa_column=Column(BigId, nullable=True))
+    language: str | None = Field(default=None, max_length=16)
+    handed_to_user_at: datetime | None = None  # "Use an email app": the .eml was handed to the user
 
 
 class MessageAttachment(SQLModel, table=True):
