@@ -1,0 +1,178 @@
+"""Retries, expiry, retention, batch processing on/off, the reconciler, and a real arq worker."""
+
+from __future__ import annotations
+
+import asyncio
+
+from arq.worker import Worker
+
+from tests.conftest import Env
+from tests.support.smtp_server import SmtpServer
+
+MSG = {"to": ["a@example.com"], "from": "s@example.com", "subject": "life", "body_text": "x"}
+
+
+async def _submit(env: Env, **extra: object) -> int:
+    r = await env.client.post("/messages", json={**MSG, **extra})
+    assert r.status_code == 202, r.text
+    return int(r.json()["id"])
+
+
+async def _get(env: Env, mid: int) -> dict[str, object]:
+    return (await env.client.get(f"/messages/{mid}")).json()  # type: ignore[no-any-return]
+
+
+async def _make_due(env: Env) -> None:
+    await env.sql("UPDATE message SET next_attempt_at = created_at WHERE status IN ('retrying', 'deferred')")
+
+
+async def test_transient_failure_backs_off_then_sends(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    smtp.handler.data_script.append("451 4.3.0 try again later")
+    mid = await _submit(env)
+    await env.deliver()
+    m = await _get(env, mid)
+    assert m["status"] == "retrying" and m["attempts"] == 1 and m["next_attempt_at"] is not None
+    assert await env.deliver() == 0  # not due yet: the schedule is in the database
+    await _make_due(env)
+    await env.deliver()
+    m = await _get(env, mid)
+    assert m["status"] == "sent" and m["attempts"] == 2
+    assert [a["outcome"] for a in m["attempt_log"]] == ["transient", "sent"]  # type: ignore[union-attr]
+
+
+async def test_retries_exhausted_fail(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    env.worker_ctx["settings"] = env.settings.model_copy(update={"max_attempts": 3})
+    smtp.handler.data_script.extend(["451 4.3.0 later"] * 3)
+    mid = await _submit(env)
+    for _ in range(3):
+        await env.deliver()
+        await _make_due(env)
+    m = await _get(env, mid)
+    assert m["status"] == "failed" and m["attempts"] == 3
+    assert "Gave up after 3 attempts" in str(m["error"])
+
+
+async def test_unsent_messages_expire_and_are_never_sent(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    mid = await _submit(env)
+    await env.sql("UPDATE message SET expires_at = created_at")
+    await env.reconcile()
+    m = await _get(env, mid)
+    assert m["status"] == "expired"
+    await env.deliver()
+    assert smtp.received == []
+    hist = (await env.client.get("/history", params={"status": "expired"})).json()
+    assert hist["total"] == 1
+
+
+async def test_history_purge_keeps_unsent(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    old = await _submit(env)
+    await env.deliver()
+    params = (await env.client.get("/parameters")).json()
+    await env.client.put("/parameters", json={**params, "batch_processing_enabled": False})
+    waiting = await _submit(env)
+    await env.sql("UPDATE message SET finished_at = '2000-01-01 00:00:00', created_at = '2000-01-01 00:00:00'")
+    await env.redis.delete("outbox:reconcile:sweep")
+    await env.reconcile()
+    assert (await env.client.get(f"/messages/{old}")).status_code == 404
+    assert (await _get(env, waiting))["status"] == "queued"
+
+
+async def test_batch_processing_off_waits_then_sends(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    params = (await env.client.get("/parameters")).json()
+    await env.client.put("/parameters", json={**params, "batch_processing_enabled": False})
+    mid = await _submit(env)
+    assert await env.deliver() == 0
+    assert (await _get(env, mid))["status"] == "queued"
+    st = (await env.client.get("/status")).json()
+    assert st["batch_processing_enabled"] is False and st["queue"]["waiting"] == 1
+    await env.client.put("/parameters", json={**params, "batch_processing_enabled": True})
+    await env.deliver()
+    assert (await _get(env, mid))["status"] == "sent"
+
+
+async def test_reconciler_recovers_after_redis_flush(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    ids = [await _submit(env, subject=f"r{i}") for i in range(5)]
+    await env.redis.flushdb()  # every job is gone; the rows are not
+    stats = await env.reconcile()
+    assert stats["due"] == 1
+    queued = await env.redis.zcard(env.settings.queue_name)
+    assert queued >= 1
+    await env.deliver()
+    assert {(await _get(env, i))["status"] for i in ids} == {"sent"}
+    assert len(smtp.received) == 5
+
+
+async def test_expired_lease_is_sent_again_flagged_uncertain(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    mid = await _submit(env)
+    # A worker claimed it and died: status sending, lease in the past.
+    await env.sql("UPDATE message SET status = 'sending', claimed_by = 'dead', lease_until = '2000-01-01 00:00:00'")
+    assert await env.deliver() == 0  # a live lease-holder would still own it; nobody steals before expiry
+    stats = await env.reconcile()
+    assert stats["released"] == 1
+    await env.deliver()
+    m = await _get(env, mid)
+    assert m["status"] == "sent" and m["uncertain"] is True
+
+
+async def test_cancel_and_retry(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    params = (await env.client.get("/parameters")).json()
+    await env.client.put("/parameters", json={**params, "batch_processing_enabled": False})
+    mid = await _submit(env)
+    r = await env.client.post(f"/messages/{mid}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert (await env.client.post(f"/messages/{mid}/cancel")).status_code == 409
+    await env.client.put("/parameters", json={**params, "batch_processing_enabled": True})
+    smtp.handler.data_script.append("550 5.7.1 rejected")
+    failed = await _submit(env)
+    await env.deliver()
+    assert (await _get(env, failed))["status"] == "failed"
+    r = await env.client.post(f"/messages/{failed}/retry")
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    await env.deliver()
+    m = await _get(env, failed)
+    assert m["status"] == "sent"
+    assert len({r.message["Message-ID"] for r in smtp.received}) == 1
+
+
+async def test_real_arq_worker_picks_up_enqueued_job(env: Env, smtp: SmtpServer) -> None:
+    from worker.main import WorkerSettings
+
+    await env.use_smtp(smtp)
+    mid = await _submit(env)
+    assert await env.redis.zcard(env.settings.queue_name) >= 1  # enqueued after commit
+
+    async def on_startup(ctx: dict[str, object]) -> None:
+        ctx.update(env.worker_ctx)
+        ctx["redis"] = env.redis
+
+    worker = Worker(
+        functions=WorkerSettings.functions, redis_pool=env.redis, queue_name=env.settings.queue_name,
+        burst=True, poll_delay=0.01, on_startup=on_startup, handle_signals=False, keep_result=0,
+    )
+    await asyncio.wait_for(worker.async_run(), timeout=30)
+    # No worker.close(): it would close the shared pool (env.redis), which the fixture owns.
+    assert (await _get(env, mid))["status"] == "sent"
+
+
+async def test_status_and_metrics(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    await _submit(env)
+    st = (await env.client.get("/status", headers={"Authorization": ""})).json()
+    assert st["database"]["ok"] and st["redis"]["ok"]
+    assert st["queue"]["by_status"] == {"queued": 1}
+    assert st["queue"]["oldest_waiting_age_seconds"] is not None
+    assert st["workers"]["alive"] == 1  # the test worker context's heartbeat
+    assert "throttle" in st and st["throttle"]["smtp"]["per_minute_limit"] == 0
+    text = (await env.client.get("/metrics")).text
+    assert 'outbox_messages{status="queued"} 1.0' in text
+    assert "outbox_workers_alive 1.0" in text
+    ready = await env.client.get("/readyz")
+    assert ready.status_code == 200
