@@ -6,11 +6,13 @@ from fastapi import APIRouter, Path, Request, status
 
 from app.core.deps import AdminDep, TxDep
 from app.core.errors import problem_responses
+from app.delivery.classify import all_error_types
 from app.messages.router import deliver_job_id
 from app.models._base import utcnow
 from app.providers import service as providers_service
 from app.providers import tests as provider_tests
 from app.providers.schemas import (
+    ErrorType,
     ProviderSummary,
     SmtpSettingsPublic,
     SmtpSettingsUpdate,
@@ -26,6 +28,13 @@ ProviderPath = Annotated[str, Path(pattern="^(smtp|graph|exchange)$", descriptio
 @router.get("", response_model=list[ProviderSummary], summary="Every provider, its state and its limit in force")
 async def list_providers(tx: TxDep, _: AdminDep) -> list[ProviderSummary]:
     return await providers_service.summaries(tx.session)
+
+
+@router.get("/errors", response_model=list[ErrorType], summary="Every failure Outbox recognises, with its fix")
+async def list_error_types(_: AdminDep) -> list[ErrorType]:
+    """The classification table behind failure details: each `error_type`, whether it is retried (transient),
+    failed (permanent), throttled or held for an administrator, and the explanation and fix history shows."""
+    return [ErrorType(**row) for row in all_error_types()]
 
 
 @router.get("/smtp", response_model=SmtpSettingsPublic, summary="SMTP settings (the password is never returned)")

@@ -98,6 +98,14 @@ class TestEmailAccepted(BaseModel):
     status: str
 
 
+class ErrorType(BaseModel):
+    error_type: str
+    kind: str
+    title: str
+    explanation: str
+    fix: str
+
+
 class VerifyResult(BaseModel):
     provider: str
     ok: bool
