@@ -2,8 +2,23 @@
 
 from app.models.api_key import ApiKey
 from app.models.message import Attempt, Message, MessageAttachment
+from app.models.notification_rule import NotificationRule
 from app.models.parameters import Parameters
 from app.models.provider import ProviderConfig
+from app.models.template import EmailTemplate, EmailTemplateContent
 from app.models.user import User
+from app.models.workflow_event import WorkflowEvent
 
-__all__ = ["ApiKey", "Attempt", "Message", "MessageAttachment", "Parameters", "ProviderConfig", "User"]
+__all__ = [
+    "ApiKey",
+    "Attempt",
+    "EmailTemplate",
+    "EmailTemplateContent",
+    "Message",
+    "MessageAttachment",
+    "NotificationRule",
+    "Parameters",
+    "ProviderConfig",
+    "User",
+    "WorkflowEvent",
+]
