@@ -24,6 +24,7 @@ from app.monitoring.router import router as monitoring_router
 from app.parameters.router import router as parameters_router
 from app.providers.router import router as providers_router
 from app.settings import Settings, get_settings
+from app.users.router import keys_router, router as users_router
 
 log = logging.getLogger("outbox.api")
 
@@ -83,7 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = None
     install_error_handlers(app)
     install_middleware(app)
-    for router in (messages_router, history_router, parameters_router, providers_router, monitoring_router):
+    for router in (messages_router, history_router, parameters_router, providers_router, monitoring_router,
+                   users_router, keys_router):
         app.include_router(router)
     return app
 
