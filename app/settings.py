@@ -34,12 +34,21 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=8, alias="OUTBOX_MAX_ATTEMPTS")
     retry_base_seconds: float = Field(default=30.0, alias="OUTBOX_RETRY_BASE_SECONDS")
     retry_max_seconds: float = Field(default=3600.0, alias="OUTBOX_RETRY_MAX_SECONDS")
+    # The throttling window: one minute, as the per-minute limits say. Tests shorten it (a "test clock").
+    throttle_window_seconds: float = Field(default=60.0, alias="OUTBOX_THROTTLE_WINDOW_SECONDS")
     reconcile_every_seconds: int = Field(default=5, alias="OUTBOX_RECONCILE_SECONDS")
     # Allow the SMTP host to be a loopback / private address (tests, local relays). Production
     # deployments that relay through a local MTA set this too; see README "SSRF".
     # Extra CA file for SMTP TLS (a private CA); the system store is used as well via SSL_CERT_FILE.
     smtp_ca_bundle: str | None = Field(default=None, alias="OUTBOX_SMTP_CA_BUNDLE")
     allow_private_smtp_hosts: bool = Field(default=True, alias="OUTBOX_ALLOW_PRIVATE_HOSTS")
+    # Microsoft Graph / Entra ID / EWS HTTPS: a CA file that replaces the system store for those connections
+    # (tests with a local fake, or a TLS-inspecting proxy's CA).
+    microsoft_ca_bundle: str | None = Field(default=None, alias="OUTBOX_MICROSOFT_CA_BUNDLE")
+    # Lets an admin point the Graph/Exchange providers' sign-in and Graph hosts at another server
+    # (`authority_host`, `graph_base`): only for testing against a local fake. Off by default, because a
+    # stored client secret is sent to the sign-in host.
+    allow_provider_url_override: bool = Field(default=False, alias="OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE")
 
     # Limits on input
     max_recipients: int = Field(default=500, alias="OUTBOX_MAX_RECIPIENTS")

@@ -7,7 +7,6 @@ is paid per batch, not per message. Claims are compare-and-set with a lease (see
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -28,7 +27,7 @@ from app.parameters import service as parameters_service
 from app.providers import service as providers_service
 from app.transports.base import Attachment, OutgoingMessage, Reply, SendResult, TransportError
 from app.transports.smtp import SmtpPool
-from worker import throttle
+from worker import pools, throttle
 from worker.context import WorkerContext
 
 log = logging.getLogger("outbox.worker")
@@ -56,16 +55,10 @@ async def _route(ctx: WorkerContext, session: Any, provider: str) -> Route:
         return Route(provider, None, 0, v)
     try:
         if provider == "smtp":
-            rt = providers_service.smtp_runtime_from(row, ctx["settings"].smtp_ca_bundle)
-            fingerprint = hashlib.sha256(repr(rt.config).encode()).hexdigest()
-            pools = ctx["pools"]
-            current = pools.get(provider)
-            if current is None or current[0] != fingerprint:
-                if current is not None:
-                    await current[1].aclose()
-                current = (fingerprint, SmtpPool(rt.config, ctx["settings"].smtp_connections))
-                pools[provider] = current
-            return Route(provider, current[1], rt.per_minute_limit)
+            rt = providers_service.smtp_runtime_from(row, ctx["settings"])
+            connections = ctx["settings"].smtp_connections
+            pool = await pools.cached(ctx, provider, rt.config, lambda: SmtpPool(rt.config, connections))
+            return Route(provider, pool, rt.per_minute_limit)
         from worker import microsoft
 
         return await microsoft.route(ctx, provider, row)
@@ -186,23 +179,24 @@ async def _process_group(ctx: WorkerContext, route: Route, rows: list[Any]) -> l
                                  s.retry_max_seconds) for r in rows]
     overdue = [r for r in rows if r.deferrals >= SEND_ANYWAY_AFTER]
     normal = [r for r in rows if r.deferrals < SEND_ANYWAY_AFTER]
-    granted, wait = await throttle.acquire(ctx["redis"], route.provider, route.limit, len(normal))
+    window = s.throttle_window_seconds
+    granted, wait = await throttle.acquire(ctx["redis"], route.provider, route.limit, len(normal), window)
     to_send: list[tuple[Any, Verdict | None]] = [(r, None) for r in normal[:granted]]
     if route.limit > 0 and overdue:
-        await throttle.record_sent_regardless(ctx["redis"], route.provider, len(overdue))
+        await throttle.record_sent_regardless(ctx["redis"], route.provider, len(overdue), window)
     to_send += [(r, SENT_ANYWAY if route.limit > 0 else None) for r in overdue]
     outcomes: list[Outcome] = []
     deferred = normal[granted:]
     if deferred:
         await throttle.count_deferrals(ctx["redis"], route.provider, len(deferred))
-        wait = min(MAX_DEFER_SECONDS, max(1.0, wait))
+        wait = min(window, max(0.2, wait))
         for r in deferred:
             outcomes.append(Outcome(
                 message_id=r.id, status="deferred", provider=route.provider, sender=r.sender,
                 attempt_outcome="deferred", next_attempt_at=now + timedelta(seconds=wait), counts_as_attempt=False,
                 error_type="throttle.deferred",
                 explanation=f"The per-minute sending limit of {route.provider} ({route.limit}/min) was reached; "
-                            f"deferred {r.deferrals + 1} time(s), next try in {wait:.0f} s.",
+                            f"deferred {r.deferrals + 1} time(s), next try in {wait:.1f} s.",
                 fix="None needed. To send faster, raise the provider's per-minute limit."))
     if to_send:
         outcomes += await asyncio.gather(*(_send_one(ctx, route, r, note) for r, note in to_send))
@@ -220,6 +214,19 @@ async def _process(ctx: WorkerContext, claimed: list[Any], params: Parameters) -
         routes = {p: await _route(ctx, session, p) for p in groups}
     results = await asyncio.gather(*(_process_group(ctx, routes[p], rs) for p, rs in groups.items()))
     return [o for group in results for o in group]
+
+
+async def _schedule_wakeup(ctx: WorkerContext, outcomes: list[Outcome]) -> None:
+    """Deferred and retried messages come due later: enqueue a drain for then (the reconciler is the backstop)."""
+    due = [o.next_attempt_at for o in outcomes if o.next_attempt_at is not None and o.status in ("deferred", "retrying")]
+    if not due:
+        return
+    at = min(due)
+    delay = max(0.0, (at - utcnow()).total_seconds())
+    if delay > 600:
+        return  # far off: the reconciler will find it
+    await ctx["redis"].enqueue_job("deliver", _job_id=f"deliver:wake:{int(at.timestamp() * 10)}",
+                                   _defer_by=delay + 0.05, _queue_name=ctx["settings"].queue_name)
 
 
 async def deliver(ctx: WorkerContext, *_: Any, **__: Any) -> int:
@@ -242,6 +249,7 @@ async def deliver(ctx: WorkerContext, *_: Any, **__: Any) -> int:
         async with ctx["sessionmaker"]() as session:
             await lifecycle.record(session, outcomes, utcnow(), ctx["worker_id"])
             await session.commit()
+        await _schedule_wakeup(ctx, outcomes)
         total += len(claimed)
         if loop.time() > deadline:
             await ctx["redis"].enqueue_job("deliver", _job_id=f"deliver:more:{ctx['worker_id']}:{int(time.time())}",

@@ -16,9 +16,8 @@ from arq.connections import ArqRedis
 
 KEY_PREFIX = "outbox:throttle:"
 DEFERRALS_KEY = "outbox:stats:deferrals"
-WINDOW_MS = 60_000
 
-# KEYS[1] window zset, KEYS[2] pause key; ARGV: limit, now_ms, requested, token prefix
+# KEYS[1] window zset, KEYS[2] pause key; ARGV: limit, now_ms, requested, token prefix, window_ms
 # Returns {granted, wait_ms}: wait_ms is how long until the next slot frees (or the pause ends).
 _ACQUIRE = """
 local pause = redis.call('PTTL', KEYS[2])
@@ -26,23 +25,25 @@ if pause and pause > 0 then return {0, pause} end
 local limit = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+local window = tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local used = redis.call('ZCARD', KEYS[1])
 local granted = math.min(want, math.max(0, limit - used))
 for i = 1, granted do
   redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. i)
 end
-redis.call('PEXPIRE', KEYS[1], 61000)
+redis.call('PEXPIRE', KEYS[1], window + 1000)
 local wait = 0
 if granted < want then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if oldest[2] then wait = tonumber(oldest[2]) + 60000 - now else wait = 1000 end
+  if oldest[2] then wait = tonumber(oldest[2]) + window - now else wait = 1000 end
 end
 return {granted, wait}
 """
 
 
-async def acquire(redis: ArqRedis, provider: str, limit: int, wanted: int) -> tuple[int, float]:
+async def acquire(redis: ArqRedis, provider: str, limit: int, wanted: int,
+                  window_seconds: float = 60.0) -> tuple[int, float]:
     """Take up to `wanted` sends from the provider's window; returns (granted, seconds to wait for more)."""
     if wanted <= 0:
         return 0, 0.0
@@ -54,19 +55,19 @@ async def acquire(redis: ArqRedis, provider: str, limit: int, wanted: int) -> tu
     now_ms = int(time.time() * 1000)
     granted, wait_ms = await redis.eval(  # type: ignore[misc]
         _ACQUIRE, 2, KEY_PREFIX + provider, KEY_PREFIX + provider + ":pause", limit, now_ms, wanted,
-        uuid.uuid4().hex,
+        uuid.uuid4().hex, int(window_seconds * 1000),
     )
     return int(granted), max(0.0, int(wait_ms) / 1000)
 
 
-async def record_sent_regardless(redis: ArqRedis, provider: str, count: int) -> None:
+async def record_sent_regardless(redis: ArqRedis, provider: str, count: int, window_seconds: float = 60.0) -> None:
     """Sends past the limit after ten deferrals still occupy the window, so the next ones wait longer."""
     if count <= 0:
         return
     now_ms = int(time.time() * 1000)
     token = uuid.uuid4().hex
     await redis.zadd(KEY_PREFIX + provider, {f"{token}:{i}": now_ms for i in range(count)})
-    await redis.pexpire(KEY_PREFIX + provider, 61_000)
+    await redis.pexpire(KEY_PREFIX + provider, int(window_seconds * 1000) + 1000)
 
 
 async def pause(redis: ArqRedis, provider: str, seconds: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -147,6 +148,14 @@ def install_error_handlers(app: FastAPI) -> None:
         slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
         return problem_response(exc.status_code, slug, title, str(exc.detail), request.url.path,
                                 headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Never a stack trace or internal detail (it could hold a secret) in the response; the log has it.
+        logging.getLogger("outbox.api").error("unhandled error on %s %s", request.method, request.url.path,
+                                              exc_info=exc)
+        return problem_response(500, "internal-error", "Internal error", "An unexpected error occurred; it was "
+                                "logged. Nothing was committed.", request.url.path)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)

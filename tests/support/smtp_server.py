@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -43,6 +45,10 @@ class SinkHandler:
     data_script: deque[str] = field(default_factory=deque)
     data_delay: float = 0.0
     drop_after_data: int = 0  # close the connection after accepting this many messages' DATA (no reply)
+    rcpt_once: dict[str, str] = field(default_factory=dict)  # per address, answered once, then 250
+    fail_ratio: float = 0.0  # answer DATA with a transient 451 at random this often (soak runs)
+    times: list[float] = field(default_factory=list)  # time.time() of each accepted message
+    in_data: threading.Event = field(default_factory=threading.Event)  # set when a DATA reply is pending
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,  # noqa: N802
@@ -57,16 +63,24 @@ class SinkHandler:
                           rcpt_options: list[str]) -> str:
         if address in self.rcpt_replies:
             return self.rcpt_replies[address]
+        with self.lock:
+            once = self.rcpt_once.pop(address, None)
+        if once is not None:
+            return once
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.in_data.set()
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
         if self.data_script:
             return self.data_script.popleft()
+        if self.fail_ratio and random.random() < self.fail_ratio:  # noqa: S311
+            return "451 4.3.0 Temporary failure (soak)"
         with self.lock:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+            self.times.append(time.time())
             if self.drop_after_data > 0:
                 self.drop_after_data -= 1
                 server.transport.close()  # accepted, but the client never hears the 250
