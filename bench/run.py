@@ -229,6 +229,22 @@ class Live:
             raise RuntimeError(f"psql failed: {sql[:80]}: {r.stderr}")
         return r.stdout.strip()
 
+    def pgstat(self) -> dict[str, int]:
+        """Counters of this database (pg_stat_database; backends flush them within about a second)."""
+        cols = ["sessions", "xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_returned",
+                "tup_fetched"]
+        row = self.psql(f"SELECT {', '.join(cols)} FROM pg_stat_database WHERE datname = '{self.db}'")
+        return dict(zip(cols, (int(x) for x in row.split("|"))))
+
+    def pgstat_delta(self, before: dict[str, int], per: int) -> dict[str, float]:
+        time.sleep(1.5)  # let the backends flush their counters
+        after = self.pgstat()
+        # minus this very psql session (one session, one transaction)
+        d = {k: after[k] - before[k] for k in after}
+        d["sessions"] -= 1
+        d["xact_commit"] -= 1
+        return {f"{k}_per_unit": round(v / max(1, per), 3) for k, v in d.items()}
+
     def redis(self, *cmd: str) -> str:
         return subprocess.run(["redis-cli", "-u", REDIS_URL, *cmd], capture_output=True, text=True,
                               timeout=30).stdout.strip()
@@ -374,26 +390,38 @@ def phase_ingest(lv: Live, a: argparse.Namespace, profile: bool = False) -> dict
     prof = None
     if profile:
         prof = start_pyspy(lv, lv.procs.procs["api"].pid, "api-ingest", a.profile_seconds)
+    api = lv.procs.procs["api"].pid
+    pg0 = lv.pgstat()
+    cw = CpuWindow({"api": api, "sink": lv.procs.procs["sink"].pid})
+    cw.start()
     r = lv.loadgen("single", a.ingest_n, 32, warmup=a.ingest_warmup, timeout=120)
+    r["cpu_cores"] = cw.stop()
+    r["cpu_top_others"] = cw.top_others
     if prof:
         finish_pyspy(prof)
     stored = lv.count("queued") - before
     r["stored"] = stored
     r["verified"] = stored == r["ok"] + a.ingest_warmup and r["ok"] == a.ingest_n
-    r["api_vmhwm_mb"] = round(vm_kb(lv.procs.procs["api"].pid, "VmHWM") / 1024, 1)
+    r["api_vmhwm_mb"] = round(vm_kb(api, "VmHWM") / 1024, 1)
+    r["pg_per_request"] = lv.pgstat_delta(pg0, a.ingest_n + a.ingest_warmup)
     log(f"ingest: {r['req_per_s']:.0f} req/s p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms "
-        f"loadgen {r['loadgen_cores']:.2f} cores, stored {stored} verified={r['verified']}")
+        f"loadgen {r['loadgen_cores']:.2f} cores, stored {stored} verified={r['verified']} cpu {r['cpu_cores']} "
+        f"others {cw.top_others} pg/request {r['pg_per_request']}")
     return r
 
 
 def phase_bulk(lv: Live, a: argparse.Namespace) -> dict:
     before = lv.count("queued")
+    cw = CpuWindow({"api": lv.procs.procs["api"].pid})
+    cw.start()
     r = lv.loadgen("bulk", a.bulk_requests, a.bulk_concurrency, warmup=1, bulk_size=a.bulk_size, timeout=120)
+    r["cpu_cores"] = cw.stop()
+    r["cpu_top_others"] = cw.top_others
     stored = lv.count("queued") - before
     r["stored"] = stored
     r["verified"] = stored == (r["ok"] + 1) * a.bulk_size and r["ok"] == a.bulk_requests
     log(f"bulk: {r['msgs_per_s']:.0f} msgs/s ({r['req_per_s']:.1f} req/s of {a.bulk_size}), "
-        f"p50 {r['p50_ms']:.0f} ms, verified={r['verified']}")
+        f"p50 {r['p50_ms']:.0f} ms, verified={r['verified']}, cpu {r['cpu_cores']}")
     return r
 
 
@@ -427,6 +455,7 @@ def phase_delivery(lv: Live, workers: int, n: int, a: argparse.Namespace, profil
     prof = None
     if profile:
         prof = start_pyspy(lv, pids[0], f"worker-delivery-{workers}w", a.profile_seconds)
+    pg0 = lv.pgstat()
     cw.start()
     t0_wall = time.time()
     t0 = time.monotonic()
@@ -462,6 +491,7 @@ def phase_delivery(lv: Live, workers: int, n: int, a: argparse.Namespace, profil
     sink = lv.sink()
     vmhwm = {f"worker{i}": round(vm_kb(p, "VmHWM") / 1024, 1) for i, p in enumerate(pids)}
     lv.stop_workers()
+    pg_per_msg = lv.pgstat_delta(pg0, n)
     elapsed_db = last_sent - t0_wall if last_sent else float("nan")
     r = {
         "workers": workers, "n": n, "sent": sent, "sink_counted": sink[0], "sink_connections": sink[1],
@@ -471,7 +501,7 @@ def phase_delivery(lv: Live, workers: int, n: int, a: argparse.Namespace, profil
         "msgs_per_s_sink": n / (sink_done - t0) if sink_done else 0.0,
         "seconds_api_confirmed": api_done - t0,
         "first_sent_after_s": first_sent - t0_wall if first_sent else None,
-        "cpu_cores": cpu, "cpu_top_others": cw.top_others, "worker_vmhwm_mb": vmhwm,
+        "cpu_cores": cpu, "cpu_top_others": cw.top_others, "worker_vmhwm_mb": vmhwm, "pg_per_message": pg_per_msg,
         "worker_rss_peak_mb": {f"worker{i}": round(rss_peak[p] / 1024, 1) for i, p in enumerate(pids)},
         "verified": sent == n and sink[0] == n and attempts == n,
     }
@@ -529,12 +559,15 @@ def phase_memory(lv: Live, a: argparse.Namespace) -> dict:
 def start_pyspy(lv: Live, pid: int, name: str, seconds: int) -> list[subprocess.Popen]:
     RESULTS.mkdir(exist_ok=True)
     spy = str(BIN / "py-spy")
-    base = [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200", "--nonblocking"]
-    procs = [
-        subprocess.Popen(base + ["--format", "raw", "-o", str(RESULTS / f"{name}.collapsed"), "--idle"],
-                         stdout=subprocess.DEVNULL, stderr=open(lv.logdir / f"pyspy-{name}.log", "w")),
+    base = [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "100", "--nonblocking"]
+    # Two samplers on the same process (non-blocking: they read its memory, they do not stop it): collapsed
+    # stacks for bench/profile_summary.py, and a flame graph to look at. Idle (waiting) samples excluded.
+    return [
+        subprocess.Popen(base + ["--format", "raw", "-o", str(RESULTS / f"{name}.collapsed")],
+                         stdout=subprocess.DEVNULL, stderr=open(lv.logdir / f"pyspy-{name}-raw.log", "w")),
+        subprocess.Popen(base + ["--format", "flamegraph", "-o", str(RESULTS / f"{name}.svg")],
+                         stdout=subprocess.DEVNULL, stderr=open(lv.logdir / f"pyspy-{name}-svg.log", "w")),
     ]
-    return procs
 
 
 def finish_pyspy(procs: list[subprocess.Popen]) -> None:
@@ -547,6 +580,21 @@ def finish_pyspy(procs: list[subprocess.Popen]) -> None:
 
 
 # ---------------------------------------------------------------- summary
+
+def wait_quiet(max_wait: float, threshold: float = 0.3) -> float:
+    """Wait (bounded) until the box is nearly idle before a run: other users' tests skew every figure.
+    Returns the last busy reading (cores); the figure is recorded with the run."""
+    deadline = time.monotonic() + max_wait
+    busy = 0.0
+    while True:
+        a = box_ticks()
+        time.sleep(1.0)
+        b = box_ticks()
+        busy = (b[0] - a[0]) / max(1, b[1] - a[1]) * (os.cpu_count() or 1)
+        if busy < threshold or time.monotonic() > deadline:
+            return round(busy, 2)
+        log(f"box busy ({busy:.2f} cores used by others): waiting for quiet")
+
 
 def stat(values: list[float]) -> dict:
     v = [x for x in values if x is not None]
@@ -571,6 +619,9 @@ def summarise(runs: list[dict], memory: list[dict]) -> dict:
         "ingest_p99_ms": stat(g("ingest.p99_ms")), "ingest_loadgen_cores": stat(g("ingest.loadgen_cores")),
         "bulk_msgs_per_s": stat(g("bulk.msgs_per_s")), "bulk_p50_ms": stat(g("bulk.p50_ms")),
         "bulk_loadgen_cores": stat(g("bulk.loadgen_cores")),
+        "ingest_cpu_api": stat(g("ingest.cpu_cores.api")), "ingest_cpu_postgres": stat(g("ingest.cpu_cores.postgres")),
+        "ingest_cpu_others": stat(g("ingest.cpu_cores.others")), "bulk_cpu_api": stat(g("bulk.cpu_cores.api")),
+        "bulk_cpu_postgres": stat(g("bulk.cpu_cores.postgres")),
     }
     for w in (1, 2):
         s[f"delivery_{w}w"] = stat(g(f"delivery_{w}w.msgs_per_s"))
@@ -638,8 +689,20 @@ def table(s: dict, meta: dict) -> str:
         a1 = fmt(s.get(f"delivery_1w_cpu_{k}", {}), 2)
         a2 = fmt(s.get(f"delivery_2w_cpu_{k}", {}), 2)
         out.append(f"| {k} | {a1} | {a2} |")
-    out.append(f"| load generator (ingest / bulk) | {fmt(s['ingest_loadgen_cores'], 2)} / "
-               f"{fmt(s['bulk_loadgen_cores'], 2)} | |")
+    out.append("")
+    out.append("CPU during ingest / bulk (cores, median):")
+    out.append("")
+    out.append("| process | ingest (single) | bulk |")
+    out.append("|---|---|---|")
+    out.append(f"| api | {fmt(s['ingest_cpu_api'], 2)} | {fmt(s['bulk_cpu_api'], 2)} |")
+    out.append(f"| postgres | {fmt(s['ingest_cpu_postgres'], 2)} | {fmt(s['bulk_cpu_postgres'], 2)} |")
+    out.append(f"| load generator | {fmt(s['ingest_loadgen_cores'], 2)} | {fmt(s['bulk_loadgen_cores'], 2)} |")
+    out.append(f"| others | {fmt(s['ingest_cpu_others'], 2)} | |")
+    out.append("")
+    out.append("Ceiling runs (cores, median):")
+    out.append("")
+    out.append("| | 1-worker connection count | 2-worker connection count |")
+    out.append("|---|---|---|")
     out.append(f"| ceiling client / sink during ceiling | {fmt(s['ceiling_1w_client_cores'], 2)} / "
                f"{fmt(s['ceiling_1w_cpu_sink'], 2)} | {fmt(s['ceiling_2w_client_cores'], 2)} / "
                f"{fmt(s['ceiling_2w_cpu_sink'], 2)} |")
@@ -678,12 +741,16 @@ def main() -> int:
     ap.add_argument("--profile-only", action="store_true", help="only the profiled run")
     ap.add_argument("--profile-seconds", type=int, default=8)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--wait-quiet", type=float, default=None,
+                    help="seconds to wait, at most, for the box to be idle before each run (default 60; quick 0)")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"))
     ap.add_argument("--ref", default=None,
                     help="benchmark this git revision (exported with git archive to a temporary directory) "
                          "instead of the working tree, e.g. --ref HEAD while others edit the tree")
     a = ap.parse_args()
     a.runs = a.runs or (1 if a.quick else 3)
+    if a.wait_quiet is None:
+        a.wait_quiet = 0.0 if a.quick else 60.0
     a.delivery_n = a.delivery_n or (1000 if a.quick else 10_000)
     a.ingest_n, a.ingest_warmup = (600, 100) if a.quick else (5000, 300)
     a.bulk_size, a.bulk_concurrency = 500, 2
@@ -731,11 +798,12 @@ def main() -> int:
     try:
         plan = [] if a.profile_only else list(range(a.runs))
         for i in plan:
+            quiet = wait_quiet(a.wait_quiet)
             lv = Live(procs, logdir, a, src)
-            log(f"run {i + 1}/{a.runs}: database {lv.db}")
+            log(f"run {i + 1}/{a.runs}: database {lv.db}, box busy before the run {quiet} cores")
             try:
                 lv.up()
-                run: dict[str, Any] = {"database": lv.db}
+                run: dict[str, Any] = {"database": lv.db, "box_busy_before": quiet}
                 run["ingest"] = phase_ingest(lv, a)
                 run["bulk"] = phase_bulk(lv, a)
                 order = (1, 2) if i % 2 == 0 else (2, 1)  # interleave
