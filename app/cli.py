@@ -91,9 +91,15 @@ def secrets_generate_key() -> None:
 @secrets_cli.command("rotate")
 def secrets_rotate() -> None:
     """Re-encrypt every stored secret with the first key of OUTBOX_SECRET_KEYS."""
+    from app.core.crypto import SecretUndecryptable
     from app.providers import service as providers_service
 
-    n = asyncio.run(_with_session(providers_service.rotate_all))
+    try:
+        n = asyncio.run(_with_session(lambda s: providers_service.rotate_all(s, get_settings())))
+    except SecretUndecryptable as exc:
+        console.print(f"[red]{exc}: add the key they were encrypted with to OUTBOX_SECRET_KEYS (after the new "
+                      "one), or clear and re-enter those secrets. Nothing was changed.[/red]")
+        raise typer.Exit(1) from exc
     console.print(f"re-encrypted {n} stored secret(s) with the newest key")
 
 

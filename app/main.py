@@ -24,7 +24,9 @@ from app.monitoring.router import router as monitoring_router
 from app.parameters.router import router as parameters_router
 from app.providers.router import router as providers_router
 from app.settings import Settings, get_settings
+from app.templates.router import router as templates_router
 from app.users.router import keys_router, router as users_router
+from app.workflow.router import router as workflow_router
 
 log = logging.getLogger("outbox.api")
 
@@ -87,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (messages_router, history_router, parameters_router, providers_router, monitoring_router,
                    users_router, keys_router):
         app.include_router(router)
+    app.include_router(templates_router)
+    app.include_router(workflow_router)
     return app
 
 

@@ -31,7 +31,8 @@ from tests.support.smtp_server import SmtpServer
 
 PG = os.environ.get("TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("TEST_REDIS", "redis://127.0.0.1:6379/15")
-TABLES = "delivery_attempt, message_attachment, message, api_key, app_user, provider_config, email_parameters"
+TABLES = ("delivery_attempt, message_attachment, message, api_key, app_user, provider_config, email_parameters, "
+          "email_template_content, email_template, notification_rule, workflow_event")
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Forbidden, Unauthorized
 from app.core.security import Principal, Role, hash_key
+from app.settings import Settings
 
 log = logging.getLogger("outbox.api")
 
@@ -92,3 +93,12 @@ def require(*roles: Role) -> Any:
 
 
 AdminDep = Annotated[Principal, require("admin")]
+
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings the app was created with (tests create apps with their own; never the process global)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]

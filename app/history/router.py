@@ -21,12 +21,15 @@ async def list_history(
     kind: Annotated[Literal["batch", "interactive", "workflow", "test"] | None, Query()] = None,
     since: datetime | None = None, until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+    workflow_event_id: Annotated[str | None, Query(max_length=200, description="Notifications of one workflow "
+                                                                                "event")] = None,
 ) -> Page[MessageSummary]:
     """Every sent, failed and expired email, interactive and batch, newest first. Failed ones carry the error,
     its explanation and the fix; kept for the history retention period. Filter by time finished."""
     return await message_service.list_messages(
         tx.session, principal, statuses=list(status or HISTORY_STATUSES), sender=sender, provider=provider,
-        kind=kind, since=since, until=until, limit=limit, offset=offset, time_column="finished_at")
+        kind=kind, since=since, until=until, limit=limit, offset=offset, time_column="finished_at",
+        workflow_event_id=workflow_event_id)
 
 
 @router.get("/{message_id}", response_model=MessagePublic, responses=problem_responses(404),

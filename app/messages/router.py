@@ -55,11 +55,13 @@ async def list_messages(
     sender: str | None = None, provider: str | None = None, kind: str | None = None,
     since: datetime | None = None, until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+    workflow_event_id: Annotated[str | None, Query(max_length=200, description="Notifications of one workflow "
+                                                                                "event")] = None,
 ) -> Page[MessageSummary]:
     """Every message this key may see, newest first, with status, attempts and next attempt."""
     return await message_service.list_messages(
         tx.session, principal, statuses=list(status_) if status_ else None, sender=sender, provider=provider,
-        kind=kind, since=since, until=until, limit=limit, offset=offset)
+        kind=kind, since=since, until=until, limit=limit, offset=offset, workflow_event_id=workflow_event_id)
 
 
 @router.get("/{message_id}", response_model=MessagePublic, responses=problem_responses(404),

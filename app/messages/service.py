@@ -259,6 +259,7 @@ async def list_messages(
     limit: int,
     offset: int,
     time_column: str = "created_at",
+    workflow_event_id: str | None = None,
 ) -> Page[MessageSummary]:
     conds = []
     if principal is not None and (vis := _visible(principal)) is not None:
@@ -271,6 +272,8 @@ async def list_messages(
         conds.append(func.coalesce(M.c.sent_via, M.c.provider) == provider)
     if kind:
         conds.append(M.c.kind == kind)
+    if workflow_event_id:
+        conds.append(M.c.workflow_event_id == workflow_event_id)
     col = M.c[time_column]
     if since:
         conds.append(col >= since)

@@ -29,13 +29,13 @@ async def readyz(request: Request, tx: TxDep) -> Response:
 async def service_status(request: Request, tx: TxDep) -> dict[str, Any]:
     """Database and Redis reachable, workers alive (heartbeat age), queue depth by status, age of the oldest
     waiting message, batch processing on/off, each provider's limit, tokens left and deferrals, recent failures."""
-    return await monitoring_service.status(tx.session, request.app.state.redis)
+    return await monitoring_service.status(tx.session, request.app.state.redis, request.app.state.settings)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request, tx: TxDep) -> Response:
-    st = await monitoring_service.status(tx.session, request.app.state.redis)
+    st = await monitoring_service.status(tx.session, request.app.state.redis, request.app.state.settings)
     reg = CollectorRegistry()
     Gauge("outbox_up", "Dependencies reachable", ["dependency"], registry=reg).labels("database").set(
         1 if st["database"]["ok"] else 0)

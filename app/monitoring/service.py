@@ -16,6 +16,7 @@ from app.messages.schemas import WAITING_STATUSES
 from app.models import Message
 from app.models._base import utcnow
 from app.parameters import service as parameters_service
+from app.settings import Settings
 
 M = Message.__table__  # type: ignore[attr-defined]
 WORKER_KEY_PREFIX = "outbox:worker:"
@@ -72,7 +73,7 @@ async def throttle_state(redis: ArqRedis, limits: dict[str, int]) -> dict[str, A
     return out
 
 
-async def status(session: AsyncSession, redis: ArqRedis | None) -> dict[str, Any]:
+async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settings) -> dict[str, Any]:
     from app.providers import service as providers_service
 
     db, db_err = await db_ok(session)
@@ -94,7 +95,7 @@ async def status(session: AsyncSession, redis: ArqRedis | None) -> dict[str, Any
         failures = (await session.execute(
             select(M.c.id, M.c.finished_at, M.c.last_error_type, M.c.last_error, M.c.sent_via, M.c.provider)
             .where(M.c.status == "failed").order_by(M.c.finished_at.desc()).limit(5))).all()
-        providers = await providers_service.summaries(session)
+        providers = await providers_service.summaries(session, settings)
         out.update({
             "batch_processing_enabled": params.batch_processing_enabled,
             "batch_provider": params.batch_provider,

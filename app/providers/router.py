@@ -2,17 +2,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, status
+from fastapi import APIRouter, Path, status
 
-from app.core.deps import AdminDep, TxDep
+from app.core.deps import AdminDep, SettingsDep, Tx, TxDep
 from app.core.errors import problem_responses
 from app.delivery.classify import all_error_types
 from app.messages.router import deliver_job_id
-from app.models._base import utcnow
 from app.providers import service as providers_service
 from app.providers import tests as provider_tests
 from app.providers.schemas import (
     ErrorType,
+    ExchangeSettingsPublic,
+    ExchangeSettingsUpdate,
+    GraphSettingsPublic,
+    GraphSettingsUpdate,
     ProviderSummary,
     SmtpSettingsPublic,
     SmtpSettingsUpdate,
@@ -26,8 +29,8 @@ ProviderPath = Annotated[str, Path(pattern="^(smtp|graph|exchange)$", descriptio
 
 
 @router.get("", response_model=list[ProviderSummary], summary="Every provider, its state and its limit in force")
-async def list_providers(tx: TxDep, _: AdminDep) -> list[ProviderSummary]:
-    return await providers_service.summaries(tx.session)
+async def list_providers(tx: TxDep, settings: SettingsDep, _: AdminDep) -> list[ProviderSummary]:
+    return await providers_service.summaries(tx.session, settings)
 
 
 @router.get("/errors", response_model=list[ErrorType], summary="Every failure Outbox recognises, with its fix")
@@ -37,28 +40,66 @@ async def list_error_types(_: AdminDep) -> list[ErrorType]:
     return [ErrorType(**row) for row in all_error_types()]
 
 
+def _release(tx: Tx, released: int) -> None:
+    if released:
+        tx.enqueue_after_commit("deliver", _job_id="deliver:released")
+
+
 @router.get("/smtp", response_model=SmtpSettingsPublic, summary="SMTP settings (the password is never returned)")
-async def get_smtp(tx: TxDep, _: AdminDep) -> SmtpSettingsPublic:
-    return providers_service.smtp_public(await providers_service.get_row(tx.session, "smtp"))
+async def get_smtp(tx: TxDep, settings: SettingsDep, _: AdminDep) -> SmtpSettingsPublic:
+    return providers_service.smtp_public(await providers_service.get_row(tx.session, "smtp"), settings)
 
 
 @router.put("/smtp", response_model=SmtpSettingsPublic, summary="Change the SMTP settings")
-async def put_smtp(body: SmtpSettingsUpdate, tx: TxDep, _: AdminDep) -> SmtpSettingsPublic:
-    """Saving releases messages held for this provider (for example after re-entering a password)."""
-    row = await providers_service.put_smtp(tx.session, body)
-    from app.messages import lifecycle
+async def put_smtp(body: SmtpSettingsUpdate, tx: TxDep, settings: SettingsDep, _: AdminDep) -> SmtpSettingsPublic:
+    """Saving releases messages held for this provider (for example after re-entering a password). Changing the
+    host requires entering the password again."""
+    saved = await providers_service.save_smtp(tx.session, body, settings)
+    _release(tx, saved.released)
+    return saved.public
 
-    if await lifecycle.release_held(tx.session, "smtp", utcnow()):
-        tx.enqueue_after_commit("deliver", _job_id="deliver:released")
-    return providers_service.smtp_public(row)
+
+@router.get("/graph", response_model=GraphSettingsPublic,
+            summary="Microsoft Graph settings (the application key is never returned)")
+async def get_graph(tx: TxDep, settings: SettingsDep, _: AdminDep) -> GraphSettingsPublic:
+    return providers_service.graph_public(await providers_service.get_row(tx.session, "graph"), settings)
+
+
+@router.put("/graph", response_model=GraphSettingsPublic, summary="Change the Microsoft Graph settings")
+async def put_graph(body: GraphSettingsUpdate, tx: TxDep, settings: SettingsDep,
+                    _: AdminDep) -> GraphSettingsPublic:
+    """The recommended provider for Microsoft 365: app-only `sendMail` with the Mail.Send application
+    permission. Saving releases messages held for Graph (for example after re-entering the application key).
+    A nonzero `per_minute_limit` is saved with a warning: Graph throttles by itself."""
+    saved = await providers_service.save_graph(tx.session, body, settings)
+    _release(tx, saved.released)
+    return saved.public
+
+
+@router.get("/exchange", response_model=ExchangeSettingsPublic, deprecated=True,
+            summary="Exchange (EWS) settings: deprecated, use Microsoft Graph")
+async def get_exchange(tx: TxDep, settings: SettingsDep, _: AdminDep) -> ExchangeSettingsPublic:
+    """Deprecated: Microsoft blocks EWS in Exchange Online from 2026-10-01 and retires it on 2027-04-01 (see
+    the `deprecation` field). Kept for on-premises Exchange Server."""
+    return providers_service.exchange_public(await providers_service.get_row(tx.session, "exchange"), settings)
+
+
+@router.put("/exchange", response_model=ExchangeSettingsPublic, deprecated=True,
+            summary="Change the Exchange (EWS) settings: deprecated, use Microsoft Graph")
+async def put_exchange(body: ExchangeSettingsUpdate, tx: TxDep, settings: SettingsDep,
+                       _: AdminDep) -> ExchangeSettingsPublic:
+    """Deprecated (see the `deprecation` field). Saving releases messages held for Exchange."""
+    saved = await providers_service.save_exchange(tx.session, body, settings)
+    _release(tx, saved.released)
+    return saved.public
 
 
 @router.post("/{provider_id}/verify", response_model=VerifyResult, responses=problem_responses(404),
              summary="Check connection and credentials without sending")
-async def verify_provider(provider_id: ProviderPath, request: Request, tx: TxDep, _: AdminDep) -> VerifyResult:
-    """Connects, negotiates TLS and signs in (SMTP), or gets a token and reaches the batch mailbox (Graph), and
-    explains what is wrong when that fails. Nothing is sent."""
-    return await provider_tests.verify(tx.session, provider_id, request.app.state.settings)
+async def verify_provider(provider_id: ProviderPath, tx: TxDep, settings: SettingsDep, _: AdminDep) -> VerifyResult:
+    """Connects, negotiates TLS and signs in (SMTP), or gets a token and reaches the batch account's mailbox
+    (Graph, Exchange), and explains what is wrong when that fails. Nothing is sent."""
+    return await provider_tests.verify(tx.session, provider_id, settings)
 
 
 @router.post("/{provider_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=TestEmailAccepted,

@@ -114,3 +114,153 @@ class VerifyResult(BaseModel):
     explanation: str | None = None
     fix: str | None = None
     reply_code: int | None = None
+
+
+# ---------------------------------------------------------------------- Microsoft Graph and Exchange
+
+Cloud = Literal["global", "usgov_gcch", "usgov_dod", "china"]
+_GUID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+# A tenant is a GUID or a verified domain (contoso.onmicrosoft.com); client credentials need a specific tenant.
+_TENANT = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+_MULTI_TENANT = {"common", "organizations", "consumers"}
+THROTTLING_NOT_RECOMMENDED = (
+    "Email throttling isn't recommended for the Microsoft Graph and Exchange providers, because they have their "
+    "own throttling mechanisms (Outbox waits as long as they ask on 429/503 answers). Set per_minute_limit to 0."
+)
+
+
+def _tenant(v: str) -> str:
+    v = v.strip()
+    if v.lower() in _MULTI_TENANT:
+        raise ValueError(f"{v!r} is not a tenant: enter the Directory (tenant) ID or the tenant's domain name")
+    return v
+
+
+def _display_name(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        return check_header_text("value", v)
+    except MailInputError as exc:
+        raise ValueError(exc.reason) from exc
+
+
+class _MicrosoftUpdate(BaseModel):
+    """Fields shared by the Graph and Exchange settings."""
+
+    batch_account: str = Field(
+        max_length=320, description="The mailbox that sends batch email (the default sender): "
+                                    "email sent by processes in batch goes out as this account")
+    from_name: str | None = Field(None, max_length=200, description="Display name for the batch account")
+    per_minute_limit: int = Field(
+        0, ge=0, le=100000, description="Messages per minute; 0 (recommended) = no limit of our own. A nonzero "
+                                        "value is saved, with a warning")
+    authority_host: str | None = Field(
+        None, max_length=300,
+        description="Testing only: the Microsoft Entra ID sign-in host (`https://host:port`) to use instead of "
+                    "the cloud's, e.g. a local fake. Refused unless OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE=true")
+    timeout_seconds: float = Field(30.0, ge=1, le=300)
+
+    _from_name = field_validator("from_name")(classmethod(lambda cls, v: _display_name(v)))
+
+
+class GraphSettingsUpdate(_MicrosoftUpdate):
+    """Microsoft Graph settings. `client_secret` (the application key) is write-only: leave it out to keep the
+    stored one, send null to clear it. Changing the cloud or a host requires entering it again."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "client_id": "0b5e1c4a-6f1e-4b5f-9d52-1c2b3a4d5e6f",
+        "client_secret": "the secret's Value (not its Secret ID)", "cloud": "global",
+        "batch_account": "batch@contoso.com", "from_name": "Contoso ERP", "per_minute_limit": 0}]})
+
+    tenant_id: str = Field(max_length=253, pattern=_TENANT,
+                           description="Directory (tenant) ID, or the tenant's domain name")
+    client_id: str = Field(pattern=_GUID, description="Application (client) ID of the app registration")
+    client_secret: SecretStr | None = Field(
+        None, description="Application key: the client secret's Value (not its Secret ID). Write-only; never "
+                          "returned")
+    cloud: Cloud = Field("global", description="global (also GCC) | usgov_gcch (GCC High) | usgov_dod | china: "
+                                               "the Graph and sign-in hosts follow from it")
+    graph_base: str | None = Field(
+        None, max_length=300,
+        description="Testing only: the Graph base URL (`https://host:port/v1.0`) to use instead of the cloud's. "
+                    "Refused unless OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE=true")
+
+    _tenant_id = field_validator("tenant_id")(classmethod(lambda cls, v: _tenant(v)))
+
+
+class ExchangeSettingsUpdate(_MicrosoftUpdate):
+    """Exchange (EWS) settings: deprecated. `password` and `client_secret` are write-only (left out: kept; null:
+    cleared). Changing the EWS URL or the sign-in host requires entering them again."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "ews_url": "https://mail.contoso.com/EWS/Exchange.asmx", "auth": "basic",
+        "username": "svc-outbox@contoso.com", "password": "...", "batch_account": "batch@contoso.com",
+        "per_minute_limit": 0}, {
+        "ews_url": "https://outlook.office365.com/EWS/Exchange.asmx", "auth": "oauth",
+        "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "client_id": "0b5e1c4a-6f1e-4b5f-9d52-1c2b3a4d5e6f",
+        "client_secret": "...", "batch_account": "batch@contoso.com", "per_minute_limit": 0}]})
+
+    ews_url: str = Field(max_length=500, description="https://<server>/EWS/Exchange.asmx")
+    auth: Literal["oauth", "basic"] = Field(
+        "basic", description="basic (on-premises: user name and password over HTTPS) | oauth (client "
+                             "credentials with impersonation, application permission full_access_as_app)")
+    username: str | None = Field(None, max_length=320, description="basic: the account's user name")
+    password: SecretStr | None = Field(None, description="basic: write-only; never returned")
+    tenant_id: str | None = Field(None, max_length=253, pattern=_TENANT, description="oauth: Directory (tenant) ID")
+    client_id: str | None = Field(None, pattern=_GUID, description="oauth: Application (client) ID")
+    client_secret: SecretStr | None = Field(None, description="oauth: write-only; never returned")
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant_id(cls, v: str | None) -> str | None:
+        return None if v is None else _tenant(v)
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, v: str | None) -> str | None:
+        return _display_name(v)
+
+
+SecretStatus = Literal["ok", "not_set", "undecryptable"]
+
+
+class _MicrosoftPublic(BaseModel):
+    configured: bool
+    batch_account: str | None = None
+    from_name: str | None = None
+    per_minute_limit: int = 0
+    per_minute_limit_in_force: int = 0
+    limit_source: LimitSource = "none"
+    authority_host: str | None = Field(None, description="Testing override of the sign-in host, if any")
+    timeout_seconds: float = 30.0
+    secret_status: SecretStatus = Field(
+        "not_set", description="undecryptable: the stored secret cannot be read with the current keys; clear "
+                               "and re-enter it")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class GraphSettingsPublic(_MicrosoftPublic):
+    id: Literal["graph"] = "graph"
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret_set: bool = False
+    cloud: Cloud = "global"
+    graph_base: str | None = Field(None, description="Testing override of the Graph base URL, if any")
+    sign_in_host: str | None = Field(None, description="The Entra ID host tokens come from")
+    graph_host: str | None = Field(None, description="The Graph base URL mail is sent through")
+    large_attachments: bool = Field(
+        True, description="Whether this cloud offers upload sessions (attachments of 3 MB or more)")
+
+
+class ExchangeSettingsPublic(_MicrosoftPublic):
+    id: Literal["exchange"] = "exchange"
+    deprecated: Literal[True] = True
+    deprecation: str = Field(description="Why the provider is deprecated and what to use instead")
+    ews_url: str | None = None
+    auth: Literal["oauth", "basic"] = "basic"
+    username: str | None = None
+    password_set: bool = False
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret_set: bool = False

@@ -31,15 +31,14 @@ async def verify(session: AsyncSession, provider_id: str, settings: Settings) ->
                             explanation=v.explanation, fix=v.fix)
     try:
         if provider_id == "smtp":
-            rt = providers_service.smtp_runtime_from(row, settings.smtp_ca_bundle)
+            rt = providers_service.smtp_runtime_from(row, settings)
             pool = SmtpPool(rt.config, 1)
             try:
                 reply = await pool.verify()
             finally:
                 await pool.aclose()
         else:
-            raise TransportError("verify", Reply(None, f"{provider_id} is not configured", "not_configured"),
-                                 provider=provider_id)
+            reply = await _verify_microsoft(providers_service.microsoft_runtime_from(row, settings))
     except SecretUndecryptable:
         return _failed(provider_id, TransportError(
             "verify", Reply(None, "the stored secret cannot be decrypted", "secret_undecryptable"),
@@ -47,6 +46,19 @@ async def verify(session: AsyncSession, provider_id: str, settings: Settings) ->
     except TransportError as err:
         return _failed(provider_id, err)
     return VerifyResult(provider=provider_id, ok=True, detail=reply.text, reply_code=reply.code)
+
+
+async def _verify_microsoft(rt: providers_service.MicrosoftRuntime) -> Reply:
+    """A token (or the basic credentials) and the batch account's mailbox, with a fresh transport: a verify
+    must not be answered from the worker's token cache, nor from MSAL's 60 s replay of a refused request."""
+    if not rt.batch_account:
+        raise TransportError("verify", Reply(None, "no batch account is configured", "not_configured"),
+                             provider=rt.provider)
+    transport = providers_service.microsoft_transport(rt)
+    try:
+        return await transport.verify(rt.batch_account)
+    finally:
+        await transport.aclose()
 
 
 async def send_test(session: AsyncSession, principal: Principal, provider_id: str,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import aiosmtplib
@@ -25,7 +25,7 @@ class SmtpConfig:
     port: int
     tls: TlsMode = "starttls"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a repr, a log line or a traceback
     timeout: float = 30.0
     validate_certs: bool = True
     ca_bundle: str | None = None
