@@ -741,9 +741,13 @@ def main() -> int:
     ap.add_argument("--profile-only", action="store_true", help="only the profiled run")
     ap.add_argument("--profile-seconds", type=int, default=8)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--memory-runs", type=int, default=1,
+                    help="runs that include the attachment-memory phase (100 x 10 MB takes minutes; default 1)")
     ap.add_argument("--wait-quiet", type=float, default=None,
                     help="seconds to wait, at most, for the box to be idle before each run (default 60; quick 0)")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"))
+    ap.add_argument("--snapshot", action="store_true",
+                    help="benchmark a frozen copy of the working tree (taken at start) instead of the live tree")
     ap.add_argument("--ref", default=None,
                     help="benchmark this git revision (exported with git archive to a temporary directory) "
                          "instead of the working tree, e.g. --ref HEAD while others edit the tree")
@@ -755,7 +759,7 @@ def main() -> int:
     a.ingest_n, a.ingest_warmup = (600, 100) if a.quick else (5000, 300)
     a.bulk_size, a.bulk_concurrency = 500, 2
     a.bulk_requests = 4 if a.quick else 20
-    a.mem_n, a.mem_mb = (10, 10) if a.quick else (100, 10)
+    a.mem_n, a.mem_mb = (5, 10) if a.quick else (100, 10)
     a.ceiling_n = a.delivery_n
 
     smtp_conns = int(os.environ.get("OUTBOX_SMTP_CONNECTIONS", "4"))
@@ -771,7 +775,16 @@ def main() -> int:
                              "(max(sent_at) - t0)",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions()}
     src = ROOT
-    if a.ref:
+    if a.snapshot:
+        # A frozen copy of the working tree (others keep editing it while the benchmark runs).
+        src = Path(tempfile.mkdtemp(prefix="outbox-bench-src-"))
+        shutil.copytree(ROOT, src, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+            ".venv", ".git", "var", "__pycache__", "*_cache", "results", "*.egg-info", "tests"))
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "app", "worker"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        meta["code"] = f"snapshot of the working tree at {meta['versions'].get('git')}" + (
+            f" with {len(dirty.splitlines())} uncommitted app/worker changes" if dirty else "")
+    elif a.ref:
         src = Path(tempfile.mkdtemp(prefix="outbox-bench-src-"))
         rev = subprocess.run(["git", "rev-parse", "--short", a.ref], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -783,6 +796,19 @@ def main() -> int:
                                capture_output=True, text=True).stdout.strip()
         meta["code"] = f"working tree at {meta['versions'].get('git')}" + (" with uncommitted app/worker changes"
                                                                           if dirty else "")
+    if src != ROOT:
+        # The editable install maps app.* / worker.* back to the working tree for any module missing from the
+        # copy: refuse to benchmark a mix.
+        chk = subprocess.run([PY, "-c", "import sys, app.main, worker.main, app.cli; print('\\n'.join("
+                              "getattr(m, '__file__', '') or '' for n, m in list(sys.modules.items()) "
+                              "if n.split('.')[0] in ('app', 'worker')))"],
+                             cwd=src, env=dict(os.environ, PYTHONPATH=str(src)), capture_output=True, text=True)
+        outside = [f for f in chk.stdout.split() if f and not f.startswith(str(src))]
+        if chk.returncode != 0 or outside:
+            print(f"the code under test is not self-contained ({chk.stderr[-500:]}): modules from outside the "
+                  f"copy: {outside}", file=sys.stderr)
+            shutil.rmtree(src, ignore_errors=True)
+            return 2
     logdir = Path(tempfile.mkdtemp(prefix="outbox-bench-logs-"))
     log(f"logs in {logdir}")
     procs = Procs(logdir)
@@ -810,7 +836,7 @@ def main() -> int:
                 for w in order:
                     run[f"ceiling_{w}w"] = phase_ceiling(lv, smtp_conns * w, a.ceiling_n)
                     run[f"delivery_{w}w"] = phase_delivery(lv, w, a.delivery_n, a)
-                if not a.no_memory and (a.quick or i < a.runs):
+                if not a.no_memory and i < a.memory_runs:
                     memory.append(phase_memory(lv, a))
                     run["memory"] = memory[-1]
                 runs.append(run)
