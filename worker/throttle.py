@@ -5,6 +5,9 @@ atomic across workers: no 60-second window ever holds more than the limit. (A cl
 capacity L refilled at L/minute lets 2L through in some 60 s windows; the reference article's promise is a
 per-minute limit, so we keep the exact window.) A provider that asked us to slow down (421 4.4.2, Graph 429)
 gets a pause key; while it lives, nothing is granted.
+
+A slot is taken when a send starts, but the server counts the message when it arrives, a few milliseconds
+later and not always equally late; so a slot is held for the window plus a small guard (5%, at most 2 s).
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ return {granted, wait}
 """
 
 
+def _held_for(window_seconds: float) -> float:
+    return window_seconds + min(2.0, 0.05 * window_seconds)
+
+
 async def acquire(redis: ArqRedis, provider: str, limit: int, wanted: int,
                   window_seconds: float = 60.0) -> tuple[int, float]:
     """Take up to `wanted` sends from the provider's window; returns (granted, seconds to wait for more)."""
@@ -55,7 +62,7 @@ async def acquire(redis: ArqRedis, provider: str, limit: int, wanted: int,
     now_ms = int(time.time() * 1000)
     granted, wait_ms = await redis.eval(  # type: ignore[misc]
         _ACQUIRE, 2, KEY_PREFIX + provider, KEY_PREFIX + provider + ":pause", limit, now_ms, wanted,
-        uuid.uuid4().hex, int(window_seconds * 1000),
+        uuid.uuid4().hex, int(_held_for(window_seconds) * 1000),
     )
     return int(granted), max(0.0, int(wait_ms) / 1000)
 
@@ -67,7 +74,7 @@ async def record_sent_regardless(redis: ArqRedis, provider: str, count: int, win
     now_ms = int(time.time() * 1000)
     token = uuid.uuid4().hex
     await redis.zadd(KEY_PREFIX + provider, {f"{token}:{i}": now_ms for i in range(count)})
-    await redis.pexpire(KEY_PREFIX + provider, int(window_seconds * 1000) + 1000)
+    await redis.pexpire(KEY_PREFIX + provider, int(_held_for(window_seconds) * 1000) + 1000)
 
 
 async def pause(redis: ArqRedis, provider: str, seconds: float) -> None:
