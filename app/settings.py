@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     redis_url: str = ""
     var_dir: Path = Field(default=Path("var"), alias="OUTBOX_VAR_DIR")
     # Comma-separated Fernet keys, newest first (MultiFernet): add a key in front to rotate.
-    secret_keys: str = Field(default="", alias="OUTBOX_SECRET_KEYS")
+    secret_keys: str = Field(default="", alias="OUTBOX_SECRET_KEYS", repr=False)  # never in a repr or a log
     environment: str = Field(default="embedded", alias="OUTBOX_ENV")  # "production" refuses to start without keys
     embedded_redis_port: int = Field(default=56379, alias="OUTBOX_EMBEDDED_REDIS_PORT")
     # Run the worker inside the API process (the one-command embedded run).
