@@ -21,11 +21,12 @@ from app.delivery.classify import Verdict, classify, classify_error, classify_re
 from app.mail.build import build_mime
 from app.messages import lifecycle
 from app.messages.lifecycle import Outcome
+from app.messages.outgoing import load_attachments, outgoing_from_row
 from app.models import Message, MessageAttachment, Parameters
 from app.models._base import utcnow
 from app.parameters import service as parameters_service
 from app.providers import service as providers_service
-from app.transports.base import Attachment, OutgoingMessage, Reply, SendResult, TransportError
+from app.transports.base import Attachment, Reply, SendResult, TransportError
 from app.transports.smtp import SmtpPool
 from worker import pools, throttle
 from worker.context import WorkerContext
@@ -67,21 +68,10 @@ async def _route(ctx: WorkerContext, session: Any, provider: str) -> Route:
         return Route(provider, None, 0, v)
 
 
-def _outgoing(row: Any, attachments: list[Attachment]) -> OutgoingMessage:
-    return OutgoingMessage(
-        message_id=row.message_id_header, sender=row.sender, to=list(row.to_addrs), cc=list(row.cc_addrs),
-        bcc=list(row.bcc_addrs), reply_to=list(row.reply_to), sender_name=row.sender_name, subject=row.subject,
-        body_text=row.body_text, body_html=row.body_html, attachments=attachments, headers=dict(row.headers or {}),
-    )
-
-
 async def _attachments(ctx: WorkerContext, message_id: int) -> list[Attachment]:
     # Loaded one message at a time, just before sending: a batch of large attachments never sits in memory.
     async with ctx["sessionmaker"]() as session:
-        rows = (await session.execute(
-            select(ATT.c.filename, ATT.c.content_type, ATT.c.content).where(ATT.c.message_id == message_id)
-            .order_by(ATT.c.position))).all()
-    return [Attachment(r.filename, r.content_type, bytes(r.content)) for r in rows]
+        return await load_attachments(session, message_id)
 
 
 def _verdict_outcome(row: Any, route: Route, v: Verdict, now: datetime, max_attempts: int, base: float, cap: float,
@@ -124,7 +114,7 @@ async def _send_one(ctx: WorkerContext, route: Route, row: Any, note: Verdict | 
     s = ctx["settings"]
     started = time.monotonic()
     attachments = await _attachments(ctx, row.id) if row.attachment_count else []
-    msg = _outgoing(row, attachments)
+    msg = outgoing_from_row(row, attachments)
     msg.mime = build_mime(msg)
     del attachments
     try:

@@ -6,6 +6,11 @@ draft -> queued -> sending -> sent
                           \\-> held (an admin must fix the provider; released when they do)
                           \\-> failed (permanent, or retries exhausted)
 unsent (queued/deferred/retrying/held/draft) -> expired (after the expiration days) | cancelled
+draft -> sent, sent_via "email_app" ("Use an email app": handed to the user as an .eml file; `hand_to_user`)
+
+A message handed to the user is final for Outbox: it left through the user's own mail app, so it is `sent`
+(with `sent_via` and `provider` "email_app", `handed_to_user_at` set and an attempt with outcome
+"handed_to_user"), and history lists it with the other sent mail, filterable by provider=email_app.
 """
 
 from __future__ import annotations
@@ -209,12 +214,35 @@ async def retry(session: AsyncSession, message_id: int, now: datetime, expires_a
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
-async def queue_draft(session: AsyncSession, message_id: int, now: datetime, provider: str | None) -> bool:
+async def queue_draft(
+    session: AsyncSession, message_id: int, now: datetime, provider: str | None,
+    expires_at: datetime | None = None,
+) -> bool:
+    """The user sent a draft: it waits for the worker like any queued message (expiry counted from now)."""
+    values: dict[str, Any] = {"status": "queued", "next_attempt_at": now, "updated_at": now,
+                              "provider": provider}
+    if expires_at is not None:
+        values["expires_at"] = expires_at
+    res = await session.execute(update(M).where(M.c.id == message_id, M.c.status == "draft").values(**values))
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+async def hand_to_user(session: AsyncSession, message_id: int, now: datetime, sender: str) -> bool:
+    """'Use an email app': the draft was handed to the user as an .eml file; Outbox's part is done."""
     res = await session.execute(
         update(M).where(M.c.id == message_id, M.c.status == "draft")
-        .values(status="queued", next_attempt_at=now, updated_at=now, provider=provider)
+        .values(status="sent", provider="email_app", sent_via="email_app", handed_to_user_at=now, sent_at=now,
+                finished_at=now, updated_at=now, next_attempt_at=None, attempts=M.c.attempts + 1,
+                last_error_type=None, last_error=None, last_fix=None)
     )
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+    if not res.rowcount:  # type: ignore[attr-defined]
+        return False
+    await session.execute(insert(A).values(
+        message_id=message_id, at=now, provider="email_app", sender=sender, outcome="handed_to_user",
+        explanation="Handed to the user as an .eml file to send from their own email app (X-Unsent: 1). "
+                    "Outbox does not see whether or when they send it.",
+        recipients={}, uncertain=False))
+    return True
 
 
 async def counts_by_status(session: AsyncSession) -> dict[str, int]:

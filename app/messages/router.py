@@ -1,19 +1,34 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Body, Header, Query, Response, status
 
 from app.core.deps import TxDep, require
 from app.core.errors import problem_responses
 from app.core.security import Principal
+from app.messages import drafts as draft_service
 from app.messages import service as message_service
-from app.messages.schemas import BulkAccepted, BulkIn, MessageAccepted, MessageIn, MessagePublic, MessageSummary, Page, Status
+from app.messages.outgoing import content_disposition
+from app.messages.schemas import (
+    BulkAccepted,
+    BulkIn,
+    ChooseProviderProblem,
+    DraftUpdate,
+    MessageAccepted,
+    MessageIn,
+    MessagePublic,
+    MessageSummary,
+    Page,
+    SendRequest,
+    Status,
+)
 
 router = APIRouter(prefix="/messages", tags=["messages"], responses=problem_responses(401, 403, 422))
 
 Sender = Annotated[Principal, require("service", "admin")]
+Submitter = Annotated[Principal, require("service", "admin", "user")]
 Reader = Annotated[Principal, require("service", "admin", "user")]
 
 
@@ -25,16 +40,25 @@ def deliver_job_id(message_id: int) -> str:
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=MessageAccepted,
-             responses=problem_responses(409, 413), summary="Submit a message")
+             responses={**problem_responses(413), 409: {"model": ChooseProviderProblem, "description": (
+                 "choose-provider / provider-unavailable (interactive mail: ask the user how to send), "
+                 "email-app-needs-draft, user-disabled, or an Idempotency-Key in use")}},
+             summary="Submit a message")
 async def submit_message(
-    body: MessageIn, tx: TxDep, principal: Sender,
+    body: MessageIn, tx: TxDep, principal: Submitter,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key",
                                                   description="Retry-safe submission: the same key returns the "
                                                               "first result")] = None,
 ) -> MessageAccepted:
-    """202 means the message is stored; the worker sends it. Follow it with GET /messages/{id}."""
+    """202 means the message is stored; the worker sends it. Follow it with GET /messages/{id}.
+
+    On behalf of a user (a user key, or `user_id` with a service or admin key) the message is interactive:
+    its From follows the user's sender email / Email, and it goes out through the provider named here or the
+    user's email provider option. With `draft: true` it is stored as a draft for the send email dialog
+    instead: edit it with PATCH /messages/{id}, send it with POST /messages/{id}/send."""
     accepted = (await message_service.submit(tx.session, principal, [body], idempotency_key))[0]
-    tx.enqueue_after_commit("deliver", _job_id=deliver_job_id(accepted.id))
+    if accepted.status == "queued":
+        tx.enqueue_after_commit("deliver", _job_id=deliver_job_id(accepted.id))
     return accepted
 
 
@@ -43,7 +67,7 @@ async def submit_message(
 async def submit_bulk(body: BulkIn, tx: TxDep, principal: Sender) -> BulkAccepted:
     """All or nothing: one invalid message refuses the whole request, naming the field (messages[i].to[j])."""
     accepted = await message_service.submit(tx.session, principal, body.messages, None)
-    for slot in sorted({deliver_job_id(a.id) for a in accepted}):
+    for slot in sorted({deliver_job_id(a.id) for a in accepted if a.status == "queued"}):
         tx.enqueue_after_commit("deliver", _job_id=slot)
     return BulkAccepted(accepted=accepted)
 
@@ -82,3 +106,71 @@ async def retry_message(message_id: int, tx: TxDep, principal: Reader) -> Messag
     result = await message_service.retry(tx.session, principal, message_id)
     tx.enqueue_after_commit("deliver", _job_id=deliver_job_id(message_id))
     return result
+
+
+EML_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The message as an RFC 5322 file (`X-Unsent: 1`: Outlook opens it as an unsent message, "
+                   "ready to send), with every attachment",
+    "content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}},
+    "headers": {"Content-Disposition": {
+        "description": 'attachment; filename="Subject.eml" (and filename* for non-ASCII names, RFC 6266)',
+        "schema": {"type": "string"}}},
+}}
+
+
+def _eml_response(file: draft_service.EmlFile) -> Response:
+    return Response(file.content, media_type="message/rfc822",
+                    headers={"Content-Disposition": content_disposition(file.filename)})
+
+
+@router.patch("/{message_id}", response_model=MessagePublic, responses=problem_responses(404, 409, 413),
+              summary="Edit a draft (the send email dialog)")
+async def update_draft(
+    message_id: int, tx: TxDep, principal: Reader,
+    body: Annotated[DraftUpdate, Body(openapi_examples={
+        "recipients and text": {"summary": "Change recipients, subject and body", "value": {
+            "to": ["customer@example.com"], "cc": ["accounts@example.com"], "subject": "Statement for March",
+            "body_text": "Please find your statement attached."}},
+        "attachments": {"summary": "Remove attachment 17, add a new one", "value": {
+            "attachments_remove": [17], "attachments_add": [{
+                "filename": "statement-march.txt", "content_type": "text/plain",
+                "content_base64": "U3RhdGVtZW50"}]}},
+        "from": {"summary": "Send from the user's other allowed address",
+                 "value": {"from": "sales@contoso.com"}},
+    })],
+) -> MessagePublic:
+    """Only the fields sent change; to/cc/bcc/reply_to are replaced whole; `attachments_remove` (attachment
+    ids from GET /messages/{id}) is applied before `attachments_add`. Everything is validated as on
+    submission; a refused change changes nothing. 409 once the message is no longer a draft."""
+    return await draft_service.update_draft(tx.session, principal, message_id, body)
+
+
+@router.post("/{message_id}/send", status_code=status.HTTP_202_ACCEPTED, response_model=MessagePublic,
+             responses={**problem_responses(404, 422), **EML_RESPONSE,
+                        409: {"model": ChooseProviderProblem,
+                              "description": "choose-provider: the user's email provider option is blank and "
+                                             "no provider was named: show the dialog with `choices`; "
+                                             "provider-unavailable: that provider cannot be used now; or the "
+                                             "message is not a draft"}},
+             summary="Send a draft (How would you like to send email)")
+async def send_draft(
+    message_id: int, tx: TxDep, principal: Reader, body: Annotated[SendRequest | None, Body()] = None,
+) -> Any:
+    """Sends through `provider`, else the user's email provider option. `do_not_ask_again` stores the choice
+    as the option; otherwise it is proposed next time. smtp / graph / exchange: 202 and the message, queued
+    for the worker. email_app: 200 with the .eml file; the message is then `sent` with `sent_via` email_app
+    and `handed_to_user_at` set (history shows it)."""
+    outcome = await draft_service.send_draft(tx.session, principal, message_id, body or SendRequest())
+    if outcome.eml is not None:
+        return _eml_response(outcome.eml)
+    tx.enqueue_after_commit("deliver", _job_id=deliver_job_id(message_id))
+    return outcome.message
+
+
+@router.get("/{message_id}/eml", response_class=Response,
+            responses={**problem_responses(404), **EML_RESPONSE},
+            summary="Use an email app: the message as an .eml file")
+async def get_eml(message_id: int, tx: TxDep, principal: Reader) -> Response:
+    """Read-only: any message this key may see. To record that the user sends a draft from their own email
+    app, send it with provider email_app instead."""
+    return _eml_response(await draft_service.eml(tx.session, principal, message_id))

@@ -34,8 +34,10 @@ class MessageIn(BaseModel):
     to: list[str] = Field(default_factory=list, max_length=1000)
     cc: list[str] = Field(default_factory=list, max_length=1000)
     bcc: list[str] = Field(default_factory=list, max_length=1000)
-    from_: str | None = Field(None, alias="from", max_length=320,
-                              description="Sender address; defaults to the batch account")
+    from_: str | None = Field(None, alias="from", max_length=320, description=(
+        "Sender address. Left out: for mail on behalf of a user, their sender email, else their Email; "
+        "otherwise the template's sender, else the batch account. A user key may give only its user's own "
+        "addresses."))
     from_name: str | None = Field(None, max_length=200)
     reply_to: str | list[str] | None = None
     subject: str = Field("", max_length=998)
@@ -43,8 +45,15 @@ class MessageIn(BaseModel):
     body_html: str | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="Extra X- headers", max_length=50)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=100)
-    provider: Literal["smtp", "graph", "exchange"] | None = Field(
-        None, description="Send through this provider instead of the batch provider")
+    provider: Literal["smtp", "graph", "exchange", "email_app"] | None = Field(
+        None, description="Send through this provider instead of the batch provider (or, for mail on behalf "
+                          "of a user, instead of the user's email provider). email_app needs a draft.")
+    user_id: int | None = Field(
+        None, description="Send on behalf of this user (an interactive message); a user key acts as its own "
+                          "user")
+    draft: bool = Field(
+        False, description="Create a draft on behalf of a user (the send email dialog): edit it with PATCH "
+                           "/messages/{id}, then send it with POST /messages/{id}/send")
 
 
 class MessageAccepted(BaseModel):
@@ -78,6 +87,7 @@ class AttemptPublic(BaseModel):
 
 
 class AttachmentPublic(BaseModel):
+    id: int = Field(description="Names the attachment in a draft's `attachments_remove`")
     filename: str
     content_type: str
     size: int
@@ -115,8 +125,77 @@ class MessagePublic(MessageSummary):
     size_bytes: int
     sent_via: str | None
     expires_at: datetime | None
+    handed_to_user_at: datetime | None = Field(
+        None, description="When the message was handed to the user as an .eml file (provider email_app)")
     attachments: list[AttachmentPublic]
     attempt_log: list[AttemptPublic] = Field(description="Every attempt and deferral, oldest first")
+
+
+class DraftUpdate(BaseModel):
+    """Edit a draft (the send email dialog). Only the fields sent change; lists (to, cc, bcc, reply_to) are
+    replaced whole. Attachments: `attachments_remove` names attachments by their `id` (from GET
+    /messages/{id}), `attachments_add` appends new ones; removals are applied first. `from: null` goes back
+    to the default sender."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"examples": [
+        {"to": ["customer@example.com", "accounts@example.com"], "subject": "Statement for March",
+         "body_text": "Please find your statement attached."},
+        {"attachments_remove": [17], "attachments_add": [{"filename": "statement-march.txt",
+                                                          "content_type": "text/plain",
+                                                          "content_base64": "U3RhdGVtZW50"}]},
+        {"from": "sales@contoso.com", "cc": [], "body_html": None}]})
+
+    to: list[str] | None = Field(None, max_length=1000)
+    cc: list[str] | None = Field(None, max_length=1000)
+    bcc: list[str] | None = Field(None, max_length=1000)
+    from_: str | None = Field(None, alias="from", max_length=320)
+    from_name: str | None = Field(None, max_length=200)
+    reply_to: str | list[str] | None = None
+    subject: str | None = Field(None, max_length=998)
+    body_text: str | None = None
+    body_html: str | None = None
+    attachments_add: list[AttachmentIn] = Field(default_factory=list, max_length=100)
+    attachments_remove: list[int] = Field(default_factory=list, max_length=100,
+                                          description="Ids of attachments to remove")
+
+
+class SendRequest(BaseModel):
+    """The answer to "How would you like to send email". Leave `provider` out to use the user's email
+    provider option; when that is blank too, the answer is a `choose-provider` problem (409) listing the
+    choices."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {}, {"provider": "smtp"}, {"provider": "email_app", "do_not_ask_again": True}]})
+
+    provider: Literal["smtp", "graph", "exchange", "email_app"] | None = Field(
+        None, description="email_app: Use an email app, such as Outlook (the response is the .eml file); "
+                          "exchange: Use Exchange email server; smtp: Use the system email client; graph: "
+                          "Microsoft Graph")
+    do_not_ask_again: bool = Field(
+        False, description="Store `provider` as the user's email provider option; otherwise it is only "
+                           "proposed next time")
+
+
+class ProviderChoice(BaseModel):
+    provider: Literal["smtp", "graph", "exchange", "email_app"]
+    label: str
+
+
+class ChooseProviderProblem(BaseModel):
+    """The `choose-provider` and `provider-unavailable` problems (409): show the dialog with `choices`,
+    pre-selecting `proposed`, then send again naming a provider."""
+
+    type: str = Field(examples=["https://outbox.dev/problems/choose-provider"])
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    choices: list[ProviderChoice]
+    proposed: Literal["smtp", "graph", "exchange", "email_app"] | None = Field(
+        description="The last choice made: pre-select it")
+    provider: str | None = Field(None, description="provider-unavailable: the provider that cannot be used")
+    reason: Literal["not_configured", "external_user"] | None = Field(
+        None, description="provider-unavailable: why")
 
 
 T = TypeVar("T")

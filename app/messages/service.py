@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,11 +22,10 @@ from app.mail.validate import (
     MailInputError,
     check_content_type,
     check_header_text,
-    normalize_address,
     normalize_addresses,
     safe_filename,
 )
-from app.messages import lifecycle
+from app.messages import choice, lifecycle
 from app.messages.schemas import (
     AttachmentPublic,
     AttemptPublic,
@@ -35,7 +35,8 @@ from app.messages.schemas import (
     MessageSummary,
     Page,
 )
-from app.models import Attempt, Message, MessageAttachment, Parameters
+from app.messages.senders import EmailAppNeedsDraft, ResolvedSender, SenderRules, acting_user, resolve_sender
+from app.models import Attempt, Message, MessageAttachment, Parameters, User
 from app.models._base import utcnow
 from app.parameters import service as parameters_service
 from app.settings import get_settings
@@ -59,9 +60,12 @@ class PreparedMessage:
         self.attachments = attachments
 
 
-def _estimated_size(body: MessageIn, attachments: list[dict[str, Any]]) -> int:
+def _estimated_size(
+    body: MessageIn, attachments: list[dict[str, Any]], kept_sizes: Sequence[int] = ()
+) -> int:
     """MIME size as sent: base64 grows attachments by 4/3 plus line breaks; bodies may be encoded too."""
-    att = sum((len(a["content"]) + 2) // 3 * 4 * 78 // 76 + 300 for a in attachments)
+    sizes = [len(a["content"]) for a in attachments] + list(kept_sizes)
+    att = sum((n + 2) // 3 * 4 * 78 // 76 + 300 for n in sizes)
     text = len((body.body_text or "").encode()) * 4 // 3 + len((body.body_html or "").encode()) * 4 // 3
     return att + text + 2000
 
@@ -71,12 +75,19 @@ def prepare(
     *,
     principal: Principal,
     params: Parameters,
-    default_sender: tuple[str | None, str | None],
+    default_sender: tuple[str | None, str | None] = (None, None),
     now: datetime,
     field_prefix: str = "",
     kind: str = "batch",
+    sender: ResolvedSender | None = None,
+    draft: bool = False,
+    kept_attachment_sizes: Sequence[int] = (),
 ) -> PreparedMessage:
-    """Validate everything before anything is stored. Raises InvalidInput / TooLarge."""
+    """Validate everything before anything is stored. Raises InvalidInput / TooLarge / SenderNotAllowed.
+
+    `sender` is the From already decided by `senders.resolve_sender`; without it the rules are applied here
+    with `default_sender` as the batch account. A draft may have no recipients yet (they are needed to send
+    it); `kept_attachment_sizes` are the sizes of a draft's attachments that stay, for the size limit."""
     settings = get_settings()
     p = field_prefix
     try:
@@ -86,8 +97,6 @@ def prepare(
         reply_to_in = [body.reply_to] if isinstance(body.reply_to, str) else (body.reply_to or [])
         reply_to = normalize_addresses(f"{p}reply_to", reply_to_in, max_count=10)
         subject = check_header_text(f"{p}subject", body.subject)
-        from_name = check_header_text(f"{p}from_name", body.from_name) if body.from_name else None
-        sender = normalize_address(f"{p}from", body.from_) if body.from_ else None
         headers: dict[str, str] = {}
         for name, value in body.headers.items():
             if not HEADER_NAME.match(name):
@@ -106,7 +115,7 @@ def prepare(
                                 "content": content})
     except MailInputError as exc:
         raise _input_error(exc) from exc
-    if len(to) + len(cc) + len(bcc) == 0:
+    if len(to) + len(cc) + len(bcc) == 0 and not draft:
         raise InvalidInput(f"{p}to: the message has no recipients; give at least one address in to, cc or bcc",
                            errors=[{"field": f"{p}to", "message": "at least one recipient is required"}])
     if len(to) + len(cc) + len(bcc) > settings.max_recipients:
@@ -114,7 +123,7 @@ def prepare(
                            errors=[{"field": f"{p}to", "message": "too many recipients"}])
     if body.body_text is not None and "\x00" in body.body_text or body.body_html is not None and "\x00" in body.body_html:
         raise InvalidInput(f"{p}body: NUL characters are not allowed in a body")
-    size = _estimated_size(body, attachments)
+    size = _estimated_size(body, attachments, kept_attachment_sizes)
     limit = params.attachment_size_limit_mb * 1024 * 1024
     if size > limit:
         raise TooLarge(
@@ -122,21 +131,19 @@ def prepare(
             f"maximum size of one email) is {params.attachment_size_limit_mb} MB.",
         )
     if sender is None:
-        sender, default_name = default_sender
-        from_name = from_name or default_name
-        if sender is None:
-            raise InvalidInput(
-                f"{p}from: no sender: give `from`, or set the batch account (from_address) of the provider",
-                errors=[{"field": f"{p}from", "message": "no sender could be determined"}])
+        rules = SenderRules(kind=kind, caller_role=principal.role, batch_account=default_sender)
+        sender = resolve_sender(body.from_, body.from_name, rules, field=f"{p}from")
     expires = now + timedelta(days=parameters_service.effective_days(params.email_expiration_days))
     row = {
-        "status": "queued", "kind": kind, "provider": body.provider, "user_id": principal.user_id,
-        "api_key_id": principal.key_id, "sender": sender, "sender_name": from_name, "to_addrs": to,
+        "status": "draft" if draft else "queued", "kind": kind, "provider": body.provider,
+        "user_id": principal.user_id, "api_key_id": principal.key_id, "sender": sender.address,
+        "sender_name": sender.name, "to_addrs": to,
         "cc_addrs": cc, "bcc_addrs": bcc, "reply_to": reply_to, "subject": subject, "body_text": body.body_text,
         "body_html": body.body_html, "headers": headers,
         "message_id_header": make_message_id(settings.message_id_domain), "idempotency_key": None,
         "request_hash": None, "size_bytes": size, "attachment_count": len(attachments), "attempts": 0,
-        "deferrals": 0, "uncertain": False, "next_attempt_at": now, "created_at": now, "updated_at": now,
+        "deferrals": 0, "uncertain": False, "next_attempt_at": None if draft else now, "created_at": now,
+        "updated_at": now,
         "expires_at": expires,
     }
     return PreparedMessage(row, attachments)
@@ -185,11 +192,24 @@ async def submit(
             return [MessageAccepted(id=found.id, status=found.status, message_id=found.message_id_header)]
     prepared = []
     for i, body in enumerate(bodies):
+        p = f"messages[{i}]." if len(bodies) > 1 else ""
+        user = await acting_user(session, principal, body.user_id, field=f"{p}user_id")
+        if user is not None:
+            prepared.append(await _prepare_for_user(session, principal, params, body, user, now, p))
+            continue
+        if body.draft:
+            raise InvalidInput(f"{p}draft: a draft is created on behalf of a user: give user_id (or use a "
+                               "user key)",
+                               errors=[{"field": f"{p}user_id", "message": "required for a draft"}])
+        if body.provider == "email_app":
+            raise InvalidInput(f"{p}provider: email_app hands a message to a user's own mail app: create a "
+                               "draft on behalf of a user, then send it with provider email_app",
+                               errors=[{"field": f"{p}provider", "message": "needs a user's draft"}])
         provider = body.provider or params.batch_provider
         if provider not in senders:
             senders[provider] = await default_sender(session, provider)
         prepared.append(prepare(body, principal=principal, params=params, default_sender=senders[provider], now=now,
-                                field_prefix=f"messages[{i}]." if len(bodies) > 1 else "", kind=kind))
+                                field_prefix=p, kind=kind))
     if idempotency_key is not None:
         prepared[0].row["idempotency_key"] = idempotency_key
         prepared[0].row["request_hash"] = request_hash(bodies[0])
@@ -200,16 +220,54 @@ async def submit(
     atts = [dict(a, message_id=mid) for mid, p in zip(ids, prepared, strict=True) for a in p.attachments]
     if atts:
         await session.execute(insert(ATT), atts)
-    return [MessageAccepted(id=mid, status="queued", message_id=p.row["message_id_header"])
+    return [MessageAccepted(id=mid, status=p.row["status"], message_id=p.row["message_id_header"])
             for mid, p in zip(ids, prepared, strict=True)]
 
 
+async def _prepare_for_user(
+    session: AsyncSession, principal: Principal, params: Parameters, body: MessageIn, user: User,
+    now: datetime, p: str,
+) -> PreparedMessage:
+    """An interactive message on behalf of `user`: a draft for the send email dialog, or sent at once through
+    the provider named on the message or the user's email provider option (409 `choose-provider` if
+    neither)."""
+    provider: str | None = None
+    if body.draft:
+        if body.provider is not None:
+            raise InvalidInput(f"{p}provider: the provider of a draft is chosen when it is sent "
+                               "(POST /messages/{id}/send)",
+                               errors=[{"field": f"{p}provider", "message": "not allowed on a draft"}])
+    else:
+        if body.provider == "email_app":
+            raise InvalidInput(f"{p}provider: email_app needs a draft: create it with draft: true, then send "
+                               "it with provider email_app to get the .eml file",
+                               errors=[{"field": f"{p}provider", "message": "needs a draft"}])
+        provider = await choice.decide_provider(session, user, body.provider, remember=False)
+        if provider == "email_app":
+            raise EmailAppNeedsDraft(
+                f"User {user.id} sends email through their own email app (email provider option email_app): "
+                "create the message with draft: true, then send it (POST /messages/{id}/send) to get the "
+                ".eml file.")
+    rules = SenderRules(kind="interactive", caller_role=principal.role, user=user)
+    sender = resolve_sender(body.from_, body.from_name, rules, field=f"{p}from")
+    prepared = prepare(body, principal=principal, params=params, now=now, field_prefix=p, kind="interactive",
+                       sender=sender, draft=body.draft)
+    prepared.row["provider"] = provider
+    prepared.row["user_id"] = user.id
+    return prepared
+
+
 def _visible(principal: Principal) -> Any:
+    """The condition on `message` rows this key may see (None: all): admin all, a user key its user's
+    messages, a service key the ones it submitted."""
     if principal.is_admin:
         return None
     if principal.role == "user":
         return M.c.user_id == principal.user_id
     return M.c.api_key_id == principal.key_id
+
+
+visibility = _visible
 
 
 def _summary(r: Any) -> dict[str, Any]:
@@ -232,16 +290,17 @@ async def get(session: AsyncSession, principal: Principal, message_id: int) -> M
     if r is None:
         raise NotFound(f"No message {message_id} visible to this key")
     atts = (await session.execute(
-        select(ATT.c.filename, ATT.c.content_type, ATT.c.size).where(ATT.c.message_id == message_id)
-        .order_by(ATT.c.position))).all()
+        select(ATT.c.id, ATT.c.filename, ATT.c.content_type, ATT.c.size).where(ATT.c.message_id == message_id)
+        .order_by(ATT.c.position, ATT.c.id))).all()
     attempts = (await session.execute(
         select(Attempt).where(Attempt.message_id == message_id).order_by(Attempt.id)  # type: ignore[arg-type]
     )).scalars().all()
     return MessagePublic(
         **_summary(r), message_id=r.message_id_header, sender_name=r.sender_name, cc=r.cc_addrs, bcc=r.bcc_addrs,
         reply_to=r.reply_to, body_text=r.body_text, body_html=r.body_html, size_bytes=r.size_bytes,
-        sent_via=r.sent_via, expires_at=r.expires_at,
-        attachments=[AttachmentPublic(filename=a.filename, content_type=a.content_type, size=a.size) for a in atts],
+        sent_via=r.sent_via, expires_at=r.expires_at, handed_to_user_at=r.handed_to_user_at,
+        attachments=[AttachmentPublic(id=a.id, filename=a.filename, content_type=a.content_type, size=a.size)
+                     for a in atts],
         attempt_log=[AttemptPublic.model_validate(a, from_attributes=True) for a in attempts],
     )
 

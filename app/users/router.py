@@ -25,7 +25,8 @@ keys_router = APIRouter(prefix="/api-keys", tags=["api-keys"], responses=problem
 
 @router.get("", response_model=Page[UserPublic], summary="Users and their Email")
 async def list_users(
-    tx: TxDep, _: AdminDep, email: Annotated[str | None, Query(description="Only the user with this Email")] = None,
+    tx: TxDep, _: AdminDep,
+    email: Annotated[str | None, Query(description="Only the user with this Email")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[UserPublic]:
     items, total = await user_service.list_users(tx.session, email=email, limit=limit, offset=offset)
@@ -43,7 +44,8 @@ async def get_user(user_id: int, tx: TxDep, _: AdminDep) -> UserPublic:
     return await user_service.get(tx.session, user_id)
 
 
-@router.patch("/{user_id}", response_model=UserPublic, responses=problem_responses(404), summary="Change a user")
+@router.patch("/{user_id}", response_model=UserPublic, responses=problem_responses(404),
+              summary="Change a user")
 async def update_user(user_id: int, body: UserUpdate, tx: TxDep, _: AdminDep) -> UserPublic:
     return await user_service.update(tx.session, user_id, body)
 
@@ -57,13 +59,16 @@ async def get_options(user_id: int, tx: TxDep, principal: PrincipalDep) -> UserO
 
 @router.put("/{user_id}/options", response_model=UserOptionsPublic, responses=problem_responses(404),
             summary="Change user options")
-async def put_options(user_id: int, body: UserOptionsUpdate, tx: TxDep, principal: PrincipalDep) -> UserOptionsPublic:
+async def put_options(
+    user_id: int, body: UserOptionsUpdate, tx: TxDep, principal: PrincipalDep
+) -> UserOptionsPublic:
     """The user's own key, or an admin key. Fields left out keep their value; only an admin may change
     `sender_email`. `email_provider: null` means the user is asked each time how to send."""
     return await user_service.put_options(tx.session, principal, user_id, body)
 
 
-@keys_router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated, summary="Create an API key")
+@keys_router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated,
+                  summary="Create an API key")
 async def create_key(body: ApiKeyCreate, tx: TxDep, _: AdminDep) -> ApiKeyCreated:
     """The key is returned once, in this response; only its digest is stored."""
     return await user_service.create_key(tx.session, body)

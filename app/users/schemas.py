@@ -7,32 +7,34 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 UserProvider = Literal["smtp", "graph", "exchange", "email_app"]
 Role = Literal["admin", "service", "user"]
+LANGUAGE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"  # a language tag: en, da, en-US
 
 
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"name": "Alice Martin", "email": "alice@contoso.com", "enabled": True, "external": False, "language": "en"}]})
+        {"name": "Alice Martin", "email": "alice@contoso.com", "enabled": True, "external": False,
+         "language": "en"}]})
 
     name: str = Field(min_length=1, max_length=200)
-    email: str | None = Field(None, max_length=320, description="The default send-from address (Users page: Email)")
+    email: str | None = Field(None, max_length=320,
+                              description="The default send-from address (Users page: Email)")
     enabled: bool = True
-    external: bool = Field(False, description="Outside the organization: Exchange is not offered to this user")
-    language: str = Field("en", min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
-                          examples=["en", "da", "en-US"])
+    external: bool = Field(False,
+                           description="Outside the organization: Exchange is not offered to this user")
+    language: str = Field("en", min_length=2, max_length=16, pattern=LANGUAGE, examples=["en", "da", "en-US"])
 
 
 class UserUpdate(BaseModel):
     """Only the fields sent change; `email: null` clears the Email."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"email": "alice.martin@contoso.com"},
-                                                                              {"enabled": False}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"email": "alice.martin@contoso.com"}, {"enabled": False}]})
 
     name: str | None = Field(None, min_length=1, max_length=200)
     email: str | None = Field(None, max_length=320)
     enabled: bool | None = None
     external: bool | None = None
-    language: str | None = Field(None, min_length=2, max_length=16,
-                                 pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+    language: str | None = Field(None, min_length=2, max_length=16, pattern=LANGUAGE)
 
 
 class UserPublic(BaseModel):
@@ -60,7 +62,8 @@ class UserOptionsUpdate(BaseModel):
 
     email_provider: UserProvider | None = Field(
         None, description="smtp | graph | exchange | email_app; null or \"\" = ask each time")
-    sender_email: str | None = Field(None, max_length=320, description="From override (admin only); null clears it")
+    sender_email: str | None = Field(None, max_length=320,
+                                     description="From override (admin only); null clears it")
     workflow_notifications_by_email: bool | None = None
 
     @field_validator("email_provider", mode="before")
@@ -77,7 +80,7 @@ class UserOptionsPublic(BaseModel):
     proposed_provider: UserProvider | None = Field(
         description="The last choice made in the dialog without 'do not ask again': proposed next time")
     effective_sender: str | None = Field(
-        description="The From new mail of this user gets: the sender email, else the Email; null: cannot send")
+        description="The From the user's new mail gets: the sender email, else the Email; null: cannot send")
 
 
 class ApiKeyCreate(BaseModel):
@@ -85,7 +88,8 @@ class ApiKeyCreate(BaseModel):
         {"role": "user", "user_id": 1, "name": "Alice's mail client"}, {"role": "service", "name": "ERP"}]})
 
     role: Role
-    user_id: int | None = Field(None, description="Required for (and only for) role user: the user it acts as")
+    user_id: int | None = Field(None,
+                                description="Required for (and only for) role user: the user it acts as")
     name: str = Field("", max_length=200)
 
 

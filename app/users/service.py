@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.core.errors import Forbidden, InvalidInput, NotFound
 from app.core.security import Principal, hash_key
@@ -21,8 +22,12 @@ from app.users.schemas import (
     UserUpdate,
 )
 
-__all__ = ["create", "create_key", "get", "get_options", "list_keys", "list_users", "put_options", "revoke_key",
-           "update"]
+__all__ = ["create", "create_key", "get", "get_options", "list_keys", "list_users", "put_options",
+           "revoke_key", "update"]
+
+
+def _invalid(field: str, reason: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {reason}", errors=[{"field": field, "message": reason}])
 
 
 def _address(field: str, value: str | None) -> str | None:
@@ -31,7 +36,7 @@ def _address(field: str, value: str | None) -> str | None:
     try:
         return normalize_address(field, value)
     except MailInputError as exc:
-        raise InvalidInput(f"{exc.field}: {exc.reason}", errors=[{"field": exc.field, "message": exc.reason}]) from exc
+        raise _invalid(exc.field, exc.reason) from exc
 
 
 def _name(value: str) -> str:
@@ -39,7 +44,7 @@ def _name(value: str) -> str:
     try:
         name = check_header_text("name", value.strip(), max_len=200)
     except MailInputError as exc:
-        raise InvalidInput(f"{exc.field}: {exc.reason}", errors=[{"field": exc.field, "message": exc.reason}]) from exc
+        raise _invalid(exc.field, exc.reason) from exc
     if not name:
         raise InvalidInput("name: is empty", errors=[{"field": "name", "message": "is empty"}])
     return name
@@ -60,11 +65,13 @@ async def get(session: AsyncSession, user_id: int) -> UserPublic:
     return to_public(await get_row(session, user_id))
 
 
-async def list_users(session: AsyncSession, *, email: str | None, limit: int, offset: int) -> tuple[list[UserPublic], int]:
-    cond = func.lower(User.email) == email.strip().lower() if email else True  # type: ignore[arg-type]
+async def list_users(
+    session: AsyncSession, *, email: str | None, limit: int, offset: int
+) -> tuple[list[UserPublic], int]:
+    cond = func.lower(col(User.email)) == email.strip().lower() if email else true()
     total = (await session.execute(select(func.count()).select_from(User).where(cond))).scalar_one()
     rows = (await session.execute(
-        select(User).where(cond).order_by(User.id).limit(limit).offset(offset)  # type: ignore[arg-type]
+        select(User).where(cond).order_by(col(User.id)).limit(limit).offset(offset)
     )).scalars().all()
     return [to_public(u) for u in rows], int(total)
 
@@ -84,7 +91,7 @@ async def update(session: AsyncSession, user_id: int, body: UserUpdate) -> UserP
         if name in fields:
             value = getattr(body, name)
             if value is None:
-                raise InvalidInput(f"{name}: may not be null", errors=[{"field": name, "message": "may not be null"}])
+                raise _invalid(name, "may not be null")
             setattr(user, name, _name(value) if name == "name" else value)
     if "email" in fields:
         user.email = _address("email", body.email)
@@ -97,10 +104,10 @@ def _options(user: User) -> UserOptionsPublic:
     assert user.id is not None
     return UserOptionsPublic(
         user_id=user.id,
-        email_provider=user.email_provider,  # type: ignore[arg-type]
+        email_provider=user.email_provider,
         sender_email=user.sender_email,
         workflow_notifications_by_email=user.workflow_notifications_by_email,
-        proposed_provider=user.last_provider_choice,  # type: ignore[arg-type]
+        proposed_provider=user.last_provider_choice,
         effective_sender=user.sender_email or user.email,
     )
 
@@ -134,14 +141,12 @@ async def put_options(
         user.sender_email = sender
     if "email_provider" in fields:
         if body.email_provider == "exchange" and user.external:
-            raise InvalidInput(
-                "email_provider: Exchange is not available to users outside the organization (this user is external)",
-                errors=[{"field": "email_provider", "message": "not available to external users"}])
+            raise _invalid("email_provider", "Exchange is not available to users outside the organization "
+                                             "(this user is external)")
         user.email_provider = body.email_provider
     if "workflow_notifications_by_email" in fields:
         if body.workflow_notifications_by_email is None:
-            raise InvalidInput("workflow_notifications_by_email: may not be null",
-                               errors=[{"field": "workflow_notifications_by_email", "message": "may not be null"}])
+            raise _invalid("workflow_notifications_by_email", "may not be null")
         user.workflow_notifications_by_email = body.workflow_notifications_by_email
     session.add(user)
     await session.flush()
@@ -157,7 +162,7 @@ async def create_key(session: AsyncSession, body: ApiKeyCreate) -> ApiKeyCreated
         key = await key_service.create(session, role=body.role, user_id=body.user_id, name=body.name)
     except ValueError as exc:
         raise InvalidInput(str(exc), errors=[{"field": "user_id", "message": str(exc)}]) from exc
-    row = (await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))).scalar_one()
+    row = (await session.execute(select(ApiKey).where(col(ApiKey.key_hash) == hash_key(key)))).scalar_one()
     return ApiKeyCreated(**_key_public(row).model_dump(), key=key)
 
 

@@ -1,0 +1,177 @@
+"""The send email dialog: edit a draft, send it with the chosen provider, or hand it to the user as .eml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.security import Principal
+from app.mail.build import build_eml, eml_filename
+from app.mail.validate import MailInputError, check_header_text
+from app.messages import choice, lifecycle
+from app.messages import service as message_service
+from app.messages.outgoing import load_attachments, outgoing_from_row
+from app.messages.schemas import DraftUpdate, MessageIn, MessagePublic, SendRequest
+from app.messages.senders import ResolvedSender, SenderRules, acting_user, resolve_sender
+from app.models import Message, MessageAttachment, User
+from app.models._base import utcnow
+from app.parameters import service as parameters_service
+
+__all__ = ["EmlFile", "SendOutcome", "eml", "send_draft", "update_draft"]
+
+M = Message.__table__  # type: ignore[attr-defined]
+ATT = MessageAttachment.__table__  # type: ignore[attr-defined]
+MAX_ATTACHMENTS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class EmlFile:
+    content: bytes
+    filename: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What POST /messages/{id}/send did: queued for the worker (`eml` None), or handed over as a file."""
+
+    message: MessagePublic
+    eml: EmlFile | None = None
+
+
+async def _row(session: AsyncSession, principal: Principal, message_id: int) -> Any:
+    cond = M.c.id == message_id
+    visible = message_service.visibility(principal)
+    if visible is not None:
+        cond = and_(cond, visible)
+    row = (await session.execute(select(M).where(cond))).first()
+    if row is None:
+        raise NotFound(f"No message {message_id} visible to this key")
+    return row
+
+
+async def _draft(session: AsyncSession, principal: Principal, message_id: int) -> tuple[Any, User]:
+    row = await _row(session, principal, message_id)
+    if row.status != "draft":
+        raise Conflict(f"Message {message_id} is {row.status}, not a draft: only a draft can be edited or "
+                       "sent from the send email dialog")
+    user = await acting_user(session, principal, row.user_id) if row.user_id is not None else None
+    if user is None:
+        raise Conflict(f"Draft {message_id} has no user (the user was deleted); cancel it instead")
+    return row, user
+
+
+def _text_fields(row: Any) -> dict[str, Any]:
+    return {"to": list(row.to_addrs), "cc": list(row.cc_addrs), "bcc": list(row.bcc_addrs),
+            "reply_to": list(row.reply_to), "subject": row.subject, "body_text": row.body_text,
+            "body_html": row.body_html, "headers": dict(row.headers or {})}
+
+
+async def update_draft(
+    session: AsyncSession, principal: Principal, message_id: int, patch: DraftUpdate
+) -> MessagePublic:
+    """Apply a DraftUpdate: every field validated as on submission, the size limit checked, all or nothing."""
+    row, user = await _draft(session, principal, message_id)
+    fields = patch.model_fields_set
+    merged = _text_fields(row)
+    for key in ("to", "cc", "bcc", "reply_to", "subject", "body_text", "body_html"):
+        if key in fields:
+            value = getattr(patch, key)
+            if value is None and key in ("to", "cc", "bcc", "reply_to"):
+                value = []
+            merged[key] = "" if value is None and key == "subject" else value
+    current = (await session.execute(
+        select(ATT.c.id, ATT.c.size, ATT.c.position).where(ATT.c.message_id == message_id))).all()
+    known = {a.id: a for a in current}
+    for i, att_id in enumerate(patch.attachments_remove):
+        if att_id not in known:
+            raise InvalidInput(f"attachments_remove[{i}]: draft {message_id} has no attachment {att_id}",
+                               errors=[{"field": f"attachments_remove[{i}]",
+                                        "message": "no such attachment"}])
+    removed = set(patch.attachments_remove)
+    kept = [a for a in current if a.id not in removed]
+    if len(kept) + len(patch.attachments_add) > MAX_ATTACHMENTS:
+        raise InvalidInput(f"attachments_add: a message has at most {MAX_ATTACHMENTS} attachments",
+                           errors=[{"field": "attachments_add", "message": "too many attachments"}])
+    if "from_" in fields:
+        # Back to the rules (`from: null`) or a From this caller may use; a user key only its own addresses.
+        name: str | None = patch.from_name if "from_name" in fields else None
+        sender = resolve_sender(patch.from_, name,
+                                SenderRules(kind="interactive", caller_role=principal.role, user=user))
+    else:
+        # The From stays as it was pre-filled (or last chosen); only the display name may change.
+        name = row.sender_name
+        if "from_name" in fields:
+            try:
+                name = check_header_text("from_name", patch.from_name) if patch.from_name else None
+            except MailInputError as exc:
+                raise InvalidInput(f"{exc.field}: {exc.reason}",
+                                   errors=[{"field": exc.field, "message": exc.reason}]) from exc
+        sender = ResolvedSender(row.sender, name, "unchanged")
+    body = MessageIn.model_construct(**merged, from_=sender.address, from_name=sender.name,
+                                     attachments=patch.attachments_add, provider=None, user_id=user.id,
+                                     draft=True)
+    params = await parameters_service.get(session)
+    now = utcnow()
+    prepared = message_service.prepare(body, principal=principal, params=params, now=now, kind="interactive",
+                                       sender=sender, draft=True,
+                                       kept_attachment_sizes=[a.size for a in kept])
+    r = prepared.row
+    res = await session.execute(
+        update(M).where(M.c.id == message_id, M.c.status == "draft").values(
+            sender=r["sender"], sender_name=r["sender_name"], to_addrs=r["to_addrs"], cc_addrs=r["cc_addrs"],
+            bcc_addrs=r["bcc_addrs"], reply_to=r["reply_to"], subject=r["subject"], body_text=r["body_text"],
+            body_html=r["body_html"], size_bytes=r["size_bytes"],
+            attachment_count=len(kept) + len(prepared.attachments), updated_at=now))
+    if not res.rowcount:  # type: ignore[attr-defined]
+        raise Conflict(f"Message {message_id} was sent or cancelled meanwhile; it can no longer be edited")
+    if removed:
+        await session.execute(delete(ATT).where(ATT.c.message_id == message_id, ATT.c.id.in_(removed)))
+    if prepared.attachments:
+        start = max((a.position for a in current), default=-1) + 1
+        await session.execute(insert(ATT), [
+            dict(a, message_id=message_id, position=start + k) for k, a in enumerate(prepared.attachments)])
+    return await message_service.get(session, principal, message_id)
+
+
+async def _eml_file(session: AsyncSession, row: Any) -> EmlFile:
+    msg = outgoing_from_row(row, await load_attachments(session, row.id))
+    return EmlFile(build_eml(msg), eml_filename(row.subject))
+
+
+async def send_draft(
+    session: AsyncSession, principal: Principal, message_id: int, req: SendRequest
+) -> SendOutcome:
+    """Send a draft through the provider chosen (see `choice.decide_provider`); email_app hands it over."""
+    row, user = await _draft(session, principal, message_id)
+    if req.do_not_ask_again and req.provider is None:
+        raise InvalidInput("do_not_ask_again: name the provider to use from now on",
+                           errors=[{"field": "provider", "message": "required with do_not_ask_again"}])
+    if not (row.to_addrs or row.cc_addrs or row.bcc_addrs):
+        raise InvalidInput("to: the draft has no recipients; add at least one (PATCH /messages/{id}) before "
+                           "sending",
+                           errors=[{"field": "to", "message": "at least one recipient is required"}])
+    provider = await choice.decide_provider(session, user, req.provider,
+                                            do_not_ask_again=req.do_not_ask_again)
+    now = utcnow()
+    if provider == "email_app":
+        if not await lifecycle.hand_to_user(session, message_id, now, row.sender):
+            raise Conflict(f"Message {message_id} was sent or cancelled meanwhile")
+        file = await _eml_file(session, row)
+        return SendOutcome(await message_service.get(session, principal, message_id), file)
+    params = await parameters_service.get(session)
+    expires = now + timedelta(days=parameters_service.effective_days(params.email_expiration_days))
+    if not await lifecycle.queue_draft(session, message_id, now, provider, expires):
+        raise Conflict(f"Message {message_id} was sent or cancelled meanwhile")
+    return SendOutcome(await message_service.get(session, principal, message_id))
+
+
+async def eml(session: AsyncSession, principal: Principal, message_id: int) -> EmlFile:
+    """Any message this key may see, as the .eml file the user's email app opens as unsent. Read-only: to
+    record that the user sends it themselves, send the draft with provider email_app."""
+    return await _eml_file(session, await _row(session, principal, message_id))
+

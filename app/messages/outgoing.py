@@ -1,0 +1,64 @@
+"""A stored message as the transports' `OutgoingMessage`: for the worker (to send it) and the API (.eml)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import MessageAttachment
+from app.transports.base import Attachment, OutgoingMessage
+
+__all__ = ["content_disposition", "load_attachments", "outgoing_from_row"]
+
+ATT = MessageAttachment.__table__  # type: ignore[attr-defined]
+_ATTR_SAFE = "!#$&+-.^_`|~"  # RFC 8187 attr-char besides letters and digits
+
+
+def outgoing_from_row(row: Any, attachments: list[Attachment]) -> OutgoingMessage:
+    """`row` is a `message` row (any object with its columns as attributes)."""
+    return OutgoingMessage(
+        message_id=row.message_id_header, sender=row.sender, to=list(row.to_addrs), cc=list(row.cc_addrs),
+        bcc=list(row.bcc_addrs), reply_to=list(row.reply_to), sender_name=row.sender_name,
+        subject=row.subject, body_text=row.body_text, body_html=row.body_html, attachments=attachments,
+        headers=dict(row.headers or {}),
+    )
+
+
+async def load_attachments(session: AsyncSession, message_id: int) -> list[Attachment]:
+    rows = (await session.execute(
+        select(ATT.c.filename, ATT.c.content_type, ATT.c.content).where(ATT.c.message_id == message_id)
+        .order_by(ATT.c.position, ATT.c.id))).all()
+    return [Attachment(r.filename, r.content_type, bytes(r.content)) for r in rows]
+
+
+# Letters that do not decompose into an ASCII letter plus accents (NFKD), spelled the usual way.
+_SPELLED = {"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe", "Œ": "OE", "ł": "l", "Ł": "L",
+            "đ": "d", "Đ": "D", "þ": "th", "Þ": "Th", "–": "-", "—": "-", "‘": "'", "’": "'", "“": "'",
+            "”": "'"}
+
+
+def _ascii_fallback(filename: str) -> str:
+    out = []
+    for ch in unicodedata.normalize("NFKD", filename):
+        if unicodedata.combining(ch):
+            continue
+        ch = _SPELLED.get(ch, ch)
+        out.append(ch if ch.isascii() and ch.isprintable() and ch not in '"\\;' else "_")
+    text = re.sub(r"_+", "_", "".join(out))
+    text = re.sub(r"\s*_(?=\s|\.|$)", "", text)  # drop a lone "_" left by an emoji or symbol
+    stem, dot, ext = text.rpartition(".")
+    return f"{stem.strip(' _') or 'message'}{dot}{ext}" if dot else (text.strip(" _") or "message")
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with the file name: a quoted ASCII `filename`, plus RFC 6266 `filename*` (UTF-8) when
+    the name is not plain ASCII, so that every browser and client gets a sensible name."""
+    fallback = _ascii_fallback(filename)
+    if fallback == filename:
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe=_ATTR_SAFE)}"
