@@ -29,4 +29,3 @@ class NotificationRule(SQLModel, table=True):
     enabled: bool = True
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
-

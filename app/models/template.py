@@ -1,4 +1,4 @@
-"""Email templates (seed: System email templates, Organization email templates) and their per-language texts."""
+"""Email templates (seed: System and Organization email templates) and their per-language texts."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ class EmailTemplate(SQLModel, table=True):
     """
 
     __tablename__ = "email_template"
-    __table_args__ = (UniqueConstraint("scope", "company", "code", name="uq_email_template_scope_company_code"),)
+    __table_args__ = (
+        UniqueConstraint("scope", "company", "code", name="uq_email_template_scope_company_code"),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     scope: str = Field(max_length=16)  # system | organization
@@ -43,9 +45,13 @@ class EmailTemplateContent(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     template_id: int = Field(
-        sa_column=Column(BigId, ForeignKey("email_template.id", ondelete="CASCADE"), nullable=False, index=True)
+        sa_column=Column(
+            BigId, ForeignKey("email_template.id", ondelete="CASCADE"), nullable=False, index=True
+        )
     )
     language: str = Field(max_length=16)  # lower case, e.g. "en", "fr", "pt-br"
     subject: str = Field(sa_column=Column(Text, nullable=False))
     body_html: str = Field(sa_column=Column(Text, nullable=False))
-    body_text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # None: derived from HTML
+    body_text: str | None = Field(
+        default=None, sa_column=Column(Text, nullable=True)
+    )  # None: derived from HTML

@@ -12,7 +12,7 @@ from app.models._base import BigId, utcnow
 
 
 class WorkflowEvent(SQLModel, table=True):
-    """A workflow event already handled, with the result returned for it: the same event_id is handled once."""
+    """A workflow event already handled, with the result returned for it: each event_id is handled once."""
 
     __tablename__ = "workflow_event"
     __table_args__ = (UniqueConstraint("event_id", name="uq_workflow_event_event_id"),)

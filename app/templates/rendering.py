@@ -3,10 +3,10 @@
 Templates are written by administrators and filled with data sent by other services, so the engine is locked
 down (RELIABILITY.md, template injection row; CVE-2024-56326, CVE-2025-27516):
 
-* `ImmutableSandboxedEnvironment`: no private or dunder attribute, no mutation of lists or dicts, `str.format`
-  intercepted. On top of it, the `attr` filter and the `lipsum` global are removed, `range` is capped, printing
-  a method or function is refused, and string/list repetition (`*`) and powers (`**`) are size-checked before
-  they allocate.
+* `ImmutableSandboxedEnvironment`: no private or dunder attribute, no mutation of lists or dicts,
+  `str.format` intercepted. On top of it, the `attr` filter and the `lipsum` global are removed, `range` is
+  capped, printing a method or function is refused, and string/list repetition (`*`) and powers (`**`) are
+  size-checked before they allocate.
 * `StrictUndefined`: a missing placeholder is an error naming it, never an empty string in someone's inbox.
 * A static check when a template is saved: every name it uses must be a declared placeholder (or a built-in
   one) even in a branch the sample data does not reach, and no `_name` attribute may appear anywhere.
@@ -56,7 +56,9 @@ BUILTIN_PLACEHOLDERS: dict[str, Any] = {
 class TemplateProblem(Exception):
     """A template that cannot be saved, previewed or rendered, said for the administrator."""
 
-    def __init__(self, part: str, message: str, *, placeholder: str | None = None, line: int | None = None) -> None:
+    def __init__(
+        self, part: str, message: str, *, placeholder: str | None = None, line: int | None = None
+    ) -> None:
         super().__init__(message)
         self.part = part
         self.message = message
@@ -67,14 +69,22 @@ class TemplateProblem(Exception):
 class _Env(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["*", "**"])
 
-    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:  # noqa: ARG002
         if operator_ == "*":
             for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_OUTPUT_CHARS:
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(n, int)
+                    and len(seq) * n > MAX_OUTPUT_CHARS
+                ):
                     raise SecurityError("repeating a string or list that many times is not allowed")
             return operator.mul(left, right)
-        if isinstance(left, int) and isinstance(right, int) and right > 0 and \
-                max(left.bit_length(), 1) * right > MAX_POWER_BITS:
+        if (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and right > 0
+            and max(left.bit_length(), 1) * right > MAX_POWER_BITS
+        ):
             raise SecurityError("the power is too large")
         return operator.pow(left, right)
 
@@ -87,15 +97,19 @@ def _capped_range(*args: int) -> range:
 
 
 def _finalize(value: Any) -> Any:
-    # `{{ name.upper }}` (no parentheses) would print "<built-in method ...>": a bug, and a probe of the sandbox.
+    # `{{ name.upper }}` (no parentheses) would print "<built-in method ...>": a bug, or a sandbox probe.
     if callable(value) and not isinstance(value, StrictUndefined):
         raise SecurityError("a method or function cannot be printed; call it with () or remove it")
     return value
 
 
 def _make_env(autoescape: bool) -> _Env:
-    env = _Env(autoescape=autoescape, undefined=StrictUndefined, finalize=_finalize, keep_trailing_newline=True)
-    env.filters.pop("attr", None)  # `|attr('format')` is the known sandbox probe; `.name` covers every real use
+    env = _Env(
+        autoescape=autoescape, undefined=StrictUndefined, finalize=_finalize, keep_trailing_newline=True
+    )
+    env.filters.pop(
+        "attr", None
+    )  # `|attr('format')` is the known sandbox probe; `.name` covers every real use
     env.globals.pop("lipsum", None)
     env.globals["range"] = _capped_range
     return env
@@ -108,9 +122,12 @@ PARTS_AUTOESCAPED = {"subject": False, "body_html": True, "body_text": False}
 
 def _forbidden_access(tree: nodes.Template) -> str | None:
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        name = node.attr if isinstance(node, nodes.Getattr) else (
-            node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
-        if name is not None and name.startswith("_"):
+        name: object = None
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
+        if isinstance(name, str) and name.startswith("_"):
             return name
     return None
 
@@ -126,13 +143,17 @@ def check_source(part: str, source: str, declared: Iterable[str]) -> None:
         raise TemplateProblem(part, f"line {exc.lineno}: {exc.message}", line=exc.lineno) from exc
     if (name := _forbidden_access(tree)) is not None:
         raise TemplateProblem(part, f"access to {name!r} is not allowed in a template (sandbox)")
-    unknown = sorted(meta.find_undeclared_variables(tree) - set(declared) - BUILTIN_PLACEHOLDERS.keys() - GLOBAL_NAMES)
+    unknown = sorted(
+        meta.find_undeclared_variables(tree) - set(declared) - BUILTIN_PLACEHOLDERS.keys() - GLOBAL_NAMES
+    )
     if unknown:
         raise TemplateProblem(
-            part, f"uses the placeholder {unknown[0]!r}, which is not declared: add it to `placeholders` with a "
-                  "sample value, or correct the name" + (f" (also undeclared: {', '.join(unknown[1:])})"
-                                                         if unknown[1:] else ""),
-            placeholder=unknown[0])
+            part,
+            f"uses the placeholder {unknown[0]!r}, which is not declared: add it to `placeholders` with a "
+            "sample value, or correct the name"
+            + (f" (also undeclared: {', '.join(unknown[1:])})" if unknown[1:] else ""),
+            placeholder=unknown[0],
+        )
 
 
 def _render_one(part: str, source: str, data: Mapping[str, Any]) -> str:
@@ -155,16 +176,17 @@ def _render_one(part: str, source: str, data: Mapping[str, Any]) -> str:
         raise TemplateProblem(part, f"not allowed in a template (sandbox): {exc}") from exc
     except UndefinedError as exc:
         name = _undefined_name(str(exc))
-        raise TemplateProblem(part, f"the placeholder {name!r} has no value ({exc})" if name else str(exc),
-                              placeholder=name) from exc
-    except Exception as exc:  # noqa: BLE001  (a template error of any kind is the template's, not ours)
+        raise TemplateProblem(
+            part, f"the placeholder {name!r} has no value ({exc})" if name else str(exc), placeholder=name
+        ) from exc
+    except Exception as exc:
         raise TemplateProblem(part, f"cannot be rendered: {type(exc).__name__}: {exc}") from exc
 
 
 def _undefined_name(message: str) -> str | None:
-    # StrictUndefined says "'name' is undefined" for a missing variable ("... has no attribute 'x'" otherwise).
+    # StrictUndefined says "'name' is undefined" for a missing variable, else "... has no attribute 'x'".
     if message.endswith(" is undefined") and message.startswith("'"):
-        return message[1:message.index("'", 1)]
+        return message[1 : message.index("'", 1)]
     if "has no attribute '" in message:
         return message.split("has no attribute '", 1)[1].rstrip("'")
     return None
@@ -190,10 +212,9 @@ class Rendered:
 
 def render_parts(subject: str, body_html: str, body_text: str | None, data: Mapping[str, Any]) -> Rendered:
     """Render one language's parts with `data`; the text part is derived from the HTML when not given.
-    The subject's white space (line breaks included) is collapsed: it becomes a header. Raises TemplateProblem."""
+    The subject's white space (line breaks too) is collapsed: it becomes a header. Raises TemplateProblem."""
     rendered_subject = " ".join(_render_one("subject", subject, data).split())  # a header: one line
     html = _render_one("body_html", body_html, data)
     if body_text is None:
         return Rendered(rendered_subject, html, html_to_text(html), True)
     return Rendered(rendered_subject, html, _render_one("body_text", body_text, data), False)
-

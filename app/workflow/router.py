@@ -10,20 +10,30 @@ from app.core.security import Principal
 from app.messages.router import deliver_job_id
 from app.templates.schemas import COMPANY_PATTERN
 from app.workflow import service as workflow_service
-from app.workflow.schemas import NotificationRuleIn, NotificationRulePublic, WorkflowEventIn, WorkflowEventResult
+from app.workflow.schemas import (
+    NotificationRuleIn,
+    NotificationRulePublic,
+    WorkflowEventIn,
+    WorkflowEventResult,
+)
 
 router = APIRouter(tags=["workflow"], responses=problem_responses(401, 403, 422))
 
 Reporter = Annotated[Principal, require("service", "admin")]
 
 
-@router.post("/workflow-events", status_code=status.HTTP_202_ACCEPTED, response_model=WorkflowEventResult,
-             responses=problem_responses(409), summary="Report a workflow event")
+@router.post(
+    "/workflow-events",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WorkflowEventResult,
+    responses=problem_responses(409),
+    summary="Report a workflow event",
+)
 async def post_workflow_event(body: WorkflowEventIn, tx: TxDep, principal: Reporter) -> WorkflowEventResult:
     """The matching notification rules name the recipients; each gets the template in their language, queued
     through the batch provider. Recipients who cannot be notified are listed under `skipped` with the reason.
-    The same `event_id` again creates nothing and returns the first result (`duplicate: true`). A template that
-    cannot be rendered with `data` refuses the whole event (422, naming the placeholder)."""
+    The same `event_id` again creates nothing and returns the first result (`duplicate: true`). A template
+    that     cannot be rendered with `data` refuses the whole event (422, naming the placeholder)."""
     result, message_ids = await workflow_service.handle_event(tx.session, principal, body)
     for slot in sorted({deliver_job_id(mid) for mid in message_ids}):
         tx.enqueue_after_commit("deliver", _job_id=slot)
@@ -32,33 +42,53 @@ async def post_workflow_event(body: WorkflowEventIn, tx: TxDep, principal: Repor
 
 @router.get("/notification-rules", response_model=list[NotificationRulePublic], summary="Notification rules")
 async def list_rules(
-    tx: TxDep, _: AdminDep,
+    tx: TxDep,
+    _: AdminDep,
     workflow: Annotated[str | None, Query(description="A workflow id or type")] = None,
     company: Annotated[str | None, Query(pattern=COMPANY_PATTERN)] = None,
 ) -> list[NotificationRulePublic]:
     return await workflow_service.list_rules(tx.session, workflow=workflow, company=company)
 
 
-@router.post("/notification-rules", status_code=status.HTTP_201_CREATED, response_model=NotificationRulePublic,
-             summary="Create a notification rule")
+@router.post(
+    "/notification-rules",
+    status_code=status.HTTP_201_CREATED,
+    response_model=NotificationRulePublic,
+    summary="Create a notification rule",
+)
 async def create_rule(body: NotificationRuleIn, tx: TxDep, _: AdminDep) -> NotificationRulePublic:
     """The template code must exist (for the rule's company or the system) and named users must exist."""
     return await workflow_service.create_rule(tx.session, body)
 
 
-@router.get("/notification-rules/{rule_id}", response_model=NotificationRulePublic,
-            responses=problem_responses(404), summary="One notification rule")
+@router.get(
+    "/notification-rules/{rule_id}",
+    response_model=NotificationRulePublic,
+    responses=problem_responses(404),
+    summary="One notification rule",
+)
 async def get_rule(rule_id: int, tx: TxDep, _: AdminDep) -> NotificationRulePublic:
     return await workflow_service.get_rule(tx.session, rule_id)
 
 
-@router.put("/notification-rules/{rule_id}", response_model=NotificationRulePublic,
-            responses=problem_responses(404), summary="Replace a notification rule")
-async def replace_rule(rule_id: int, body: NotificationRuleIn, tx: TxDep, _: AdminDep) -> NotificationRulePublic:
+@router.put(
+    "/notification-rules/{rule_id}",
+    response_model=NotificationRulePublic,
+    responses=problem_responses(404),
+    summary="Replace a notification rule",
+)
+async def replace_rule(
+    rule_id: int, body: NotificationRuleIn, tx: TxDep, _: AdminDep
+) -> NotificationRulePublic:
     return await workflow_service.replace_rule(tx.session, rule_id, body)
 
 
-@router.delete("/notification-rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
-               responses=problem_responses(404), summary="Delete a notification rule")
+@router.delete(
+    "/notification-rules/{rule_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(404),
+    summary="Delete a notification rule",
+)
 async def delete_rule(rule_id: int, tx: TxDep, _: AdminDep) -> None:
     await workflow_service.delete_rule(tx.session, rule_id)

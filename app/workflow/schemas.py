@@ -10,10 +10,13 @@ from app.templates.schemas import CODE_PATTERN, COMPANY_PATTERN, Scope
 
 WORKFLOW_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 EVENT_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-EVENT_DESCRIPTION = ("A workflow event in snake_case: submitted, work_item_assigned, approved, rejected, completed, "
-                     "escalated, delegated, returned, cancelled, ... (any name the workflow system reports)")
-SkipReason = Literal["opted_out", "no_email_address", "user_disabled", "unknown_user", "invalid_email_address",
-                     "no_template"]
+EVENT_DESCRIPTION = (
+    "A workflow event in snake_case: submitted, work_item_assigned, approved, rejected, completed, "
+    "escalated, delegated, returned, cancelled, ... (any name the workflow system reports)"
+)
+SkipReason = Literal[
+    "opted_out", "no_email_address", "user_disabled", "unknown_user", "invalid_email_address", "no_template"
+]
 
 
 class Recipients(BaseModel):
@@ -21,7 +24,9 @@ class Recipients(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_ids: list[int] = Field(default_factory=list, max_length=500, description="Named users (Outbox user ids)")
+    user_ids: list[int] = Field(
+        default_factory=list, max_length=500, description="Named users (Outbox user ids)"
+    )
     submitter: bool = Field(False, description="The user who submitted the document to the workflow")
     assignees: bool = Field(False, description="The users the work item is assigned to")
 
@@ -36,26 +41,53 @@ class NotificationRuleIn(BaseModel):
     """For one workflow (by its id, or every workflow of a type), optionally only one company's: the events
     that notify, who receives them, and the template (by code) they are rendered from."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "name": "Expense approvals: tell the approver", "workflow_type": "ExpenseApproval", "company": None,
-        "events": ["work_item_assigned", "escalated"], "recipients": {"assignees": True},
-        "template_code": "expense-approval", "enabled": True}, {
-        "name": "Expense outcome: tell the submitter and the controller", "workflow_id": "USMF-EXP-001",
-        "company": "USMF", "events": ["approved", "rejected"],
-        "recipients": {"submitter": True, "user_ids": [7]}, "template_code": "expense-outcome"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Expense approvals: tell the approver",
+                    "workflow_type": "ExpenseApproval",
+                    "company": None,
+                    "events": ["work_item_assigned", "escalated"],
+                    "recipients": {"assignees": True},
+                    "template_code": "expense-approval",
+                    "enabled": True,
+                },
+                {
+                    "name": "Expense outcome: tell the submitter and the controller",
+                    "workflow_id": "USMF-EXP-001",
+                    "company": "USMF",
+                    "events": ["approved", "rejected"],
+                    "recipients": {"submitter": True, "user_ids": [7]},
+                    "template_code": "expense-outcome",
+                },
+            ]
+        },
+    )
 
     name: str = Field("", max_length=200)
     workflow_id: str | None = Field(None, pattern=WORKFLOW_PATTERN, description="One workflow, by its id")
-    workflow_type: str | None = Field(None, pattern=WORKFLOW_PATTERN, description="Every workflow of this type")
-    company: str | None = Field(None, pattern=COMPANY_PATTERN,
-                                description="Only this company's events; null: every company and system-level "
-                                            "workflows")
-    events: list[str] = Field(min_length=1, max_length=50, description=EVENT_DESCRIPTION,
-                              json_schema_extra={"items": {"pattern": EVENT_PATTERN}})
+    workflow_type: str | None = Field(
+        None, pattern=WORKFLOW_PATTERN, description="Every workflow of this type"
+    )
+    company: str | None = Field(
+        None,
+        pattern=COMPANY_PATTERN,
+        description="Only this company's events; null: every company and system-level workflows",
+    )
+    events: list[str] = Field(
+        min_length=1,
+        max_length=50,
+        description=EVENT_DESCRIPTION,
+        json_schema_extra={"items": {"pattern": EVENT_PATTERN}},
+    )
     recipients: Recipients
-    template_code: str = Field(pattern=CODE_PATTERN,
-                               description="Code of the template: the company's organization template when the "
-                                           "event names a company and it has one, else the system template")
+    template_code: str = Field(
+        pattern=CODE_PATTERN,
+        description="Code of the template: the company's organization template when the "
+        "event names a company and it has one, else the system template",
+    )
     enabled: bool = True
 
     @model_validator(mode="after")
@@ -87,23 +119,48 @@ class WorkflowEventIn(BaseModel):
     """An event reported by the workflow system. `event_id` makes it retry-safe: the same id posted again
     creates nothing and returns the first result."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "event_id": "wf-8842-step-3-assigned", "workflow_id": "USMF-EXP-001", "workflow_type": "ExpenseApproval",
-        "company": "USMF", "event": "work_item_assigned", "submitter_user_id": 1, "assignee_user_ids": [2],
-        "data": {"document": "Expense report ER-1042", "submitter": "Bruno Costa", "amount": "1,250.00 EUR",
-                 "url": "https://erp.example.com/workitems/77"}}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "wf-8842-step-3-assigned",
+                    "workflow_id": "USMF-EXP-001",
+                    "workflow_type": "ExpenseApproval",
+                    "company": "USMF",
+                    "event": "work_item_assigned",
+                    "submitter_user_id": 1,
+                    "assignee_user_ids": [2],
+                    "data": {
+                        "document": "Expense report ER-1042",
+                        "submitter": "Bruno Costa",
+                        "amount": "1,250.00 EUR",
+                        "url": "https://erp.example.com/workitems/77",
+                    },
+                }
+            ]
+        },
+    )
 
-    event_id: str = Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
-                          description="Unique per event (printable ASCII, no spaces)")
+    event_id: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Unique per event (printable ASCII, no spaces)",
+    )
     workflow_id: str = Field(pattern=WORKFLOW_PATTERN)
     workflow_type: str | None = Field(None, pattern=WORKFLOW_PATTERN)
-    company: str | None = Field(None, pattern=COMPANY_PATTERN,
-                                description="The company of a company-specific workflow; null for system-level")
+    company: str | None = Field(
+        None,
+        pattern=COMPANY_PATTERN,
+        description="The company of a company-specific workflow; null for system-level",
+    )
     event: str = Field(pattern=EVENT_PATTERN, description=EVENT_DESCRIPTION)
     submitter_user_id: int | None = None
     assignee_user_ids: list[int] = Field(default_factory=list, max_length=500)
-    data: dict[str, Any] = Field(default_factory=dict, max_length=200,
-                                 description="Placeholder values for the template")
+    data: dict[str, Any] = Field(
+        default_factory=dict, max_length=200, description="Placeholder values for the template"
+    )
 
 
 class NotificationCreated(BaseModel):
@@ -125,7 +182,9 @@ class RecipientSkipped(BaseModel):
 
 class WorkflowEventResult(BaseModel):
     event_id: str
-    duplicate: bool = Field(description="True when this event_id had been handled before: nothing new was created")
+    duplicate: bool = Field(
+        description="True when this event_id had been handled before: nothing new was created"
+    )
     received_at: datetime
     rules: list[int] = Field(description="The enabled rules that matched")
     messages: list[NotificationCreated]

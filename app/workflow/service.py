@@ -14,9 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import Principal
@@ -32,8 +33,8 @@ from app.workflow.schemas import (
     NotificationCreated,
     NotificationRuleIn,
     NotificationRulePublic,
-    RecipientSkipped,
     Recipients,
+    RecipientSkipped,
     WorkflowEventIn,
     WorkflowEventResult,
 )
@@ -44,22 +45,35 @@ from app.workflow.schemas import (
 def _rule_public(r: NotificationRule) -> NotificationRulePublic:
     assert r.id is not None
     return NotificationRulePublic(
-        id=r.id, name=r.name, workflow_id=r.workflow_id, workflow_type=r.workflow_type, company=r.company,
-        events=r.events, recipients=Recipients.model_validate(r.recipients), template_code=r.template_code,
-        enabled=r.enabled, created_at=r.created_at, updated_at=r.updated_at)
+        id=r.id,
+        name=r.name,
+        workflow_id=r.workflow_id,
+        workflow_type=r.workflow_type,
+        company=r.company,
+        events=r.events,
+        recipients=Recipients.model_validate(r.recipients),
+        template_code=r.template_code,
+        enabled=r.enabled,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
 
 
 async def _check_rule(session: AsyncSession, data: NotificationRuleIn) -> None:
     if not await template_service.code_exists(session, data.template_code, data.company):
         where = f"for company {data.company} or the system" if data.company else ""
-        raise InvalidInput(f"template_code: no template {data.template_code!r} {where}; create it first".replace(
-            "  ", " "), errors=[{"field": "template_code", "message": "no such template"}])
+        raise InvalidInput(
+            f"template_code: no template {data.template_code!r} {where}; create it first".replace("  ", " "),
+            errors=[{"field": "template_code", "message": "no such template"}],
+        )
     ids = set(data.recipients.user_ids)
     if ids:
-        found = set((await session.execute(select(User.id).where(User.id.in_(ids)))).scalars())  # type: ignore[union-attr]
+        found = set((await session.execute(select(col(User.id)).where(col(User.id).in_(ids)))).scalars())
         if missing := sorted(ids - found):
-            raise InvalidInput(f"recipients.user_ids: no user {', '.join(map(str, missing))}",
-                               errors=[{"field": "recipients.user_ids", "message": f"unknown users {missing}"}])
+            raise InvalidInput(
+                f"recipients.user_ids: no user {', '.join(map(str, missing))}",
+                errors=[{"field": "recipients.user_ids", "message": f"unknown users {missing}"}],
+            )
 
 
 async def _rule(session: AsyncSession, rule_id: int) -> NotificationRule:
@@ -69,13 +83,19 @@ async def _rule(session: AsyncSession, rule_id: int) -> NotificationRule:
     return r
 
 
-async def list_rules(session: AsyncSession, *, workflow: str | None, company: str | None) -> list[NotificationRulePublic]:
-    q = select(NotificationRule).order_by(NotificationRule.id)  # type: ignore[arg-type]
+async def list_rules(
+    session: AsyncSession, *, workflow: str | None, company: str | None
+) -> list[NotificationRulePublic]:
+    q = select(NotificationRule).order_by(col(NotificationRule.id))
     if workflow:
-        q = q.where(or_(NotificationRule.workflow_id == workflow,  # type: ignore[arg-type]
-                        NotificationRule.workflow_type == workflow))  # type: ignore[arg-type]
+        q = q.where(
+            or_(
+                col(NotificationRule.workflow_id) == workflow,
+                col(NotificationRule.workflow_type) == workflow,
+            )
+        )
     if company:
-        q = q.where(NotificationRule.company == company)  # type: ignore[arg-type]
+        q = q.where(col(NotificationRule.company) == company)
     return [_rule_public(r) for r in (await session.execute(q)).scalars().all()]
 
 
@@ -91,7 +111,9 @@ async def create_rule(session: AsyncSession, data: NotificationRuleIn) -> Notifi
     return _rule_public(r)
 
 
-async def replace_rule(session: AsyncSession, rule_id: int, data: NotificationRuleIn) -> NotificationRulePublic:
+async def replace_rule(
+    session: AsyncSession, rule_id: int, data: NotificationRuleIn
+) -> NotificationRulePublic:
     r = await _rule(session, rule_id)
     await _check_rule(session, data)
     for k, v in data.model_dump(exclude={"recipients"}).items():
@@ -112,15 +134,23 @@ async def delete_rule(session: AsyncSession, rule_id: int) -> None:
 
 
 async def _matching_rules(session: AsyncSession, ev: WorkflowEventIn) -> list[NotificationRule]:
-    wf = [NotificationRule.workflow_id == ev.workflow_id]
+    wf = [col(NotificationRule.workflow_id) == ev.workflow_id]
     if ev.workflow_type:
-        wf.append(NotificationRule.workflow_type == ev.workflow_type)
-    company = NotificationRule.company.is_(None)  # type: ignore[union-attr]
+        wf.append(col(NotificationRule.workflow_type) == ev.workflow_type)
+    company: ColumnElement[bool] = col(NotificationRule.company).is_(None)
     if ev.company:
-        company = or_(company, NotificationRule.company == ev.company)  # type: ignore[assignment,arg-type]
-    rules = (await session.execute(
-        select(NotificationRule).where(NotificationRule.enabled, or_(*wf), company)  # type: ignore[arg-type]
-        .order_by(NotificationRule.id))).scalars().all()
+        company = or_(company, col(NotificationRule.company) == ev.company)
+    rules = (
+        (
+            await session.execute(
+                select(NotificationRule)
+                .where(col(NotificationRule.enabled), or_(*wf), company)
+                .order_by(col(NotificationRule.id))
+            )
+        )
+        .scalars()
+        .all()
+    )
     # `events` is a JSON list: filtered here, the same way on PostgreSQL and SQLite.
     return [r for r in rules if ev.event in r.events]
 
@@ -153,26 +183,43 @@ def _skip_reason(user: User | None) -> tuple[str, str] | None:
 
 def _message_in(template: EmailTemplate, to: str, subject: str, html: str, text: str) -> MessageIn:
     try:
-        return MessageIn(to=[to], from_=template.sender_email, from_name=template.sender_name, subject=subject,
-                         body_html=html, body_text=text)
+        return MessageIn(
+            to=[to],
+            from_=template.sender_email,
+            from_name=template.sender_name,
+            subject=subject,
+            body_html=html,
+            body_text=text,
+        )
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"template {template.code!r} rendered a message that is not valid: {field}: "
-                           f"{first['msg']}", errors=[{"field": field, "message": first["msg"]}]) from exc
+        raise InvalidInput(
+            f"template {template.code!r} rendered a message that is not valid: {field}: {first['msg']}",
+            errors=[{"field": field, "message": first["msg"]}],
+        ) from exc
 
 
-async def handle_event(session: AsyncSession, principal: Principal, ev: WorkflowEventIn) -> tuple[WorkflowEventResult,
-                                                                                                   list[int]]:
+async def handle_event(
+    session: AsyncSession, principal: Principal, ev: WorkflowEventIn
+) -> tuple[WorkflowEventResult, list[int]]:
     """Render and queue the notifications of one event; returns the result and the ids of new messages.
     All or nothing: a template that cannot be rendered with the event's data refuses the event (422)."""
-    seen = (await session.execute(
-        select(WorkflowEvent).where(WorkflowEvent.event_id == ev.event_id))).scalar()  # type: ignore[arg-type]
+    seen = (
+        await session.execute(select(WorkflowEvent).where(col(WorkflowEvent.event_id) == ev.event_id))
+    ).scalar()
     if seen is not None:
         return WorkflowEventResult.model_validate({**seen.result, "duplicate": True}), []
     now = utcnow()
-    record = WorkflowEvent(event_id=ev.event_id, workflow_id=ev.workflow_id, workflow_type=ev.workflow_type,
-                           company=ev.company, event=ev.event, api_key_id=principal.key_id, received_at=now)
+    record = WorkflowEvent(
+        event_id=ev.event_id,
+        workflow_id=ev.workflow_id,
+        workflow_type=ev.workflow_type,
+        company=ev.company,
+        event=ev.event,
+        api_key_id=principal.key_id,
+        received_at=now,
+    )
     session.add(record)
     try:
         await session.flush()  # claims the event id first: a concurrent duplicate waits here, then fails
@@ -182,8 +229,11 @@ async def handle_event(session: AsyncSession, principal: Principal, ev: Workflow
     rules = await _matching_rules(session, ev)
     wanted = [(rule, uid) for rule in rules for uid in _recipients(rule, ev)]
     ids = {uid for _, uid in wanted}
-    users = {u.id: u for u in (await session.execute(
-        select(User).where(User.id.in_(ids)))).scalars()} if ids else {}  # type: ignore[union-attr]
+    users = (
+        {u.id: u for u in (await session.execute(select(User).where(col(User.id).in_(ids)))).scalars()}
+        if ids
+        else {}
+    )
     params = await parameters_service.get(session)
     batch_sender = await message_service.default_sender(session, params.batch_provider)
 
@@ -200,43 +250,88 @@ async def handle_event(session: AsyncSession, principal: Principal, ev: Workflow
         user = users.get(uid)
         if (reason := _skip_reason(user)) is not None:
             skipped_users.add(uid)
-            skipped.append(RecipientSkipped(user_id=uid, reason=reason[0], detail=reason[1],  # type: ignore[arg-type]
-                                            rule_id=rule.id))
+            skipped.append(
+                RecipientSkipped(
+                    user_id=uid,
+                    reason=reason[0],
+                    detail=reason[1],
+                    rule_id=rule.id,
+                )
+            )
             continue
-        assert user is not None and user.email is not None
+        assert user is not None
+        assert user.email is not None
         if rule.template_code not in templates:
-            templates[rule.template_code] = await template_service.find_for_event(session, rule.template_code,
-                                                                                  ev.company)
+            templates[rule.template_code] = await template_service.find_for_event(
+                session, rule.template_code, ev.company
+            )
         template = templates[rule.template_code]
         if template is None:
-            skipped.append(RecipientSkipped(
-                user_id=uid, reason="no_template", rule_id=rule.id,
-                detail=f"no template {rule.template_code!r} for company {ev.company or '(system)'} or the system"))
+            skipped.append(
+                RecipientSkipped(
+                    user_id=uid,
+                    reason="no_template",
+                    rule_id=rule.id,
+                    detail=f"no template {rule.template_code!r} for this company or the system",
+                )
+            )
             continue
         to = normalize_address("to", user.email)
-        data = {**ev.data, "recipient_name": user.name, "recipient_email": to, "workflow": ev.workflow_id,
-                "event": ev.event, "company": ev.company or ""}
+        data = {
+            **ev.data,
+            "recipient_name": user.name,
+            "recipient_email": to,
+            "workflow": ev.workflow_id,
+            "event": ev.event,
+            "company": ev.company or "",
+        }
         r = await template_service.render(session, template, user.language, data)
         prepared = message_service.prepare(
             _message_in(template, to, r.rendered.subject, r.rendered.body_html, r.rendered.body_text),
-            principal=principal, params=params, default_sender=batch_sender, now=now, kind="workflow")
+            principal=principal,
+            params=params,
+            default_sender=batch_sender,
+            now=now,
+            kind="workflow",
+        )
         prepared.row.update(workflow_event_id=ev.event_id, template_id=template.id, language=r.language)
         assert template.id is not None
-        created.append((prepared.row, NotificationCreated(
-            message_id=0, user_id=uid, recipient=to, language=r.language, template_id=template.id,
-            template_scope=template.scope, rule_id=rule.id)))  # type: ignore[arg-type]
+        created.append(
+            (
+                prepared.row,
+                NotificationCreated(
+                    message_id=0,
+                    user_id=uid,
+                    recipient=to,
+                    language=r.language,
+                    template_id=template.id,
+                    template_scope=template.scope,
+                    rule_id=rule.id,
+                ),
+            )
+        )
 
     message_ids: list[int] = []
     if created:
         await lifecycle.insert_messages(session, [row for row, _ in created])
         # RETURNING of a multi-row insert need not follow the input order: map the ids by Message-ID.
-        by_header = dict((await session.execute(select(Message.message_id_header, Message.id).where(
-            Message.workflow_event_id == ev.event_id))).all())  # type: ignore[arg-type]
+        found = await session.execute(
+            select(col(Message.message_id_header), col(Message.id)).where(
+                col(Message.workflow_event_id) == ev.event_id
+            )
+        )
+        by_header = {header: mid for header, mid in found.all() if mid is not None}
         message_ids = [by_header[row["message_id_header"]] for row, _ in created]
     result = WorkflowEventResult(
-        event_id=ev.event_id, duplicate=False, received_at=now, rules=[r.id for r in rules if r.id is not None],
-        messages=[n.model_copy(update={"message_id": mid}) for mid, (_, n) in zip(message_ids, created, strict=True)],
-        skipped=skipped)
+        event_id=ev.event_id,
+        duplicate=False,
+        received_at=now,
+        rules=[r.id for r in rules if r.id is not None],
+        messages=[
+            n.model_copy(update={"message_id": mid}) for mid, (_, n) in zip(message_ids, created, strict=True)
+        ],
+        skipped=skipped,
+    )
     record.result = result.model_dump(mode="json", exclude={"duplicate"})
     session.add(record)
     await session.flush()

@@ -1,4 +1,4 @@
-"""Template CRUD and preview over HTTP: checked when saved, with the placeholder named (PostgreSQL and SQLite)."""
+"""Template CRUD and preview over HTTP: checked when saved, the placeholder named (PostgreSQL, SQLite)."""
 
 from __future__ import annotations
 
@@ -19,13 +19,16 @@ def _problem(r: Any, status: int = 422) -> dict[str, Any]:
 class TestSave:
     async def test_create_get_list(self, env: Env) -> None:
         t = await create_template(env)
-        assert t["scope"] == "system" and t["company"] is None and t["languages"] == ["en", "fr"]
+        assert t["scope"] == "system"
+        assert t["company"] is None
+        assert t["languages"] == ["en", "fr"]
         assert t["sender_email"] == "workflow@example.com"
         got = (await env.client.get(f"/templates/{t['id']}")).json()
         assert got["contents"][1]["body_text"].startswith("Bonjour")
         org = await create_template(env, scope="organization", company="USMF", sender="usmf@example.com")
         page = (await env.client.get("/templates", params={"scope": "organization"})).json()
-        assert [i["id"] for i in page["items"]] == [org["id"]] and page["total"] == 1
+        assert [i["id"] for i in page["items"]] == [org["id"]]
+        assert page["total"] == 1
         page = (await env.client.get("/templates", params={"code": "expense-approval"})).json()
         assert page["total"] == 2
 
@@ -35,12 +38,15 @@ class TestSave:
         # The same code for a company is a different template.
         await create_template(env, scope="organization", company="USMF")
 
-    @pytest.mark.parametrize(("source", "needle"), [
-        ("{{ ''.__class__.__mro__ }}", "__mro__"),
-        ("{{ document|attr('format') }}", "No filter named 'attr'"),
-        ("{{ document.format }}", "sandbox"),
-        ("{{ lipsum() }}", "lipsum"),
-    ])
+    @pytest.mark.parametrize(
+        ("source", "needle"),
+        [
+            ("{{ ''.__class__.__mro__ }}", "__mro__"),
+            ("{{ document|attr('format') }}", "No filter named 'attr'"),
+            ("{{ document.format }}", "sandbox"),
+            ("{{ lipsum() }}", "lipsum"),
+        ],
+    )
     async def test_sandbox_escape_refused_at_save(self, env: Env, source: str, needle: str) -> None:
         body = template_body()
         body["contents"][0]["body_html"] = source
@@ -54,19 +60,25 @@ class TestSave:
         body["contents"][1]["subject"] = "Approuvez {{ docment }}"
         p = _problem(await env.client.post("/templates", json=body))
         assert p["placeholder"] == "docment"
-        assert p["errors"][0] == {"field": "contents[fr].subject", "placeholder": "docment",
-                                  "message": p["errors"][0]["message"]}
+        assert p["errors"][0] == {
+            "field": "contents[fr].subject",
+            "placeholder": "docment",
+            "message": p["errors"][0]["message"],
+        }
         assert "docment" in p["detail"]
 
-    @pytest.mark.parametrize(("over", "field"), [
-        ({"sender_email": "workflow@localhost"}, "sender_email"),
-        ({"sender_email": "Workflow <wf@example.com>"}, "sender_email"),
-        ({"sender_name": "Evil\r\nBcc: x@example.com"}, "sender_name"),
-        ({"fallback_language": "de"}, "fallback_language"),
-        ({"placeholders": {"recipient_name": "x"}}, "placeholders.recipient_name"),
-        ({"scope": "organization"}, None),  # no company
-        ({"company": "USMF"}, None),  # system template with a company
-    ])
+    @pytest.mark.parametrize(
+        ("over", "field"),
+        [
+            ({"sender_email": "workflow@localhost"}, "sender_email"),
+            ({"sender_email": "Workflow <wf@example.com>"}, "sender_email"),
+            ({"sender_name": "Evil\r\nBcc: x@example.com"}, "sender_name"),
+            ({"fallback_language": "de"}, "fallback_language"),
+            ({"placeholders": {"recipient_name": "x"}}, "placeholders.recipient_name"),
+            ({"scope": "organization"}, None),  # no company
+            ({"company": "USMF"}, None),  # system template with a company
+        ],
+    )
     async def test_invalid_fields(self, env: Env, over: dict[str, Any], field: str | None) -> None:
         p = _problem(await env.client.post("/templates", json=template_body(**over)))
         if field:
@@ -78,7 +90,8 @@ class TestSave:
         body["contents"] = body["contents"][:1]
         r = await env.client.put(f"/templates/{t['id']}", json=body)
         assert r.status_code == 200, r.text
-        assert r.json()["languages"] == ["en"] and r.json()["sender_email"] == "other@example.com"
+        assert r.json()["languages"] == ["en"]
+        assert r.json()["sender_email"] == "other@example.com"
         bad = template_body()
         bad["contents"][0]["body_html"] = "{{ nope }}"
         _problem(await env.client.put(f"/templates/{t['id']}", json=bad))
@@ -107,24 +120,35 @@ class TestPreview:
         r = await env.client.post(f"/templates/{t['id']}/render", json={"language": "fr-CA"})
         assert r.status_code == 200, r.text
         fr = r.json()
-        assert fr["language"] == "fr" and not fr["fallback_used"]
+        assert fr["language"] == "fr"
+        assert not fr["fallback_used"]
         assert fr["subject"] == "Approuvez Expense report ER-1042"
-        assert fr["body_text"].startswith("Bonjour Ana Silva") and not fr["body_text_derived"]
+        assert fr["body_text"].startswith("Bonjour Ana Silva")
+        assert not fr["body_text_derived"]
         de = (await env.client.post(f"/templates/{t['id']}/render", json={"language": "de"})).json()
-        assert de["language"] == "en" and de["fallback_used"] and de["requested_language"] == "de"
-        assert de["body_text_derived"] and "please approve Expense report ER-1042" in de["body_text"]
+        assert de["language"] == "en"
+        assert de["fallback_used"]
+        assert de["requested_language"] == "de"
+        assert de["body_text_derived"]
+        assert "please approve Expense report ER-1042" in de["body_text"]
 
     async def test_data_is_escaped_in_html(self, env: Env) -> None:
         t = await create_template(env)
-        r = await env.client.post(f"/templates/{t['id']}/render", json={"data": {
-            "document": "<script>alert(1)</script>", "amount": "5 & 6"}})
+        r = await env.client.post(
+            f"/templates/{t['id']}/render",
+            json={"data": {"document": "<script>alert(1)</script>", "amount": "5 & 6"}},
+        )
         body = r.json()
-        assert "<script>" not in body["body_html"] and "&lt;script&gt;" in body["body_html"]
+        assert "<script>" not in body["body_html"]
+        assert "&lt;script&gt;" in body["body_html"]
         assert "5 &amp; 6" in body["body_html"]
         assert "<script>alert(1)</script>" in body["body_text"]  # plain text is not HTML
 
     async def test_missing_placeholder_named_at_preview(self, env: Env) -> None:
         t = await create_template(env)
-        p = _problem(await env.client.post(f"/templates/{t['id']}/render",
-                                           json={"language": "en", "data": {"document": "x"}}))
+        p = _problem(
+            await env.client.post(
+                f"/templates/{t['id']}/render", json={"language": "en", "data": {"document": "x"}}
+            )
+        )
         assert p["placeholder"] == "amount"
