@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Response, status
+from fastapi import APIRouter, Body, Header, Path, Query, Response, status
 
 from app.core.deps import TxDep, require
 from app.core.errors import problem_responses
@@ -29,6 +29,8 @@ router = APIRouter(prefix="/messages", tags=["messages"], responses=problem_resp
 
 Sender = Annotated[Principal, require("service", "admin")]
 Submitter = Annotated[Principal, require("service", "admin", "user")]
+# Ids are BIGINT: a larger number is simply not found, never a database error.
+MessageId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Reader = Annotated[Principal, require("service", "admin", "user")]
 
 
@@ -126,7 +128,7 @@ def _eml_response(file: draft_service.EmlFile) -> Response:
 @router.patch("/{message_id}", response_model=MessagePublic, responses=problem_responses(404, 409, 413),
               summary="Edit a draft (the send email dialog)")
 async def update_draft(
-    message_id: int, tx: TxDep, principal: Reader,
+    message_id: MessageId, tx: TxDep, principal: Reader,
     body: Annotated[DraftUpdate, Body(openapi_examples={
         "recipients and text": {"summary": "Change recipients, subject and body", "value": {
             "to": ["customer@example.com"], "cc": ["accounts@example.com"], "subject": "Statement for March",
@@ -154,7 +156,7 @@ async def update_draft(
                                              "message is not a draft"}},
              summary="Send a draft (How would you like to send email)")
 async def send_draft(
-    message_id: int, tx: TxDep, principal: Reader, body: Annotated[SendRequest | None, Body()] = None,
+    message_id: MessageId, tx: TxDep, principal: Reader, body: Annotated[SendRequest | None, Body()] = None,
 ) -> Any:
     """Sends through `provider`, else the user's email provider option. `do_not_ask_again` stores the choice
     as the option; otherwise it is proposed next time. smtp / graph / exchange: 202 and the message, queued
@@ -170,7 +172,7 @@ async def send_draft(
 @router.get("/{message_id}/eml", response_class=Response,
             responses={**problem_responses(404), **EML_RESPONSE},
             summary="Use an email app: the message as an .eml file")
-async def get_eml(message_id: int, tx: TxDep, principal: Reader) -> Response:
+async def get_eml(message_id: MessageId, tx: TxDep, principal: Reader) -> Response:
     """Read-only: any message this key may see. To record that the user sends a draft from their own email
     app, send it with provider email_app instead."""
     return _eml_response(await draft_service.eml(tx.session, principal, message_id))

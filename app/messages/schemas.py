@@ -49,8 +49,8 @@ class MessageIn(BaseModel):
         None, description="Send through this provider instead of the batch provider (or, for mail on behalf "
                           "of a user, instead of the user's email provider). email_app needs a draft.")
     user_id: int | None = Field(
-        None, description="Send on behalf of this user (an interactive message); a user key acts as its own "
-                          "user")
+        None, ge=1, le=2**63 - 1,
+        description="Send on behalf of this user (an interactive message); a user key acts as its own user")
     draft: bool = Field(
         False, description="Create a draft on behalf of a user (the send email dialog): edit it with PATCH "
                            "/messages/{id}, then send it with POST /messages/{id}/send")

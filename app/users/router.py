@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from app.core.deps import AdminDep, PrincipalDep, TxDep
 from app.core.errors import problem_responses
@@ -20,6 +20,8 @@ from app.users.schemas import (
 )
 
 router = APIRouter(prefix="/users", tags=["users"], responses=problem_responses(401, 403, 422))
+# Ids are BIGINT: a larger number is simply not found, never a database error.
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 keys_router = APIRouter(prefix="/api-keys", tags=["api-keys"], responses=problem_responses(401, 403, 422))
 
 
@@ -40,19 +42,19 @@ async def create_user(body: UserCreate, tx: TxDep, _: AdminDep) -> UserPublic:
 
 
 @router.get("/{user_id}", response_model=UserPublic, responses=problem_responses(404), summary="One user")
-async def get_user(user_id: int, tx: TxDep, _: AdminDep) -> UserPublic:
+async def get_user(user_id: Id, tx: TxDep, _: AdminDep) -> UserPublic:
     return await user_service.get(tx.session, user_id)
 
 
 @router.patch("/{user_id}", response_model=UserPublic, responses=problem_responses(404),
               summary="Change a user")
-async def update_user(user_id: int, body: UserUpdate, tx: TxDep, _: AdminDep) -> UserPublic:
+async def update_user(user_id: Id, body: UserUpdate, tx: TxDep, _: AdminDep) -> UserPublic:
     return await user_service.update(tx.session, user_id, body)
 
 
 @router.get("/{user_id}/options", response_model=UserOptionsPublic, responses=problem_responses(404),
             summary="User options: email provider, sender email, workflow notifications")
-async def get_options(user_id: int, tx: TxDep, principal: PrincipalDep) -> UserOptionsPublic:
+async def get_options(user_id: Id, tx: TxDep, principal: PrincipalDep) -> UserOptionsPublic:
     """The user's own key, or an admin key."""
     return await user_service.get_options(tx.session, principal, user_id)
 
@@ -60,7 +62,7 @@ async def get_options(user_id: int, tx: TxDep, principal: PrincipalDep) -> UserO
 @router.put("/{user_id}/options", response_model=UserOptionsPublic, responses=problem_responses(404),
             summary="Change user options")
 async def put_options(
-    user_id: int, body: UserOptionsUpdate, tx: TxDep, principal: PrincipalDep
+    user_id: Id, body: UserOptionsUpdate, tx: TxDep, principal: PrincipalDep
 ) -> UserOptionsPublic:
     """The user's own key, or an admin key. Fields left out keep their value; only an admin may change
     `sender_email`. `email_provider: null` means the user is asked each time how to send."""
@@ -81,7 +83,7 @@ async def list_keys(tx: TxDep, _: AdminDep) -> list[ApiKeyPublic]:
 
 @keys_router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404),
                     summary="Revoke an API key")
-async def revoke_key(key_id: int, tx: TxDep, _: AdminDep) -> Response:
+async def revoke_key(key_id: Id, tx: TxDep, _: AdminDep) -> Response:
     """The key stops working at once."""
     await user_service.revoke_key(tx.session, key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -88,7 +88,7 @@ class ApiKeyCreate(BaseModel):
         {"role": "user", "user_id": 1, "name": "Alice's mail client"}, {"role": "service", "name": "ERP"}]})
 
     role: Role
-    user_id: int | None = Field(None,
+    user_id: int | None = Field(None, ge=1, le=2**63 - 1,
                                 description="Required for (and only for) role user: the user it acts as")
     name: str = Field("", max_length=200)
 

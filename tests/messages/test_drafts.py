@@ -48,6 +48,12 @@ class TestCreateDraft:
             assert r.status_code == code, (body, r.text)
             assert r.headers["content-type"] == PROBLEM
             assert text in r.json()["detail"]
+        huge = 2**63
+        for method, path, body in (("PATCH", f"/messages/{huge}", {}), ("POST", f"/messages/{huge}/send", {}),
+                                   ("GET", f"/messages/{huge}/eml", None),
+                                   ("POST", "/messages", {"draft": True, "to": [], "user_id": huge})):
+            r = await env.client.request(method, path, json=body, headers=svc)
+            assert r.status_code == 422, (method, path, r.text)
         await env.client.patch(f"/users/{alice['id']}", json={"enabled": False})
         r = await env.client.post("/messages", json={"draft": True, "to": ["c@example.com"], "user_id": alice["id"]},
                                   headers=svc)

@@ -57,6 +57,10 @@ class TestUsers:
 
     async def test_unknown_user_404_and_admin_only(self, env: Env) -> None:
         assert (await env.client.get("/users/999")).status_code == 404
+        for method, path in (("GET", f"/users/{2**63}"), ("GET", f"/users/{2**63}/options"),
+                             ("DELETE", f"/api-keys/{2**63}")):
+            assert (await env.client.request(method, path)).status_code == 422, path
+        assert (await env.client.post("/api-keys", json={"role": "user", "user_id": 2**63})).status_code == 422
         assert (await env.client.patch("/users/999", json={"name": "x"})).status_code == 404
         alice = await _user(env)
         for role, uid in (("service", None), ("user", alice["id"])):
