@@ -77,7 +77,25 @@ def api_key_revoke(key_id: int) -> None:
     if not ok:
         console.print(f"[red]no active key {key_id}[/red]")
         raise typer.Exit(1)
+    asyncio.run(_announce_revoked())
     console.print(f"key {key_id} revoked")
+
+
+async def _announce_revoked() -> None:
+    """Tell running API processes to forget cached keys (they listen on Redis)."""
+    from app.core import auth_cache
+    from app.core.redis import connect
+
+    settings = get_settings()
+    try:
+        redis = await connect(settings.effective_redis_url)
+    except Exception:  # noqa: BLE001
+        console.print(f"Redis unreachable: running API processes stop accepting the key within {auth_cache.TTL:.0f} s")
+        return
+    try:
+        await auth_cache.announce_revoked(redis)
+    finally:
+        await redis.aclose()
 
 
 @secrets_cli.command("generate-key")

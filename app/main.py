@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,12 +11,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.core import db
+from app.core import auth_cache, db
 from app.core.crypto import load_keys
 from app.core.embedded import EmbeddedValkey
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import install_middleware
+from app.core.jobs import JobFlusher
 from app.core.migrate import upgrade
 from app.core.redis import connect
 from app.history.router import router as history_router
@@ -63,9 +65,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.sessionmaker = db.make_sessionmaker(engine)
     app.state.redis = await connect(redis_url)
+    app.state.jobs = JobFlusher(app.state.redis, settings.queue_name)
+    app.state.jobs.start()
+    listener = asyncio.create_task(auth_cache.listen(app.state.redis), name="outbox-revocations")
     try:
         yield
     finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        await app.state.jobs.aclose()
         await app.state.redis.aclose()
         await engine.dispose()
         if embedded is not None:

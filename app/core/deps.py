@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import auth_cache
 from app.core.errors import Forbidden, Unauthorized
 from app.core.security import Principal, Role, hash_key
 from app.settings import Settings
@@ -26,20 +27,13 @@ class Tx:
 
     session: AsyncSession
     jobs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    callbacks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def enqueue_after_commit(self, function: str, **kwargs: Any) -> None:
         self.jobs.append((function, kwargs))
 
-
-async def flush_jobs(redis: ArqRedis | None, jobs: list[tuple[str, dict[str, Any]]], queue: str) -> None:
-    if redis is None:
-        return
-    for function, kwargs in jobs:
-        try:
-            await redis.enqueue_job(function, _queue_name=queue, **kwargs)
-        except Exception:  # noqa: BLE001
-            # The rows are committed: the reconciler re-enqueues them, so a Redis hiccup loses nothing.
-            log.warning("enqueue of %s failed; the reconciler will pick the work up", function, exc_info=True)
+    def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
+        self.callbacks.append(callback)
 
 
 async def get_tx(request: Request) -> AsyncIterator[Tx]:
@@ -52,7 +46,10 @@ async def get_tx(request: Request) -> AsyncIterator[Tx]:
         except BaseException:
             await session.rollback()
             raise
-    await flush_jobs(state.redis, tx.jobs, state.settings.queue_name)
+    for function, kwargs in tx.jobs:  # committed: now the worker may see the rows
+        state.jobs.request(function, **kwargs)
+    for callback in tx.callbacks:
+        await callback()
 
 
 # scope="function": the commit (and enqueue) happen before the response is sent, so a 202 means committed.
@@ -68,16 +65,20 @@ async def get_principal(
 
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.", headers={"WWW-Authenticate": "Bearer"})
+    digest = hash_key(creds.credentials)
+    cached = auth_cache.get(digest)
+    if cached is not None:
+        return cached
     row = (
         await tx.session.execute(
-            select(ApiKey.id, ApiKey.role, ApiKey.user_id, ApiKey.revoked_at).where(
-                ApiKey.key_hash == hash_key(creds.credentials)
-            )
+            select(ApiKey.id, ApiKey.role, ApiKey.user_id, ApiKey.revoked_at).where(ApiKey.key_hash == digest)
         )
     ).first()
     if row is None or row.revoked_at is not None:
         raise Unauthorized("The API key is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"})
-    return Principal(key_id=row.id, role=row.role, user_id=row.user_id)
+    principal = Principal(key_id=row.id, role=row.role, user_id=row.user_id)
+    auth_cache.put(digest, principal)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Parameters
@@ -24,6 +26,29 @@ async def get(session: AsyncSession) -> Parameters:
     return row
 
 
+# The submit path reads the parameters on every request; they change rarely. A copy is kept for CACHE_TTL
+# seconds (a change made through this process is seen at once; other API processes see it within the TTL).
+CACHE_TTL = 2.0
+_cached: tuple[Parameters, float] | None = None
+
+
+async def cached(session: AsyncSession) -> Parameters:
+    """A detached copy of the parameters for read-only use on hot paths."""
+    global _cached
+    now = time.monotonic()
+    if _cached is not None and _cached[1] > now:
+        return _cached[0]
+    row = await get(session)
+    copy = Parameters(**row.model_dump())
+    _cached = (copy, now + CACHE_TTL)
+    return copy
+
+
+def forget_cached() -> None:
+    global _cached
+    _cached = None
+
+
 def to_public(row: Parameters) -> ParametersPublic:
     return ParametersPublic(
         batch_provider=row.batch_provider,  # type: ignore[arg-type]
@@ -44,4 +69,5 @@ async def update(session: AsyncSession, data: ParametersUpdate) -> Parameters:
     row.updated_at = utcnow()
     session.add(row)
     await session.flush()
+    forget_cached()
     return row

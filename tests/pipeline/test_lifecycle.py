@@ -147,7 +147,11 @@ async def test_real_arq_worker_picks_up_enqueued_job(env: Env, smtp: SmtpServer)
 
     await env.use_smtp(smtp)
     mid = await _submit(env)
-    assert await env.redis.zcard(env.settings.queue_name) >= 1  # enqueued after commit
+    for _ in range(100):  # enqueued after commit, by the API's job flusher a few milliseconds later
+        if await env.redis.zcard(env.settings.queue_name) >= 1:
+            break
+        await asyncio.sleep(0.01)
+    assert await env.redis.zcard(env.settings.queue_name) >= 1
 
     async def on_startup(ctx: dict[str, object]) -> None:
         ctx.update(env.worker_ctx)
