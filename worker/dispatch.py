@@ -206,6 +206,24 @@ async def _process(ctx: WorkerContext, claimed: list[Any], params: Parameters) -
     return [o for group in results for o in group]
 
 
+async def _renew_leases(ctx: WorkerContext, ids: list[int], stop: asyncio.Event) -> None:
+    """While a batch is being sent, extend its lease every third of the lease time."""
+    s = ctx["settings"]
+    every = max(0.5, s.lease_seconds / 3)
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
+            return
+        except TimeoutError:
+            pass
+        try:
+            async with ctx["sessionmaker"]() as session:
+                await lifecycle.renew_leases(session, ids, ctx["worker_id"], utcnow(), s.lease_seconds)
+                await session.commit()
+        except Exception:  # noqa: BLE001
+            log.warning("could not renew leases; the batch may be handed to another worker", exc_info=True)
+
+
 async def _schedule_wakeup(ctx: WorkerContext, outcomes: list[Outcome]) -> None:
     """Deferred and retried messages come due later: enqueue a drain for then (the reconciler is the backstop)."""
     due = [o.next_attempt_at for o in outcomes if o.next_attempt_at is not None and o.status in ("deferred", "retrying")]
@@ -235,7 +253,13 @@ async def deliver(ctx: WorkerContext, *_: Any, **__: Any) -> int:
             await session.commit()
         if not claimed:
             return total
-        outcomes = await _process(ctx, claimed, params)
+        stop = asyncio.Event()
+        renewer = asyncio.create_task(_renew_leases(ctx, [r.id for r in claimed], stop))
+        try:
+            outcomes = await _process(ctx, claimed, params)
+        finally:
+            stop.set()
+            await renewer
         async with ctx["sessionmaker"]() as session:
             await lifecycle.record(session, outcomes, utcnow(), ctx["worker_id"])
             await session.commit()

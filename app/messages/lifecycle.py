@@ -248,3 +248,13 @@ async def hand_to_user(session: AsyncSession, message_id: int, now: datetime, se
 async def counts_by_status(session: AsyncSession) -> dict[str, int]:
     rows = (await session.execute(select(M.c.status, func.count()).group_by(M.c.status))).all()
     return {r[0]: int(r[1]) for r in rows}
+
+
+async def renew_leases(session: AsyncSession, ids: list[int], worker: str, now: datetime, lease_seconds: int) -> int:
+    """Keep a claim alive while its batch is still being sent, so the reconciler never hands a message that is
+    in flight to another worker (which would send it twice)."""
+    res = await session.execute(
+        update(M).where(M.c.id.in_(ids), M.c.status == "sending", M.c.claimed_by == worker)
+        .values(lease_until=now + timedelta(seconds=lease_seconds))
+    )
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]

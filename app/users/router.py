@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
+from app.core import auth_cache
 from app.core.deps import AdminDep, PrincipalDep, TxDep
 from app.core.errors import problem_responses
 from app.messages.schemas import Page
@@ -83,7 +84,8 @@ async def list_keys(tx: TxDep, _: AdminDep) -> list[ApiKeyPublic]:
 
 @keys_router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404),
                     summary="Revoke an API key")
-async def revoke_key(key_id: Id, tx: TxDep, _: AdminDep) -> Response:
-    """The key stops working at once."""
+async def revoke_key(key_id: Id, request: Request, tx: TxDep, _: AdminDep) -> Response:
+    """The key stops working at once (in every API process: the revocation is announced after it commits)."""
     await user_service.revoke_key(tx.session, key_id)
+    tx.after_commit(lambda: auth_cache.announce_revoked(request.app.state.redis))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
