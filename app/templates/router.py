@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from app.core.deps import AdminDep, TxDep
 from app.core.errors import problem_responses
@@ -19,6 +19,8 @@ from app.templates.schemas import (
     TemplateSummary,
 )
 
+TemplateId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
 router = APIRouter(prefix="/templates", tags=["templates"], responses=problem_responses(401, 403, 422))
 
 
@@ -30,7 +32,7 @@ async def list_templates(
     company: Annotated[str | None, Query(pattern=COMPANY_PATTERN)] = None,
     code: Annotated[str | None, Query(pattern=CODE_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> Page[TemplateSummary]:
     return await template_service.list_templates(
         tx.session, scope=scope, company=company, code=code, limit=limit, offset=offset
@@ -56,7 +58,7 @@ async def create_template(body: TemplateIn, tx: TxDep, _: AdminDep) -> TemplateP
     responses=problem_responses(404),
     summary="One template with every language",
 )
-async def get_template(template_id: int, tx: TxDep, _: AdminDep) -> TemplatePublic:
+async def get_template(template_id: TemplateId, tx: TxDep, _: AdminDep) -> TemplatePublic:
     return await template_service.get(tx.session, template_id)
 
 
@@ -66,7 +68,9 @@ async def get_template(template_id: int, tx: TxDep, _: AdminDep) -> TemplatePubl
     responses=problem_responses(404, 409),
     summary="Replace a template (all languages)",
 )
-async def replace_template(template_id: int, body: TemplateIn, tx: TxDep, _: AdminDep) -> TemplatePublic:
+async def replace_template(
+    template_id: TemplateId, body: TemplateIn, tx: TxDep, _: AdminDep
+) -> TemplatePublic:
     """The languages given replace the stored ones; checked as on create."""
     return await template_service.replace(tx.session, template_id, body)
 
@@ -78,7 +82,7 @@ async def replace_template(template_id: int, body: TemplateIn, tx: TxDep, _: Adm
     responses=problem_responses(404, 409),
     summary="Delete a template",
 )
-async def delete_template(template_id: int, tx: TxDep, _: AdminDep) -> None:
+async def delete_template(template_id: TemplateId, tx: TxDep, _: AdminDep) -> None:
     """Refused while a notification rule would be left with no template to use."""
     await template_service.remove(tx.session, template_id)
 
@@ -89,7 +93,9 @@ async def delete_template(template_id: int, tx: TxDep, _: AdminDep) -> None:
     responses=problem_responses(404),
     summary="Preview a template in a language",
 )
-async def render_template(template_id: int, body: RenderRequest, tx: TxDep, _: AdminDep) -> RenderResult:
+async def render_template(
+    template_id: TemplateId, body: RenderRequest, tx: TxDep, _: AdminDep
+) -> RenderResult:
     """Renders subject, HTML and text with the given data (default: the template's sample values) in the given
     language, or the fallback language when the template has none for it. Nothing is sent."""
     return await template_service.preview(tx.session, template_id, body)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from app.core.deps import AdminDep, TxDep, require
 from app.core.errors import problem_responses
@@ -19,6 +19,7 @@ from app.workflow.schemas import (
 
 router = APIRouter(tags=["workflow"], responses=problem_responses(401, 403, 422))
 
+RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Reporter = Annotated[Principal, require("service", "admin")]
 
 
@@ -67,7 +68,7 @@ async def create_rule(body: NotificationRuleIn, tx: TxDep, _: AdminDep) -> Notif
     responses=problem_responses(404),
     summary="One notification rule",
 )
-async def get_rule(rule_id: int, tx: TxDep, _: AdminDep) -> NotificationRulePublic:
+async def get_rule(rule_id: RuleId, tx: TxDep, _: AdminDep) -> NotificationRulePublic:
     return await workflow_service.get_rule(tx.session, rule_id)
 
 
@@ -78,7 +79,7 @@ async def get_rule(rule_id: int, tx: TxDep, _: AdminDep) -> NotificationRulePubl
     summary="Replace a notification rule",
 )
 async def replace_rule(
-    rule_id: int, body: NotificationRuleIn, tx: TxDep, _: AdminDep
+    rule_id: RuleId, body: NotificationRuleIn, tx: TxDep, _: AdminDep
 ) -> NotificationRulePublic:
     return await workflow_service.replace_rule(tx.session, rule_id, body)
 
@@ -90,5 +91,5 @@ async def replace_rule(
     responses=problem_responses(404),
     summary="Delete a notification rule",
 )
-async def delete_rule(rule_id: int, tx: TxDep, _: AdminDep) -> None:
+async def delete_rule(rule_id: RuleId, tx: TxDep, _: AdminDep) -> None:
     await workflow_service.delete_rule(tx.session, rule_id)

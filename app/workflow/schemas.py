@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,6 +14,7 @@ EVENT_DESCRIPTION = (
     "A workflow event in snake_case: submitted, work_item_assigned, approved, rejected, completed, "
     "escalated, delegated, returned, cancelled, ... (any name the workflow system reports)"
 )
+UserId = Annotated[int, Field(ge=1, le=2**63 - 1, description="An Outbox user id")]
 SkipReason = Literal[
     "opted_out", "no_email_address", "user_disabled", "unknown_user", "invalid_email_address", "no_template"
 ]
@@ -24,7 +25,7 @@ class Recipients(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_ids: list[int] = Field(
+    user_ids: list[UserId] = Field(
         default_factory=list, max_length=500, description="Named users (Outbox user ids)"
     )
     submitter: bool = Field(False, description="The user who submitted the document to the workflow")
@@ -156,8 +157,8 @@ class WorkflowEventIn(BaseModel):
         description="The company of a company-specific workflow; null for system-level",
     )
     event: str = Field(pattern=EVENT_PATTERN, description=EVENT_DESCRIPTION)
-    submitter_user_id: int | None = None
-    assignee_user_ids: list[int] = Field(default_factory=list, max_length=500)
+    submitter_user_id: UserId | None = None
+    assignee_user_ids: list[UserId] = Field(default_factory=list, max_length=500)
     data: dict[str, Any] = Field(
         default_factory=dict, max_length=200, description="Placeholder values for the template"
     )

@@ -3,6 +3,7 @@ languages, idempotency, and delivery to a real SMTP server (PostgreSQL and SQLit
 
 from __future__ import annotations
 
+import asyncio
 from email.message import EmailMessage
 from typing import Any
 
@@ -198,3 +199,18 @@ async def test_who_may_post_events(env: Env) -> None:
     assert r.status_code == 403
     r = await env.client.post("/workflow-events", json=event(), headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401
+
+
+async def test_concurrent_duplicates_create_one_set(env: Env) -> None:
+    await create_template(env)
+    await create_rule(env)
+    ana = await create_user(env, "Ana", "ana@example.com")
+    body = event("race", assignee_user_ids=[ana])
+    responses = await asyncio.gather(*(env.client.post("/workflow-events", json=body) for _ in range(4)))
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {202, 409}, [r.text for r in responses]
+    assert 202 in statuses
+    assert (await env.sql("SELECT count(*) FROM message"))[0][0] == 1
+    again = await post_event(env, body)  # a 409 caller retries and gets the first result
+    assert again["duplicate"]
+    assert len(again["messages"]) == 1
