@@ -21,6 +21,7 @@ from app.core.jobs import JobFlusher
 from app.core.migrate import upgrade
 from app.core.redis import connect
 from app.history.router import router as history_router
+from app.messages.ingest import IngestBatcher
 from app.messages.router import router as messages_router
 from app.monitoring.router import router as monitoring_router
 from app.parameters.router import router as parameters_router
@@ -67,6 +68,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = await connect(redis_url)
     app.state.jobs = JobFlusher(app.state.redis, settings.queue_name)
     app.state.jobs.start()
+    # Group commit on PostgreSQL. SQLite has one writer: a request that wrote in its own transaction (say the
+    # default parameters row) would wait on the batch's insert and the batch on it; there, each request inserts
+    # in its own transaction.
+    app.state.ingest = None if db.is_sqlite(settings.effective_database_url) else IngestBatcher(app.state.sessionmaker)
+    if app.state.ingest is not None:
+        app.state.ingest.start()
     listener = asyncio.create_task(auth_cache.listen(app.state.redis), name="outbox-revocations")
     try:
         yield
@@ -74,6 +81,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listener
+        if app.state.ingest is not None:
+            await app.state.ingest.aclose()
         await app.state.jobs.aclose()
         await app.state.redis.aclose()
         await engine.dispose()
@@ -93,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.redis = None
+    app.state.ingest = None
     install_error_handlers(app)
     install_middleware(app)
     for router in (messages_router, history_router, parameters_router, providers_router, monitoring_router,

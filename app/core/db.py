@@ -57,7 +57,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping (a round trip per request): a connection broken by a database restart fails one request
+    # with a 503 (problem+json, Retry-After), and SQLAlchemy then replaces the whole pool.
+    kwargs.setdefault("pool_recycle", 1800)
     return create_async_engine(aurl, **kwargs)
 
 

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import auth_cache
+from app.core import auth_cache, ttl_cache
 from app.core.errors import Forbidden, Unauthorized
 from app.core.security import Principal, Role, hash_key
 from app.settings import Settings
@@ -46,6 +46,8 @@ async def get_tx(request: Request) -> AsyncIterator[Tx]:
         except BaseException:
             await session.rollback()
             raise
+    if request.method in ("PUT", "PATCH", "DELETE"):
+        ttl_cache.clear_all()  # an administrator's change is seen at once by this process
     for function, kwargs in tx.jobs:  # committed: now the worker may see the rows
         state.jobs.request(function, **kwargs)
     for callback in tx.callbacks:

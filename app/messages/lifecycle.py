@@ -34,9 +34,20 @@ CLAIM_COLUMNS = (M.c.id, M.c.kind, M.c.provider, M.c.deferrals, M.c.attempts, M.
 
 
 async def insert_messages(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert new messages (status set by the caller: draft or queued) in one statement; returns their ids."""
-    result = await session.execute(insert(M).returning(M.c.id), rows)
-    return [r[0] for r in result.all()]
+    """Insert new messages (status set by the caller: draft or queued); returns their ids in the rows' order.
+
+    One statement per distinct set of columns (normally one); `sort_by_parameter_order` makes RETURNING give
+    the ids in parameter order, which callers rely on to attach attachments and answer each request."""
+    ids: list[int | None] = [None] * len(rows)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(tuple(sorted(row)), []).append(i)
+    for positions in groups.values():
+        result = await session.execute(insert(M).returning(M.c.id, sort_by_parameter_order=True),
+                                       [rows[i] for i in positions])
+        for i, r in zip(positions, result.all(), strict=True):
+            ids[i] = r[0]
+    return [i for i in ids if i is not None]
 
 
 async def claim_due(

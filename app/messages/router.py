@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Query, Response, status
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
 
 from app.core.deps import TxDep, require
 from app.core.errors import problem_responses
@@ -47,7 +47,7 @@ def deliver_job_id(message_id: int) -> str:
                  "email-app-needs-draft, user-disabled, or an Idempotency-Key in use")}},
              summary="Submit a message")
 async def submit_message(
-    body: MessageIn, tx: TxDep, principal: Submitter,
+    body: MessageIn, request: Request, tx: TxDep, principal: Submitter,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key",
                                                   description="Retry-safe submission: the same key returns the "
                                                               "first result")] = None,
@@ -58,7 +58,8 @@ async def submit_message(
     its From follows the user's sender email / Email, and it goes out through the provider named here or the
     user's email provider option. With `draft: true` it is stored as a draft for the send email dialog
     instead: edit it with PATCH /messages/{id}, send it with POST /messages/{id}/send."""
-    accepted = (await message_service.submit(tx.session, principal, [body], idempotency_key))[0]
+    accepted = (await message_service.submit(tx.session, principal, [body], idempotency_key,
+                                             batcher=request.app.state.ingest))[0]
     if accepted.status == "queued":
         tx.enqueue_after_commit("deliver", _job_id=deliver_job_id(accepted.id))
     return accepted
@@ -66,9 +67,10 @@ async def submit_message(
 
 @router.post("/bulk", status_code=status.HTTP_202_ACCEPTED, response_model=BulkAccepted,
              responses=problem_responses(413), summary="Submit many messages in one request")
-async def submit_bulk(body: BulkIn, tx: TxDep, principal: Sender) -> BulkAccepted:
+async def submit_bulk(body: BulkIn, request: Request, tx: TxDep, principal: Sender) -> BulkAccepted:
     """All or nothing: one invalid message refuses the whole request, naming the field (messages[i].to[j])."""
-    accepted = await message_service.submit(tx.session, principal, body.messages, None)
+    accepted = await message_service.submit(tx.session, principal, body.messages, None,
+                                            batcher=request.app.state.ingest)
     for slot in sorted({deliver_job_id(a.id) for a in accepted if a.status == "queued"}):
         tx.enqueue_after_commit("deliver", _job_id=slot)
     return BulkAccepted(accepted=accepted)

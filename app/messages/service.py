@@ -25,7 +25,9 @@ from app.mail.validate import (
     normalize_addresses,
     safe_filename,
 )
+from app.core.ttl_cache import TTLCache
 from app.messages import choice, lifecycle
+from app.messages.ingest import IngestBatcher, insert_prepared
 from app.messages.schemas import (
     AttachmentPublic,
     AttemptPublic,
@@ -149,15 +151,23 @@ def prepare(
     return PreparedMessage(row, attachments)
 
 
+_senders: TTLCache[str, tuple[str | None, str | None]] = TTLCache()
+
+
 async def default_sender(session: AsyncSession, provider: str) -> tuple[str | None, str | None]:
     """The batch account of a provider: the From of batch email when no other sender applies."""
     from app.providers import service as providers_service
 
+    hit = _senders.get(provider)
+    if hit is not None:
+        return hit
     row = await providers_service.get_row(session, provider)
     if row is None:
         return None, None
     c = row.config
-    return c.get("from_address") or c.get("batch_account"), c.get("from_name")
+    found = (c.get("from_address") or c.get("batch_account"), c.get("from_name"))
+    _senders.put(provider, found)
+    return found
 
 
 def request_hash(body: MessageIn) -> str:
@@ -173,10 +183,12 @@ async def _by_idempotency(session: AsyncSession, key_id: int, key: str) -> Any:
 
 async def submit(
     session: AsyncSession, principal: Principal, bodies: list[MessageIn], idempotency_key: str | None,
-    *, kind: str = "batch",
+    *, kind: str = "batch", batcher: IngestBatcher | None = None,
 ) -> list[MessageAccepted]:
+    """Validate and store messages. With `batcher`, the insert joins other requests' in one group commit
+    (committed before this returns); without, it is part of the caller's transaction."""
     now = utcnow()
-    params = await parameters_service.get(session)
+    params = await parameters_service.cached(session)
     senders: dict[str, tuple[str | None, str | None]] = {}
     if idempotency_key is not None:
         if len(idempotency_key) > 255 or not idempotency_key.isprintable():
@@ -213,13 +225,14 @@ async def submit(
     if idempotency_key is not None:
         prepared[0].row["idempotency_key"] = idempotency_key
         prepared[0].row["request_hash"] = request_hash(bodies[0])
+    rows, attachments = [p.row for p in prepared], [p.attachments for p in prepared]
     try:
-        ids = await lifecycle.insert_messages(session, [p.row for p in prepared])
+        if batcher is not None:
+            ids = await batcher.insert(rows, attachments)
+        else:
+            ids = await insert_prepared(session, rows, attachments)
     except IntegrityError as exc:
         raise Conflict("A request with this Idempotency-Key is being processed; retry in a moment") from exc
-    atts = [dict(a, message_id=mid) for mid, p in zip(ids, prepared, strict=True) for a in p.attachments]
-    if atts:
-        await session.execute(insert(ATT), atts)
     return [MessageAccepted(id=mid, status=p.row["status"], message_id=p.row["message_id_header"])
             for mid, p in zip(ids, prepared, strict=True)]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.ttl_cache import TTLCache
 from app.models import Parameters
 from app.models._base import utcnow
 from app.parameters.schemas import ParametersPublic, ParametersUpdate
@@ -26,27 +26,18 @@ async def get(session: AsyncSession) -> Parameters:
     return row
 
 
-# The submit path reads the parameters on every request; they change rarely. A copy is kept for CACHE_TTL
-# seconds (a change made through this process is seen at once; other API processes see it within the TTL).
-CACHE_TTL = 2.0
-_cached: tuple[Parameters, float] | None = None
+# The submit path reads the parameters on every request; they change rarely (see core.ttl_cache).
+_cache: TTLCache[int, Parameters] = TTLCache()
 
 
 async def cached(session: AsyncSession) -> Parameters:
     """A detached copy of the parameters for read-only use on hot paths."""
-    global _cached
-    now = time.monotonic()
-    if _cached is not None and _cached[1] > now:
-        return _cached[0]
-    row = await get(session)
-    copy = Parameters(**row.model_dump())
-    _cached = (copy, now + CACHE_TTL)
-    return copy
-
-
-def forget_cached() -> None:
-    global _cached
-    _cached = None
+    hit = _cache.get(1)
+    if hit is None:
+        row = await get(session)
+        hit = Parameters(**row.model_dump())
+        _cache.put(1, hit)
+    return hit
 
 
 def to_public(row: Parameters) -> ParametersPublic:
@@ -69,5 +60,5 @@ async def update(session: AsyncSession, data: ParametersUpdate) -> Parameters:
     row.updated_at = utcnow()
     session.add(row)
     await session.flush()
-    forget_cached()
+    _cache.clear()
     return row
