@@ -27,8 +27,11 @@ class Settings(BaseSettings):
 
     # Delivery engine
     claim_batch_size: int = Field(default=100, alias="OUTBOX_CLAIM_BATCH")
-    drain_slots: int = Field(default=4, alias="OUTBOX_DRAIN_SLOTS")
-    smtp_connections: int = Field(default=4, alias="OUTBOX_SMTP_CONNECTIONS")
+    # Drain jobs across all workers, and jobs one worker runs at once: with 8 slots and 4 per worker, two
+    # workers share the drains instead of the first one taking them all.
+    drain_slots: int = Field(default=8, alias="OUTBOX_DRAIN_SLOTS")
+    worker_max_jobs: int = Field(default=4, alias="OUTBOX_WORKER_MAX_JOBS")
+    smtp_connections: int = Field(default=8, alias="OUTBOX_SMTP_CONNECTIONS")
     smtp_timeout: float = Field(default=30.0, alias="OUTBOX_SMTP_TIMEOUT")
     lease_seconds: int = Field(default=120, alias="OUTBOX_LEASE_SECONDS")
     max_attempts: int = Field(default=8, alias="OUTBOX_MAX_ATTEMPTS")

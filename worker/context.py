@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypedDict
 
 from arq.connections import ArqRedis
@@ -18,3 +19,5 @@ class WorkerContext(TypedDict):
     worker_id: str
     pools: dict[str, tuple[str, Any]]
     heartbeat: Any
+    inflight: asyncio.Semaphore  # messages loaded, built or being sent at once, across this worker's drains
+    large: asyncio.Semaphore  # of which large ones (attachments): bounds the worker's memory

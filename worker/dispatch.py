@@ -7,6 +7,7 @@ is paid per batch, not per message. Claims are compare-and-set with a lease (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -189,8 +190,36 @@ async def _process_group(ctx: WorkerContext, route: Route, rows: list[Any]) -> l
                             f"deferred {r.deferrals + 1} time(s), next try in {wait:.1f} s.",
                 fix="None needed. To send faster, raise the provider's per-minute limit."))
     if to_send:
-        outcomes += await asyncio.gather(*(_send_one(ctx, route, r, note) for r, note in to_send))
+        outcomes += await asyncio.gather(*(_send_bounded(ctx, route, r, note) for r, note in to_send))
     return outcomes
+
+
+LARGE_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+async def _send_bounded(ctx: WorkerContext, route: Route, row: Any, note: Verdict | None) -> Outcome:
+    """Send one message with its memory and connections bounded, and always come back with an outcome.
+
+    A worker-wide semaphore caps messages being loaded, built or sent at once (so a batch never holds all its
+    attachments in memory, nor more database sessions than the pool has), and a tighter one caps large
+    messages. Any unexpected error becomes a transient outcome, so the messages of the batch that did go out
+    are still recorded (an exception here once lost a whole batch's records, and the expired leases sent it
+    again)."""
+    large = row.size_bytes > LARGE_MESSAGE_BYTES
+    async with ctx["inflight"]:
+        async with ctx["large"] if large else contextlib.nullcontext():
+            try:
+                return await _send_one(ctx, route, row, note)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("unexpected error while sending message %s", row.id)
+                s = ctx["settings"]
+                v = Verdict(kind="transient", error_type="worker.internal_error", title="Internal error",
+                            explanation=f"The worker hit an unexpected {type(exc).__name__} while sending; the "
+                                        "message may or may not have reached the server.",
+                            fix="It is retried automatically; if this repeats, check the worker's log.",
+                            uncertain=True)
+                return _verdict_outcome(row, route, v, utcnow(), s.max_attempts, s.retry_base_seconds,
+                                        s.retry_max_seconds)
 
 
 async def _process(ctx: WorkerContext, claimed: list[Any], params: Parameters) -> list[Outcome]:

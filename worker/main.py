@@ -51,6 +51,8 @@ async def build_context(raw: dict[str, Any], settings: Settings) -> WorkerContex
     ctx["postgres"] = not is_sqlite(settings.effective_database_url)
     ctx["worker_id"] = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     ctx["pools"] = {}
+    ctx["inflight"] = asyncio.Semaphore(max(2, settings.smtp_connections * 2))
+    ctx["large"] = asyncio.Semaphore(2)
     ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
     return ctx
 
@@ -79,7 +81,7 @@ class WorkerSettings:
     on_shutdown = shutdown
     redis_settings = redis_settings(_settings.effective_redis_url)
     queue_name = _settings.queue_name
-    max_jobs = 16
+    max_jobs = _settings.worker_max_jobs
     poll_delay = 0.05
     keep_result = 0
     job_timeout = 180
