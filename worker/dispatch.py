@@ -59,6 +59,9 @@ async def _route(ctx: WorkerContext, session: Any, provider: str) -> Route:
         if provider == "smtp":
             rt = providers_service.smtp_runtime_from(row, ctx["settings"])
             connections = ctx["settings"].smtp_connections
+            if rt.config.host.lower().rstrip(".") in providers_service.OFFICE365_SMTP_HOSTS:
+                # Microsoft 365 allows at most 3 concurrent connections per mailbox (432 4.3.2 beyond).
+                connections = min(connections, 3)
             pool = await pools.cached(ctx, provider, rt.config, lambda: SmtpPool(rt.config, connections))
             return Route(provider, pool, rt.per_minute_limit)
         from worker import microsoft
