@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 
 from app.core.deps import AdminDep, TxDep
 from app.core.errors import NotFound, problem_responses
+from app.core.params import DbId, Limit, Offset
 from app.messages import service as message_service
 from app.messages.schemas import HISTORY_STATUSES, MessagePublic, MessageSummary, Page
 
@@ -20,7 +21,7 @@ async def list_history(
     sender: str | None = None, provider: str | None = None,
     kind: Annotated[Literal["batch", "interactive", "workflow", "test"] | None, Query()] = None,
     since: datetime | None = None, until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50, offset: Offset = 0,
     workflow_event_id: Annotated[str | None, Query(max_length=200, description="Notifications of one workflow "
                                                                                 "event")] = None,
 ) -> Page[MessageSummary]:
@@ -34,7 +35,7 @@ async def list_history(
 
 @router.get("/{message_id}", response_model=MessagePublic, responses=problem_responses(404),
             summary="One history entry with its failure details")
-async def get_history(message_id: int, tx: TxDep, principal: AdminDep) -> MessagePublic:
+async def get_history(message_id: DbId, tx: TxDep, principal: AdminDep) -> MessagePublic:
     msg = await message_service.get(tx.session, principal, message_id)
     if msg.status not in HISTORY_STATUSES:
         raise NotFound(f"Message {message_id} is {msg.status}, not in history yet; see GET /messages/{message_id}")

@@ -3,10 +3,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 
 from app.core.deps import TxDep, require
 from app.core.errors import problem_responses
+from app.core.params import DbId, Limit, Offset
 from app.core.security import Principal
 from app.messages import drafts as draft_service
 from app.messages import service as message_service
@@ -29,8 +30,7 @@ router = APIRouter(prefix="/messages", tags=["messages"], responses=problem_resp
 
 Sender = Annotated[Principal, require("service", "admin")]
 Submitter = Annotated[Principal, require("service", "admin", "user")]
-# Ids are BIGINT: a larger number is simply not found, never a database error.
-MessageId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+MessageId = DbId
 Reader = Annotated[Principal, require("service", "admin", "user")]
 
 
@@ -82,7 +82,7 @@ async def list_messages(
     status_: Annotated[list[Status] | None, Query(alias="status")] = None,
     sender: str | None = None, provider: str | None = None, kind: str | None = None,
     since: datetime | None = None, until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50, offset: Offset = 0,
     workflow_event_id: Annotated[str | None, Query(max_length=200, description="Notifications of one workflow "
                                                                                 "event")] = None,
 ) -> Page[MessageSummary]:
@@ -94,19 +94,19 @@ async def list_messages(
 
 @router.get("/{message_id}", response_model=MessagePublic, responses=problem_responses(404),
             summary="One message with every attempt")
-async def get_message(message_id: int, tx: TxDep, principal: Reader) -> MessagePublic:
+async def get_message(message_id: MessageId, tx: TxDep, principal: Reader) -> MessagePublic:
     return await message_service.get(tx.session, principal, message_id)
 
 
 @router.post("/{message_id}/cancel", response_model=MessagePublic, responses=problem_responses(404, 409),
              summary="Cancel an unsent message")
-async def cancel_message(message_id: int, tx: TxDep, principal: Reader) -> MessagePublic:
+async def cancel_message(message_id: MessageId, tx: TxDep, principal: Reader) -> MessagePublic:
     return await message_service.cancel(tx.session, principal, message_id)
 
 
 @router.post("/{message_id}/retry", response_model=MessagePublic, responses=problem_responses(404, 409),
              summary="Send a failed or expired message again")
-async def retry_message(message_id: int, tx: TxDep, principal: Reader) -> MessagePublic:
+async def retry_message(message_id: MessageId, tx: TxDep, principal: Reader) -> MessagePublic:
     result = await message_service.retry(tx.session, principal, message_id)
     tx.enqueue_after_commit("deliver", _job_id=deliver_job_id(message_id))
     return result

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from app.core.deps import AdminDep, TxDep
 from app.core.errors import problem_responses
+from app.core.params import DbId, Limit, Offset
 from app.messages.schemas import Page
 from app.templates import service as template_service
 from app.templates.schemas import (
@@ -19,7 +20,7 @@ from app.templates.schemas import (
     TemplateSummary,
 )
 
-TemplateId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+TemplateId = DbId
 
 router = APIRouter(prefix="/templates", tags=["templates"], responses=problem_responses(401, 403, 422))
 
@@ -31,8 +32,8 @@ async def list_templates(
     scope: Annotated[Scope | None, Query(description="system | organization")] = None,
     company: Annotated[str | None, Query(pattern=COMPANY_PATTERN)] = None,
     code: Annotated[str | None, Query(pattern=CODE_PATTERN)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[TemplateSummary]:
     return await template_service.list_templates(
         tx.session, scope=scope, company=company, code=code, limit=limit, offset=offset

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.core import auth_cache
 from app.core.deps import AdminDep, PrincipalDep, TxDep
 from app.core.errors import problem_responses
+from app.core.params import DbId, Limit, Offset
 from app.messages.schemas import Page
 from app.users import service as user_service
 from app.users.schemas import (
@@ -21,8 +22,7 @@ from app.users.schemas import (
 )
 
 router = APIRouter(prefix="/users", tags=["users"], responses=problem_responses(401, 403, 422))
-# Ids are BIGINT: a larger number is simply not found, never a database error.
-Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+Id = DbId
 keys_router = APIRouter(prefix="/api-keys", tags=["api-keys"], responses=problem_responses(401, 403, 422))
 
 
@@ -30,7 +30,7 @@ keys_router = APIRouter(prefix="/api-keys", tags=["api-keys"], responses=problem
 async def list_users(
     tx: TxDep, _: AdminDep,
     email: Annotated[str | None, Query(description="Only the user with this Email")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50, offset: Offset = 0,
 ) -> Page[UserPublic]:
     items, total = await user_service.list_users(tx.session, email=email, limit=limit, offset=offset)
     return Page[UserPublic](items=items, total=total, limit=limit, offset=offset)

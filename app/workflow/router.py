@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from app.core.deps import AdminDep, TxDep, require
 from app.core.errors import problem_responses
+from app.core.params import DbId
 from app.core.security import Principal
 from app.messages.router import deliver_job_id
 from app.templates.schemas import COMPANY_PATTERN
@@ -19,7 +20,7 @@ from app.workflow.schemas import (
 
 router = APIRouter(tags=["workflow"], responses=problem_responses(401, 403, 422))
 
-RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RuleId = DbId
 Reporter = Annotated[Principal, require("service", "admin")]
 
 

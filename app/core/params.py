@@ -1,0 +1,13 @@
+"""Shared path and query parameter types."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path, Query
+
+MAX_DB_ID = 2**63 - 1  # ids are BIGINT: a larger number is simply not found, never a database error
+
+DbId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="A database id")]
+Limit = Annotated[int, Query(ge=1, le=500, description="Page size")]
+Offset = Annotated[int, Query(ge=0, le=2**62, description="Items to skip")]
