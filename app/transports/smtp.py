@@ -136,6 +136,8 @@ class SmtpPool:
             client = await self._acquire()
             try:
                 if any(not a.isascii() for a in (msg.sender, *recipients)):
+                    if not client.esmtp_extensions:
+                        await client.ehlo()  # connect() greets lazily; the extensions are known after EHLO
                     if not client.supports_extension("smtputf8"):
                         raise TransportError(
                             "mail",

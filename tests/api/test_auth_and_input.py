@@ -147,3 +147,27 @@ async def test_smtp_password_is_write_only(env: Env) -> None:
     assert r.json()["password_set"] is False
     r = await env.client.get("/providers/smtp")
     assert "password" not in r.json()
+
+
+async def test_too_many_recipients(env: Env) -> None:
+    many = [f"r{i}@example.com" for i in range(env.settings.max_recipients + 1)]
+    r = await env.client.post("/messages", json={**GOOD, "to": many})
+    assert r.status_code == 422
+    assert r.headers["content-type"] == PROBLEM
+    assert await _count(env) == 0
+
+
+@pytest.mark.parametrize("ctype", ["garbage", "text/", "/plain", "text/plain; name=\"a\nb\"", ""])
+async def test_wrong_content_types(env: Env, ctype: str) -> None:
+    r = await env.client.post("/messages", json={**GOOD, "attachments": [
+        {"filename": "a.txt", "content_type": ctype, "content_base64": "eA=="}]})
+    assert r.status_code == 422, (ctype, r.text)
+    assert "attachments[0].content_type" in r.json()["detail"]
+    assert await _count(env) == 0
+
+
+@pytest.mark.parametrize("address", ["user@localhost", "user@mail.test", "user@[192.0.2.1]", "\"q\"@example.com"])
+async def test_addresses_that_cannot_receive_mail(env: Env, address: str) -> None:
+    r = await env.client.post("/messages", json={**GOOD, "to": [address]})
+    assert r.status_code == 422, (address, r.text)
+    assert r.json()["errors"][0]["field"] == "to[0]"

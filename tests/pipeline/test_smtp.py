@@ -198,3 +198,20 @@ async def test_slow_server_times_out_and_retries(db_url: str, smtp: SmtpServer) 
         msg = await _send(env)
         assert msg["status"] == "retrying"
         assert msg["error_type"] == "smtp.timeout"
+
+
+async def test_internationalised_address_uses_smtputf8(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    msg = await _send(env, to=["用户@example.com", "josé@bücher.example"])
+    assert msg["status"] == "sent", msg
+    [got] = smtp.received
+    assert sorted(got.rcpt_tos) == sorted(["用户@example.com", "josé@xn--bcher-kva.example"])
+
+
+async def test_internationalised_address_refused_clearly_without_smtputf8(env: Env) -> None:
+    with SmtpServer(smtputf8=False) as server:
+        await env.use_smtp(server)
+        msg = await _send(env, to=["用户@example.com"])
+        assert msg["status"] == "failed", msg
+        assert "SMTPUTF8" in f"{msg['error']} {msg['fix']}"
+        assert server.received == []

@@ -92,7 +92,7 @@ class SinkHandler:
 
 class SmtpServer:
     def __init__(self, *, auth: dict[str, str] | None = None, tls_context: ssl.SSLContext | None = None,
-                 require_starttls: bool = False, implicit_tls: bool = False) -> None:
+                 require_starttls: bool = False, implicit_tls: bool = False, smtputf8: bool = True) -> None:
         self.handler = SinkHandler()
         self.port = free_port()
         self.auth = auth
@@ -110,7 +110,7 @@ class SmtpServer:
         if tls_context is not None and not implicit_tls:
             kwargs.update(tls_context=tls_context, require_starttls=require_starttls)
         self.controller = Controller(
-            self.handler, hostname="127.0.0.1", port=self.port,
+            self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8,
             ssl_context=tls_context if implicit_tls else None, **kwargs)
 
     def __enter__(self) -> SmtpServer:
