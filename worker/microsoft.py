@@ -26,7 +26,8 @@ async def route(ctx: WorkerContext, provider: str, row: ProviderConfig) -> Route
     configuration that cannot work (no secret stored, a bad URL) holds them with the reason."""
     try:
         rt = providers_service.microsoft_runtime_from(row, ctx["settings"])
-        transport: Any = await pools.cached(ctx, provider, rt.config, lambda: providers_service.microsoft_transport(rt))
+        transport: Any = await pools.cached(
+            ctx, provider, rt.config, lambda: providers_service.microsoft_transport(rt))
     except TransportError as err:
         verdict = classify_error(err)
         # The route's verdict is copied to every held message: include what exactly is missing.

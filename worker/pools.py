@@ -61,7 +61,9 @@ class SharedTransport:
             await self.transport.aclose()
 
 
-async def cached(ctx: WorkerContext, provider: str, config: Any, build: Callable[[], Transport]) -> SharedTransport:
+async def cached(
+    ctx: WorkerContext, provider: str, config: Any, build: Callable[[], Transport]
+) -> SharedTransport:
     """The provider's transport for `config`: the cached one if the configuration is unchanged, else a new one
     (and the old one retired)."""
     key = fingerprint(config)

@@ -161,7 +161,10 @@ class _MicrosoftUpdate(BaseModel):
                     "the cloud's, e.g. a local fake. Refused unless OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE=true")
     timeout_seconds: float = Field(30.0, ge=1, le=300)
 
-    _from_name = field_validator("from_name")(classmethod(lambda cls, v: _display_name(v)))
+    @field_validator("from_name")
+    @classmethod
+    def _from_name(cls, v: str | None) -> str | None:
+        return _display_name(v)
 
 
 class GraphSettingsUpdate(_MicrosoftUpdate):
@@ -186,7 +189,10 @@ class GraphSettingsUpdate(_MicrosoftUpdate):
         description="Testing only: the Graph base URL (`https://host:port/v1.0`) to use instead of the cloud's. "
                     "Refused unless OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE=true")
 
-    _tenant_id = field_validator("tenant_id")(classmethod(lambda cls, v: _tenant(v)))
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant_id(cls, v: str) -> str:
+        return _tenant(v)
 
 
 class ExchangeSettingsUpdate(_MicrosoftUpdate):

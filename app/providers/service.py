@@ -8,8 +8,8 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
-from sqlmodel import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import select
 
 from app.core.crypto import SecretUndecryptable, decrypt_secrets, encrypt_secrets
 from app.core.errors import InvalidInput
@@ -145,10 +145,10 @@ def smtp_public(row: ProviderConfig | None, settings: Settings) -> SmtpSettingsP
         from_name=c.get("from_name"),
         per_minute_limit=row.per_minute_limit,
         per_minute_limit_in_force=limit,
-        limit_source=source,  # type: ignore[arg-type]
+        limit_source=source,
         validate_certificates=c.get("validate_certificates", True),
         timeout_seconds=c.get("timeout_seconds", 30.0),
-        secret_status=status,  # type: ignore[arg-type]
+        secret_status=status,
         warnings=warnings,
     )
 
@@ -415,7 +415,7 @@ def graph_public(row: ProviderConfig | None, settings: Settings) -> GraphSetting
         authority_host=c.get("authority_host"), graph_base=c.get("graph_base"),
         sign_in_host=c.get("authority_host") or authority, graph_host=c.get("graph_base") or graph,
         large_attachments=cloud_supports_upload_sessions(cloud), timeout_seconds=c.get("timeout_seconds", 30.0),
-        secret_status=status, warnings=warnings, **_limit_fields(row),  # type: ignore[arg-type]
+        secret_status=status, warnings=warnings, **_limit_fields(row),
     )
 
 
@@ -471,7 +471,7 @@ def exchange_public(row: ProviderConfig | None, settings: Settings) -> ExchangeS
         client_id=c.get("client_id"), client_secret_set="client_secret" in stored,
         batch_account=c.get("batch_account"), from_name=c.get("from_name"), authority_host=c.get("authority_host"),
         timeout_seconds=c.get("timeout_seconds", 30.0), secret_status=status, warnings=warnings,
-        **_limit_fields(row),  # type: ignore[arg-type]
+        **_limit_fields(row),
     )
 
 

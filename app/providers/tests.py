@@ -12,8 +12,8 @@ from app.messages import service as message_service
 from app.messages.schemas import MessageIn
 from app.providers import service as providers_service
 from app.providers.schemas import TestEmailAccepted, TestEmailRequest, VerifyResult
-from app.transports.base import Reply, TransportError
 from app.settings import Settings
+from app.transports.base import Reply, TransportError
 from app.transports.smtp import SmtpPool
 
 

@@ -44,7 +44,7 @@ async def test_basic_delivers_mime(menv: Env, ews: EwsFake) -> None:
     assert mime["Subject"] == "Réunion" and mime["Message-ID"] == msg["message_id"]
     assert mime["From"].addresses[0].addr_spec == BATCH and mime["From"].addresses[0].display_name == "Contoso batch"
     assert mime["Cc"] == "c@example.com" and mime["Bcc"] is None
-    [part] = list(mime.iter_attachments())  # type: ignore[attr-defined]
+    [part] = list(mime.iter_attachments())
     assert part.get_filename() == "doc.bin" and part.get_content() == DOC
 
 

@@ -24,7 +24,7 @@ from cryptography.fernet import Fernet
 from app.core.crypto import MissingSecretKey, SecretUndecryptable, decrypt_secrets
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import REDIS, Env, running_env
+from tests.conftest import REDIS, running_env
 from tests.fakes.ews_server import EwsFake
 from tests.fakes.graph_server import GraphFake
 from tests.providers.conftest import (

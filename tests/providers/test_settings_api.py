@@ -55,11 +55,13 @@ async def test_warnings(menv: Env, graph: GraphFake) -> None:
 
 
 async def test_validation_is_problem_json(menv: Env, graph: GraphFake) -> None:
-    for bad, field in [({"tenant_id": "common"}, "tenant_id"), ({"client_id": "not-a-guid"}, "client_id"),
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"tenant_id": "common"}, "tenant_id"), ({"client_id": "not-a-guid"}, "client_id"),
                        ({"cloud": "mars"}, "cloud"), ({"batch_account": "batch"}, "batch_account"),
                        ({"graph_base": "http://127.0.0.1:1/v1.0"}, "graph_base"),
                        ({"authority_host": "https://u:p@127.0.0.1:1"}, "authority_host"),
-                       ({"per_minute_limit": -1}, "per_minute_limit")]:
+                       ({"per_minute_limit": -1}, "per_minute_limit")]
+    for bad, field in cases:
         r = await _put(menv, graph_body(graph, **bad))
         assert r.status_code == 422, (bad, r.text)
         assert r.headers["content-type"] == "application/problem+json"
