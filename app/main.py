@@ -71,8 +71,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Group commit on PostgreSQL. SQLite has one writer: a request that wrote in its own transaction (say the
     # default parameters row) would wait on the batch's insert and the batch on it; there, each request inserts
     # in its own transaction.
-    app.state.ingest = None if db.is_sqlite(settings.effective_database_url) else IngestBatcher(app.state.sessionmaker)
-    if app.state.ingest is not None:
+    ingest_engine = None
+    if not db.is_sqlite(settings.effective_database_url):
+        # Its own small pool: requests may hold a connection of the main pool while they wait for the batch,
+        # so a shared pool could run dry with every holder waiting on the batcher (a deadlock until timeout).
+        ingest_engine = db.create_engine(settings.effective_database_url, pool_size=2, max_overflow=0)
+        app.state.ingest = IngestBatcher(db.make_sessionmaker(ingest_engine))
         app.state.ingest.start()
     listener = asyncio.create_task(auth_cache.listen(app.state.redis), name="outbox-revocations")
     try:
@@ -83,6 +87,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await listener
         if app.state.ingest is not None:
             await app.state.ingest.aclose()
+        if ingest_engine is not None:
+            await ingest_engine.dispose()
         await app.state.jobs.aclose()
         await app.state.redis.aclose()
         await engine.dispose()

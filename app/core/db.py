@@ -55,8 +55,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.close()
 
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("pool_size", 20)
+    kwargs.setdefault("max_overflow", 20)
     # No pre-ping (a round trip per request): a connection broken by a database restart fails one request
     # with a 503 (problem+json, Retry-After), and SQLAlchemy then replaces the whole pool.
     kwargs.setdefault("pool_recycle", 1800)

@@ -215,3 +215,12 @@ async def test_internationalised_address_refused_clearly_without_smtputf8(env: E
         assert msg["status"] == "failed", msg
         assert "SMTPUTF8" in f"{msg['error']} {msg['fix']}"
         assert server.received == []
+
+
+async def test_implicit_tls(db_url: str, ca: trustme.CA, ca_file: str) -> None:
+    with SmtpServer(tls_context=_server_ctx(ca), implicit_tls=True) as server:
+        async with running_env(db_url, OUTBOX_SMTP_CA_BUNDLE=ca_file) as env:
+            await env.use_smtp(server, tls="tls")
+            msg = await _send(env)
+            assert msg["status"] == "sent", msg
+            assert len(server.received) == 1
