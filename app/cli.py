@@ -89,7 +89,7 @@ async def _announce_revoked() -> None:
     settings = get_settings()
     try:
         redis = await connect(settings.effective_redis_url)
-    except Exception:  # noqa: BLE001
+    except Exception:
         console.print(f"Redis unreachable: running API processes stop accepting the key within {auth_cache.TTL:.0f} s")
         return
     try:

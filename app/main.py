@@ -15,9 +15,9 @@ from app.core import auth_cache, db
 from app.core.crypto import load_keys
 from app.core.embedded import EmbeddedValkey
 from app.core.errors import install_error_handlers
+from app.core.jobs import JobFlusher
 from app.core.logging import configure_logging
 from app.core.middleware import install_middleware
-from app.core.jobs import JobFlusher
 from app.core.migrate import upgrade
 from app.core.redis import connect
 from app.history.router import router as history_router
@@ -28,7 +28,8 @@ from app.parameters.router import router as parameters_router
 from app.providers.router import router as providers_router
 from app.settings import Settings, get_settings
 from app.templates.router import router as templates_router
-from app.users.router import keys_router, router as users_router
+from app.users.router import keys_router
+from app.users.router import router as users_router
 from app.workflow.router import router as workflow_router
 
 log = logging.getLogger("outbox.api")

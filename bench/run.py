@@ -41,6 +41,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+
+def _app_defaults() -> Any:
+    """The worker's own defaults, so the ceiling uses the connection count the workers really use."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from app.settings import Settings
+
+    return Settings(_env_file=None)
+
+
+APP_DEFAULTS = _app_defaults()
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
@@ -234,7 +244,7 @@ class Live:
         cols = ["sessions", "xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_returned",
                 "tup_fetched"]
         row = self.psql(f"SELECT {', '.join(cols)} FROM pg_stat_database WHERE datname = '{self.db}'")
-        return dict(zip(cols, (int(x) for x in row.split("|"))))
+        return dict(zip(cols, (int(x) for x in row.split("|")), strict=False))
 
     def pgstat_delta(self, before: dict[str, int], per: int) -> dict[str, float]:
         time.sleep(1.5)  # let the backends flush their counters
@@ -354,7 +364,7 @@ class Live:
         from arq import create_pool
         from arq.connections import RedisSettings
 
-        slots = int(self.env.get("OUTBOX_DRAIN_SLOTS", "4"))
+        slots = int(self.env.get("OUTBOX_DRAIN_SLOTS", str(APP_DEFAULTS.drain_slots)))
 
         async def go() -> None:
             pool = await create_pool(RedisSettings.from_dsn(REDIS_URL))
@@ -464,7 +474,7 @@ def phase_delivery(lv: Live, workers: int, n: int, a: argparse.Namespace, profil
     timeout = max(60.0, n / 100)
     deadline = t0 + timeout
     sink_done = None
-    rss_peak = {p: 0 for p in pids}
+    rss_peak = dict.fromkeys(pids, 0)
     while time.monotonic() < deadline:
         cnt = lv.sink()[0]
         for p in pids:
@@ -762,13 +772,13 @@ def main() -> int:
     a.mem_n, a.mem_mb = (5, 10) if a.quick else (100, 10)
     a.ceiling_n = a.delivery_n
 
-    smtp_conns = int(os.environ.get("OUTBOX_SMTP_CONNECTIONS", "4"))
+    smtp_conns = int(os.environ.get("OUTBOX_SMTP_CONNECTIONS", str(APP_DEFAULTS.smtp_connections)))
     meta = {"mode": "quick" if a.quick else "full", "runs": a.runs, "delivery_n": a.delivery_n,
             "ingest_n": a.ingest_n, "ingest_warmup": a.ingest_warmup, "ingest_concurrency": 32,
             "bulk_size": a.bulk_size, "bulk_requests": a.bulk_requests, "bulk_concurrency": a.bulk_concurrency,
             "mem_n": a.mem_n, "mem_mb": a.mem_mb, "smtp_connections": smtp_conns,
-            "claim_batch": int(os.environ.get("OUTBOX_CLAIM_BATCH", "100")),
-            "drain_slots": int(os.environ.get("OUTBOX_DRAIN_SLOTS", "4")),
+            "claim_batch": int(os.environ.get("OUTBOX_CLAIM_BATCH", str(APP_DEFAULTS.claim_batch_size))),
+            "drain_slots": int(os.environ.get("OUTBOX_DRAIN_SLOTS", str(APP_DEFAULTS.drain_slots))),
             "ingest_note": "no worker process running during ingest and bulk",
             "delivery_note": "backlog pre-loaded with bulk while batch processing is off; workers started and "
                              "ready (heartbeat); t0 = batch processing on + drain jobs enqueued; msgs/s = N / "

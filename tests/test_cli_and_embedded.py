@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,11 +18,11 @@ OUTBOX = str(Path(sys.executable).parent / "outbox")
 
 
 @pytest.fixture
-def embedded_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def embedded_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "OUTBOX_SECRET_KEYS")}
     env["OUTBOX_EMBEDDED_REDIS_PORT"] = str(free_port())
     env["OUTBOX_VAR_DIR"] = str(tmp_path / "var")
-    yield env
+    return env
 
 
 def _cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

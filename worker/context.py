@@ -4,8 +4,7 @@ import asyncio
 from typing import Any, TypedDict
 
 from arq.connections import ArqRedis
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.settings import Settings
 

@@ -81,12 +81,12 @@ async def _attachments(ctx: WorkerContext, message_id: int) -> list[Attachment]:
 def _verdict_outcome(row: Any, route: Route, v: Verdict, now: datetime, max_attempts: int, base: float, cap: float,
                      reply: Reply | None = None, recipients: dict[str, Any] | None = None,
                      uncertain: bool = False) -> Outcome:
-    common: dict[str, Any] = dict(
-        message_id=row.id, provider=route.provider, sender=row.sender,
-        reply_code=reply.code if reply else None, reply_text=reply.text if reply else None,
-        error_type=v.error_type, explanation=v.explanation, fix=v.fix, recipients=recipients or {},
-        uncertain=uncertain or v.uncertain,
-    )
+    common: dict[str, Any] = {
+        "message_id": row.id, "provider": route.provider, "sender": row.sender,
+        "reply_code": reply.code if reply else None, "reply_text": reply.text if reply else None,
+        "error_type": v.error_type, "explanation": v.explanation, "fix": v.fix, "recipients": recipients or {},
+        "uncertain": uncertain or v.uncertain,
+    }
     if v.kind == "held":
         return Outcome(status="held", attempt_outcome="held", counts_as_attempt=False, **common)
     if v.kind == "throttled":
@@ -213,7 +213,7 @@ async def _send_bounded(ctx: WorkerContext, route: Route, row: Any, note: Verdic
         async with ctx["large"] if large else contextlib.nullcontext():
             try:
                 return await _send_one(ctx, route, row, note)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.exception("unexpected error while sending message %s", row.id)
                 s = ctx["settings"]
                 v = Verdict(kind="transient", error_type="worker.internal_error", title="Internal error",
@@ -227,7 +227,7 @@ async def _send_bounded(ctx: WorkerContext, route: Route, row: Any, note: Verdic
 
 async def _process(ctx: WorkerContext, claimed: list[Any], params: Parameters) -> list[Outcome]:
     ids = [r.id for r in claimed]
-    cols = [c for c in M.c]
+    cols = list(M.c)
     async with ctx["sessionmaker"]() as session:
         rows = (await session.execute(select(*cols).where(M.c.id.in_(ids)))).all()
         groups: dict[str, list[Any]] = defaultdict(list)
@@ -252,13 +252,14 @@ async def _renew_leases(ctx: WorkerContext, ids: list[int], stop: asyncio.Event)
             async with ctx["sessionmaker"]() as session:
                 await lifecycle.renew_leases(session, ids, ctx["worker_id"], utcnow(), s.lease_seconds)
                 await session.commit()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("could not renew leases; the batch may be handed to another worker", exc_info=True)
 
 
 async def _schedule_wakeup(ctx: WorkerContext, outcomes: list[Outcome]) -> None:
     """Deferred and retried messages come due later: enqueue a drain for then (the reconciler is the backstop)."""
-    due = [o.next_attempt_at for o in outcomes if o.next_attempt_at is not None and o.status in ("deferred", "retrying")]
+    due = [o.next_attempt_at for o in outcomes
+           if o.next_attempt_at is not None and o.status in ("deferred", "retrying")]
     if not due:
         return
     at = min(due)

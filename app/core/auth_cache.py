@@ -49,7 +49,7 @@ async def announce_revoked(redis: ArqRedis | None) -> None:
     if redis is not None:
         try:
             await redis.publish(CHANNEL, "revoked")
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("could not announce a key revocation; other API processes forget it within %s s", TTL)
 
 
@@ -69,6 +69,6 @@ async def listen(redis: ArqRedis) -> None:
                     await pubsub.aclose()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001
+        except Exception:
             forget()  # we may have missed an announcement
             await asyncio.sleep(1.0)

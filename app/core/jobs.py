@@ -43,7 +43,7 @@ class JobFlusher:
         for function, kwargs in pending.values():
             try:
                 await self.redis.enqueue_job(function, _queue_name=self.queue, **kwargs)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.warning("enqueue of %s failed; the reconciler will pick the work up", function, exc_info=True)
 
     async def _run(self) -> None:

@@ -78,7 +78,7 @@ class IngestBatcher:
                 ids = await insert_prepared(session, [r for it in batch for r in it.rows],
                                             [a for it in batch for a in it.attachments])
                 await session.commit()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if len(batch) == 1:
                 if not batch[0].done.done():
                     batch[0].done.set_exception(exc)

@@ -163,7 +163,7 @@ async def record(session: AsyncSession, outcomes: list[Outcome], now: datetime, 
 def backoff(attempts: int, base: float, cap: float) -> timedelta:
     """Exponential backoff with full jitter between half and the whole step (attempts starts at 1)."""
     step = min(cap, base * (2 ** max(0, attempts - 1)))
-    return timedelta(seconds=step * random.uniform(0.5, 1.0))  # noqa: S311 (jitter, not crypto)
+    return timedelta(seconds=step * random.uniform(0.5, 1.0))
 
 
 async def release_stale_leases(session: AsyncSession, now: datetime) -> int:

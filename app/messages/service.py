@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Conflict, InvalidInput, NotFound, TooLarge
 from app.core.security import Principal
+from app.core.ttl_cache import TTLCache
 from app.mail.build import make_message_id
 from app.mail.validate import (
     MailInputError,
@@ -25,7 +26,6 @@ from app.mail.validate import (
     normalize_addresses,
     safe_filename,
 )
-from app.core.ttl_cache import TTLCache
 from app.messages import choice, lifecycle
 from app.messages.ingest import IngestBatcher, insert_prepared
 from app.messages.schemas import (
@@ -123,7 +123,7 @@ def prepare(
     if len(to) + len(cc) + len(bcc) > settings.max_recipients:
         raise InvalidInput(f"{p}to: more than {settings.max_recipients} recipients in one message",
                            errors=[{"field": f"{p}to", "message": "too many recipients"}])
-    if body.body_text is not None and "\x00" in body.body_text or body.body_html is not None and "\x00" in body.body_html:
+    if any("\x00" in b for b in (body.body_text, body.body_html) if b is not None):
         raise InvalidInput(f"{p}body: NUL characters are not allowed in a body")
     size = _estimated_size(body, attachments, kept_attachment_sizes)
     limit = params.attachment_size_limit_mb * 1024 * 1024

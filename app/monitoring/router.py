@@ -22,7 +22,8 @@ async def readyz(request: Request, tx: TxDep) -> Response:
     db, db_err = await monitoring_service.db_ok(tx.session)
     rd, rd_err = await monitoring_service.redis_ok(request.app.state.redis)
     body = {"ready": db and rd, "database": db_err or "ok", "redis": rd_err or "ok"}
-    return JSONResponse(body, status_code=200 if db and rd else 503, headers=None if db and rd else {"Retry-After": "5"})
+    ready = db and rd
+    return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "5"})
 
 
 @router.get("/status", summary="Service status for monitoring (no secrets)")

@@ -28,7 +28,7 @@ async def db_ok(session: AsyncSession) -> tuple[bool, str | None]:
     try:
         await session.execute(text("SELECT 1"))
         return True, None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return False, type(exc).__name__
 
 
@@ -38,7 +38,7 @@ async def redis_ok(redis: ArqRedis | None) -> tuple[bool, str | None]:
     try:
         await redis.ping()
         return True, None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return False, type(exc).__name__
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.ttl_cache import TTLCache
@@ -55,7 +54,8 @@ def to_public(row: Parameters) -> ParametersPublic:
 
 async def update(session: AsyncSession, data: ParametersUpdate) -> Parameters:
     row = await get(session)
-    for k, v in data.model_dump(exclude={"effective_email_expiration_days", "effective_history_retention_days"}).items():
+    read_only = {"effective_email_expiration_days", "effective_history_retention_days"}
+    for k, v in data.model_dump(exclude=read_only).items():
         setattr(row, k, v)
     row.updated_at = utcnow()
     session.add(row)

@@ -42,7 +42,10 @@ class SmtpSettingsUpdate(BaseModel):
     validate_certificates: bool = Field(True, description="Check the server's TLS certificate")
     timeout_seconds: float = Field(30.0, ge=1, le=300)
 
-    _host = field_validator("host")(classmethod(lambda cls, v: _hostname(v)))
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return _hostname(v)
 
     @field_validator("username", "from_name")
     @classmethod

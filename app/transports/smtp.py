@@ -106,7 +106,7 @@ class SmtpPool:
         client = self._client()
         try:
             await client.connect()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             client.close()
             raise _failure("connect", exc) from exc
         self._all.add(client)
@@ -155,7 +155,7 @@ class SmtpPool:
                     raise _failure("data", exc, uncertain=True) from exc
                 except TransportError:
                     raise
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     raise _failure("send", exc) from exc
             finally:
                 self._release(client)
@@ -177,7 +177,7 @@ class SmtpPool:
             return Reply(noop.code, f"connected to {self.config.host}:{self.config.port}: {resp.message}")
         except TransportError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _failure("verify", exc) from exc
         finally:
             client.close()
@@ -188,7 +188,7 @@ class SmtpPool:
             try:
                 if client.is_connected:
                     await asyncio.wait_for(client.quit(), timeout=2)
-            except Exception:  # noqa: BLE001, S110
+            except Exception:
                 pass
             finally:
                 client.close()

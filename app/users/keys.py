@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import update
-from sqlmodel import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import select
 
 from app.core.security import ROLES, hash_key, new_key
 from app.models import ApiKey, User

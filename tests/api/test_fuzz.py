@@ -33,7 +33,7 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
     key = subprocess.run([outbox, "api-key", "create", "--role", "admin"], env=env, check=True,
                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
     port = free_port()
-    log = open(work / "api.log", "wb")  # noqa: SIM115
+    log = open(work / "api.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port),
                              "--log-level", "warning"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -123,7 +123,7 @@ class Live:
         return r.stdout
 
     def _log(self, name: str) -> Any:
-        return open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115
+        return open(self.workdir / f"{name}.log", "ab")
 
     def start_api(self) -> None:
         self.api = subprocess.Popen(

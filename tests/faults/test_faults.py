@@ -111,7 +111,8 @@ def test_postgres_stopped_and_started(work: Path, private_redis: PrivateRedis, p
 def test_smtp_transient_then_permanent_replies(work: Path, private_redis: PrivateRedis,
                                                private_pg: PrivatePostgres) -> None:
     live = Live(work, private_pg.url, private_redis.url, FAST)
-    transient = {"t421@example.com": "421 4.7.0 Temporary server error. Please try again later.", "t450@example.com": "450 4.2.1 Mailbox busy",
+    transient = {"t421@example.com": "421 4.7.0 Temporary server error. Please try again later.",
+                 "t450@example.com": "450 4.2.1 Mailbox busy",
                  "t451@example.com": "451 4.3.0 Local error", "t452@example.com": "452 4.5.3 Too many recipients"}
     permanent = {"p550@example.com": "550 5.1.1 User unknown", "p553@example.com": "553 5.1.8 Bad sender domain",
                  "p554@example.com": "554 5.7.1 Rejected"}

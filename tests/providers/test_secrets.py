@@ -218,7 +218,8 @@ async def test_rotate_reencrypts_with_the_newest_key(db_url: str, tmp_path: Path
             await env.use_smtp(smtp, authentication_required=True, username=SMTP_USER, password=SMTP_PASSWORD)
             [(before,)] = await env.sql("SELECT secrets_encrypted FROM provider_config WHERE id = 'smtp'")
             wrong = _cli(k3, db_url, tmp_path, "secrets", "rotate")  # a key that cannot decrypt them
-            assert wrong.returncode == 1 and "cannot be decrypted" in wrong.stderr and "Nothing was changed" in wrong.stderr
+            assert wrong.returncode == 1
+            assert "cannot be decrypted" in wrong.stderr and "Nothing was changed" in wrong.stderr
             r = _cli(f"{k2},{k1}", db_url, tmp_path, "secrets", "rotate")
             assert r.returncode == 0, r.stderr
             assert "re-encrypted 1 stored secret" in r.stderr
@@ -252,7 +253,8 @@ async def test_production_refuses_to_start_without_a_key(tmp_path: Path) -> None
 
 
 async def test_embedded_generates_a_key_and_says_so(pg_url: str, tmp_path: Path) -> None:
-    settings = Settings(OUTBOX_SECRET_KEYS="", DATABASE_URL=pg_url, REDIS_URL=REDIS, OUTBOX_VAR_DIR=str(tmp_path / "var"))
+    settings = Settings(OUTBOX_SECRET_KEYS="", DATABASE_URL=pg_url, REDIS_URL=REDIS,
+                        OUTBOX_VAR_DIR=str(tmp_path / "var"))
     assert settings.environment == "embedded"
     key_file = tmp_path / "var" / "secret.key"
     with all_logs() as lines:

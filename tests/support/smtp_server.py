@@ -51,7 +51,7 @@ class SinkHandler:
     in_data: threading.Event = field(default_factory=threading.Event)  # set when a DATA reply is pending
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,  # noqa: N802
+    async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,
                           mail_options: list[str]) -> str:
         if self.mail_script:
             return self.mail_script.popleft()
@@ -59,7 +59,7 @@ class SinkHandler:
         envelope.mail_options.extend(mail_options)
         return "250 OK"
 
-    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str,  # noqa: N802
+    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
         if address in self.rcpt_replies:
             return self.rcpt_replies[address]
@@ -70,13 +70,13 @@ class SinkHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
         self.in_data.set()
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
         if self.data_script:
             return self.data_script.popleft()
-        if self.fail_ratio and random.random() < self.fail_ratio:  # noqa: S311
+        if self.fail_ratio and random.random() < self.fail_ratio:
             return "451 4.3.0 Temporary failure (soak)"
         with self.lock:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))

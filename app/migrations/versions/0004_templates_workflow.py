@@ -9,9 +9,8 @@ Branches off 0002 (alongside the users branch); a merge revision joins the heads
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel  # noqa: F401  (autogenerate writes sqlmodel.sql.sqltypes.AutoString)
+import sqlmodel
 from alembic import op
-
 
 revision: str = '0004'
 down_revision: str | Sequence[str] | None = '0002'
