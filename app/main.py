@@ -20,6 +20,7 @@ from app.core.logging import configure_logging
 from app.core.middleware import install_middleware
 from app.core.migrate import upgrade
 from app.core.redis import connect
+from app.core.runtime import tune_gc
 from app.history.router import router as history_router
 from app.messages.ingest import IngestBatcher
 from app.messages.router import router as messages_router
@@ -80,6 +81,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ingest = IngestBatcher(db.make_sessionmaker(ingest_engine))
         app.state.ingest.start()
     listener = asyncio.create_task(auth_cache.listen(app.state.redis), name="outbox-revocations")
+    if settings.tune_gc:
+        tune_gc()
     try:
         yield
     finally:

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # stored client secret is sent to the sign-in host.
     allow_provider_url_override: bool = Field(default=False, alias="OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE")
 
+    # Freeze the start-up heap and collect less often (see core.runtime); off in the test suite, which starts
+    # many apps in one process.
+    tune_gc: bool = Field(default=True, alias="OUTBOX_TUNE_GC")
+
     # Limits on input
     max_recipients: int = Field(default=500, alias="OUTBOX_MAX_RECIPIENTS")
     max_bulk_messages: int = Field(default=1000, alias="OUTBOX_MAX_BULK")

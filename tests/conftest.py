@@ -29,6 +29,7 @@ from app.settings import Settings
 from app.users import keys as key_service
 from tests.support.smtp_server import SmtpServer
 
+os.environ.setdefault("OUTBOX_TUNE_GC", "false")  # many apps start in this one process
 PG = os.environ.get("TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("TEST_REDIS", "redis://127.0.0.1:6379/15")
 TABLES = ("delivery_attempt, message_attachment, message, api_key, app_user, provider_config, email_parameters, "

@@ -16,6 +16,7 @@ from arq import cron, func
 from app.core.db import create_engine, is_sqlite, make_sessionmaker
 from app.core.logging import configure_logging
 from app.core.redis import redis_settings
+from app.core.runtime import tune_gc
 from app.monitoring.service import WORKER_KEY_PREFIX
 from app.settings import Settings, get_settings
 from worker.context import WorkerContext
@@ -23,6 +24,12 @@ from worker.dispatch import deliver
 from worker.reconcile import reconcile
 
 HEARTBEAT_SECONDS = 5
+
+# arq creates its event loop after importing this module: make it uvloop's (the worker is mostly socket I/O).
+with contextlib.suppress(ImportError):
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 async def _heartbeat(ctx: WorkerContext) -> None:
@@ -39,6 +46,8 @@ async def _heartbeat(ctx: WorkerContext) -> None:
 async def startup(raw: dict[str, Any]) -> None:
     configure_logging()
     await build_context(raw, get_settings())
+    if get_settings().tune_gc:
+        tune_gc()
 
 
 async def build_context(raw: dict[str, Any], settings: Settings) -> WorkerContext:
