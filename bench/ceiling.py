@@ -51,7 +51,7 @@ async def main(port: int, conns: int, n: int, timeout: float) -> dict:
             try:
                 await c.sendmail("bench@example.com", [f"r{i % 97}@example.com"], msgs[i % len(msgs)])
                 sent += 1
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(repr(exc)[:200])
                 if not c.is_connected:
                     await c.connect()
@@ -64,7 +64,7 @@ async def main(port: int, conns: int, n: int, timeout: float) -> dict:
     for c in clients:
         try:
             await c.quit()
-        except Exception:  # noqa: BLE001
+        except Exception:
             c.close()
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return {"connections": conns, "sent": sent, "seconds": elapsed, "msgs_per_s": sent / elapsed if elapsed else 0,

@@ -113,7 +113,7 @@ async def phase(conns: list[Conn], reqs: list[bytes], n: int, deadline: float) -
             t = time.perf_counter()
             try:
                 status, body = await asyncio.wait_for(conn.request(data), max(1.0, deadline - time.monotonic()))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(repr(exc)[:200])
                 conn.writer = None
                 continue

@@ -57,13 +57,13 @@ def email_message(m: OutgoingMessage) -> bytes:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    print(f"{'message':<12} {'EmailMessage us':>16} {'build_mime us':>14} {'ratio':>7}")  # noqa: T201
+    print(f"{'message':<12} {'EmailMessage us':>16} {'build_mime us':>14} {'ratio':>7}")
     for kind in ("ascii", "intl", "attachment"):
         m = outgoing(kind)
         reps = n if kind != "attachment" else max(n // 10, 50)
         t_std = min(timeit.repeat(lambda m=m: email_message(m), number=reps, repeat=5)) / reps  # type: ignore[misc]
         t_our = min(timeit.repeat(lambda m=m: build_mime(m), number=reps, repeat=5)) / reps  # type: ignore[misc]
-        print(f"{kind:<12} {t_std * 1e6:16.1f} {t_our * 1e6:14.1f} {t_std / t_our:6.1f}x")  # noqa: T201
+        print(f"{kind:<12} {t_std * 1e6:16.1f} {t_our * 1e6:14.1f} {t_std / t_our:6.1f}x")
 
 
 if __name__ == "__main__":

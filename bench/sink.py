@@ -25,7 +25,7 @@ class Counter:
         self.connections = 0
         self.bytes = 0
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802, ANN001
+    async def handle_DATA(self, server, session, envelope):
         self.messages += 1
         self.bytes += len(envelope.content or b"")
         envelope.content = None  # discard
@@ -34,7 +34,7 @@ class Counter:
 
 
 class CountingSMTP(SMTP):
-    def connection_made(self, transport):  # noqa: ANN001
+    def connection_made(self, transport):
         COUNTER.connections += 1
         super().connection_made(transport)
 
