@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import datetime
@@ -29,6 +30,9 @@ async def db_ok(session: AsyncSession) -> tuple[bool, str | None]:
         await session.execute(text("SELECT 1"))
         return True, None
     except Exception as exc:
+        # Leave the session usable: the request's transaction ends (commit) after this answer.
+        with contextlib.suppress(Exception):
+            await session.rollback()
         return False, type(exc).__name__
 
 
