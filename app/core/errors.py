@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_BASE = "https://outbox.dev/problems/"
@@ -156,6 +156,13 @@ def install_error_handlers(app: FastAPI) -> None:
                                               exc_info=exc)
         return problem_response(500, "internal-error", "Internal error", "An unexpected error occurred; it was "
                                 "logged. Nothing was committed.", request.url.path)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, _exc: IntegrityError) -> JSONResponse:
+        # A race with another request on a unique key: nothing was committed; retrying will see the winner.
+        return problem_response(409, "conflict", "Conflict with the current state",
+                                "Another request changed the same data at the same moment; retry the request.",
+                                request.url.path)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.ttl_cache import TTLCache
@@ -19,9 +21,13 @@ def effective_days(value: int) -> int:
 async def get(session: AsyncSession) -> Parameters:
     row = await session.get(Parameters, 1)
     if row is None:
-        row = Parameters(id=1)
-        session.add(row)
-        await session.flush()
+        # Migration 0005 creates the row; should it be missing, concurrent requests may race to create it.
+        dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
+        insert = sqlite_insert if dialect == "sqlite" else pg_insert
+        defaults = Parameters(id=1).model_dump()
+        await session.execute(insert(Parameters).values(**defaults).on_conflict_do_nothing())
+        row = await session.get(Parameters, 1, populate_existing=True)
+        assert row is not None
     return row
 
 
