@@ -40,11 +40,6 @@ class Settings(BaseSettings):
     # The throttling window: one minute, as the per-minute limits say. Tests shorten it (a "test clock").
     throttle_window_seconds: float = Field(default=60.0, alias="OUTBOX_THROTTLE_WINDOW_SECONDS")
     reconcile_every_seconds: int = Field(default=5, alias="OUTBOX_RECONCILE_SECONDS")
-    # Allow the SMTP host to be a loopback / private address (tests, local relays). Production
-    # deployments that relay through a local MTA set this too; see README "SSRF".
-    # Extra CA file for SMTP TLS (a private CA); the system store is used as well via SSL_CERT_FILE.
-    smtp_ca_bundle: str | None = Field(default=None, alias="OUTBOX_SMTP_CA_BUNDLE")
-    allow_private_smtp_hosts: bool = Field(default=True, alias="OUTBOX_ALLOW_PRIVATE_HOSTS")
     # Microsoft Graph / Entra ID / EWS HTTPS: a CA file that replaces the system store for those connections
     # (tests with a local fake, or a TLS-inspecting proxy's CA).
     microsoft_ca_bundle: str | None = Field(default=None, alias="OUTBOX_MICROSOFT_CA_BUNDLE")
