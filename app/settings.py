@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # The throttling window: one minute, as the per-minute limits say. Tests shorten it (a "test clock").
     throttle_window_seconds: float = Field(default=60.0, alias="OUTBOX_THROTTLE_WINDOW_SECONDS")
     reconcile_every_seconds: int = Field(default=5, alias="OUTBOX_RECONCILE_SECONDS")
+    # Extra CA file for SMTP TLS (a private CA); the system store is used as well via SSL_CERT_FILE.
+    smtp_ca_bundle: str | None = Field(default=None, alias="OUTBOX_SMTP_CA_BUNDLE")
     # Microsoft Graph / Entra ID / EWS HTTPS: a CA file that replaces the system store for those connections
     # (tests with a local fake, or a TLS-inspecting proxy's CA).
     microsoft_ca_bundle: str | None = Field(default=None, alias="OUTBOX_MICROSOFT_CA_BUNDLE")
