@@ -26,6 +26,7 @@ test-fault: install
 
 lint: install
 	$(BIN)/ruff check app worker tests
+	$(BIN)/mypy app worker
 
 openapi: install
 	$(BIN)/python scripts/export_openapi.py

@@ -8,12 +8,18 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
 from app.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
 
 cli = typer.Typer(no_args_is_help=True, help="Outbox: the email service for business software.")
 db_cli = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -37,7 +43,7 @@ def db_upgrade() -> None:
     console.print("database is up to date")
 
 
-async def _with_session(fn):  # type: ignore[no-untyped-def]
+async def _with_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from app.core.db import create_engine, make_sessionmaker
 
     engine = create_engine(get_settings().effective_database_url)

@@ -12,6 +12,7 @@ import uuid
 from typing import Any, cast
 
 from arq import cron, func
+from arq.typing import WorkerCoroutine
 
 from app.core.db import create_engine, is_sqlite, make_sessionmaker
 from app.core.logging import configure_logging
@@ -81,9 +82,12 @@ _settings = get_settings()
 
 
 class WorkerSettings:
-    functions = [func(deliver, name="deliver", keep_result=0, timeout=180, max_tries=3)]
+    # arq types a job's ctx as dict[Any, Any]; ours is the WorkerContext that startup() fills, which a
+    # TypedDict cannot express to it, so the jobs are handed over as arq's protocol.
+    functions = [func(cast(WorkerCoroutine, deliver), name="deliver", keep_result=0, timeout=180, max_tries=3)]
     cron_jobs = [
-        cron(reconcile, name="reconcile", second=set(range(0, 60, max(1, _settings.reconcile_every_seconds))),
+        cron(cast(WorkerCoroutine, reconcile), name="reconcile",
+             second=set(range(0, 60, max(1, _settings.reconcile_every_seconds))),
              run_at_startup=True, keep_result=0, timeout=60, unique=True),
     ]
     on_startup = startup

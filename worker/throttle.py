@@ -60,9 +60,10 @@ async def acquire(redis: ArqRedis, provider: str, limit: int, wanted: int,
             return 0, pause / 1000
         return wanted, 0.0
     now_ms = int(time.time() * 1000)
-    granted, wait_ms = await redis.eval(  # type: ignore[misc]
-        _ACQUIRE, 2, KEY_PREFIX + provider, KEY_PREFIX + provider + ":pause", limit, now_ms, wanted,
-        uuid.uuid4().hex, int(_held_for(window_seconds) * 1000),
+    # ARGV as str (what redis-py's annotation asks for; it would send str(int) for an int anyway).
+    granted, wait_ms = await redis.eval(  # type: ignore[misc]  # redis-py types async replies as Awaitable | value
+        _ACQUIRE, 2, KEY_PREFIX + provider, KEY_PREFIX + provider + ":pause", str(limit), str(now_ms), str(wanted),
+        uuid.uuid4().hex, str(int(_held_for(window_seconds) * 1000)),
     )
     return int(granted), max(0.0, int(wait_ms) / 1000)
 
@@ -88,4 +89,4 @@ async def pause(redis: ArqRedis, provider: str, seconds: float) -> None:
 
 async def count_deferrals(redis: ArqRedis, provider: str, count: int) -> None:
     if count:
-        await redis.hincrby(DEFERRALS_KEY, provider, count)
+        await redis.hincrby(DEFERRALS_KEY, provider, count)  # type: ignore[misc]  # redis-py: Awaitable | value

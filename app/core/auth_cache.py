@@ -66,7 +66,7 @@ async def listen(redis: ArqRedis) -> None:
                         forget()
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py 5
         except asyncio.CancelledError:
             raise
         except Exception:

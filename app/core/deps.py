@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.core import auth_cache, ttl_cache
 from app.core.errors import Forbidden, Unauthorized
@@ -72,7 +73,9 @@ async def get_principal(
         return cached
     row = (
         await tx.session.execute(
-            select(ApiKey.id, ApiKey.role, ApiKey.user_id, ApiKey.revoked_at).where(ApiKey.key_hash == digest)
+            select(col(ApiKey.id), col(ApiKey.role), col(ApiKey.user_id), col(ApiKey.revoked_at)).where(
+                col(ApiKey.key_hash) == digest
+            )
         )
     ).first()
     if row is None or row.revoked_at is not None:

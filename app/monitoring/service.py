@@ -62,7 +62,7 @@ async def workers(redis: ArqRedis) -> list[dict[str, Any]]:
 async def throttle_state(redis: ArqRedis, limits: dict[str, int]) -> dict[str, Any]:
     now_ms = int(time.time() * 1000)
     out: dict[str, Any] = {}
-    deferrals = await redis.hgetall(DEFERRALS_KEY)
+    deferrals: dict[bytes | str, Any] = await redis.hgetall(DEFERRALS_KEY)  # type: ignore[misc]  # redis-py: Awaitable | value
     for provider, limit in limits.items():
         key = THROTTLE_KEY_PREFIX + provider
         used = await redis.zcount(key, now_ms - 60_000, "+inf")
@@ -72,7 +72,7 @@ async def throttle_state(redis: ArqRedis, limits: dict[str, int]) -> dict[str, A
             "sent_last_minute": int(used),
             "tokens_left": max(0, limit - int(used)) if limit else None,
             "paused_for_seconds": round(pause / 1000, 1) if pause and pause > 0 else 0,
-            "deferrals_total": int(deferrals.get(provider.encode(), deferrals.get(provider, 0)) or 0),  # type: ignore[call-overload]
+            "deferrals_total": int(deferrals.get(provider.encode(), deferrals.get(provider, 0)) or 0),
         }
     return out
 

@@ -47,7 +47,7 @@ async def cached(session: AsyncSession) -> Parameters:
 
 def to_public(row: Parameters) -> ParametersPublic:
     return ParametersPublic(
-        batch_provider=row.batch_provider,  # type: ignore[arg-type]
+        batch_provider=row.batch_provider,
         attachment_size_limit_mb=row.attachment_size_limit_mb,
         email_expiration_days=row.email_expiration_days,
         history_retention_days=row.history_retention_days,

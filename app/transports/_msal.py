@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import msal  # type: ignore[import-untyped]  # msal ships no type information
+import msal
 import requests
 from requests.adapters import HTTPAdapter
 

@@ -9,7 +9,7 @@ Branches off 0002 (alongside the users branch); a merge revision joins the heads
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision: str = '0004'
