@@ -6,7 +6,8 @@ It also answers `GetFolder` and `ResolveNames` (what `ExchangeTransport.verify` 
 with `script(*answers)`: `ews_error(...)`, `send_as_denied()`, `quota_exceeded()`, `server_busy(ms)`,
 `http_error(401)`, `slow(s)`.
 
-Standalone: `python -m tests.fakes.ews_server --port 8444`.
+The HTTPS server, the recording and the Entra ID endpoints are shared with the Graph fake (`_https.py`,
+`_entra.py`); this module keeps the EWS protocol. Standalone: `python -m tests.fakes.ews_server --port 8444`.
 """
 
 from __future__ import annotations
@@ -18,22 +19,15 @@ import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 from xml.sax.saxutils import escape
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes.graph_server import (
-    BackgroundServer,
-    FakeAuthority,
-    RecordedRequest,
-    ScriptQueues,
-    wait_for_signal,
-)
+from tests.fakes._entra import EntraFake
+from tests.fakes._https import wait_for_signal
 
 __all__ = [
     "EwsFake",
@@ -118,7 +112,7 @@ class EwsMessage:
     saved_to: str | None
 
 
-class EwsFake:
+class EwsFake(EntraFake):
     """Fake EWS + Entra ID on one HTTPS port. For an `ExchangeConfig`: `ews_url`, `ca_path`, and either
     `tenant_id`/`client_id`/`client_secret`/`authority_host` (OAuth) or `username`/`password` (Basic)."""
 
@@ -134,11 +128,9 @@ class EwsFake:
         password: str = "fake-password",
         mailboxes: Iterable[str] = ("sender@contoso.com", "svc-outbox@contoso.com"),
     ) -> None:
-        self._server = BackgroundServer(host=host, port=port)
-        self._token_scripts = ScriptQueues()
-        self.authority = FakeAuthority(
-            self._server,
-            self._token_scripts,
+        super().__init__(
+            host=host,
+            port=port,
             tenant_id=tenant_id,
             client_id=client_id,
             client_secret=client_secret,
@@ -147,88 +139,33 @@ class EwsFake:
         self.username = username
         self.password = password
         self.mailboxes = {m.lower() for m in mailboxes}
-        self.requests: list[RecordedRequest] = []
         self.sent: list[EwsMessage] = []
-        self._scripts: deque[EwsScripted] = deque()
+        self._ews_scripts: deque[EwsScripted] = deque()
         self._lock = threading.Lock()
-        self._app = Starlette(
-            routes=[*self.authority.routes(), Route("/EWS/Exchange.asmx", self._ews, methods=["POST"])]
-        )
 
-    # -- lifecycle and configuration ---------------------------------------------------------------------
-
-    def start(self) -> Self:
-        self._server.start(self._app)
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _routes(self) -> list[Route]:
+        return [Route("/EWS/Exchange.asmx", self._ews, methods=["POST"])]
 
     def reset(self) -> None:
+        super().reset()
         with self._lock:
-            self._scripts.clear()
-        self._token_scripts.clear()
-        self.authority.reset()
-        self.requests.clear()
+            self._ews_scripts.clear()
         self.sent.clear()
 
     @property
-    def url(self) -> str:
-        return self._server.url
-
-    @property
     def ews_url(self) -> str:
-        return f"{self._server.url}/EWS/Exchange.asmx"
-
-    @property
-    def authority_host(self) -> str:
-        return self._server.url
-
-    @property
-    def ca_path(self) -> str:
-        return self._server.ca_path
-
-    @property
-    def tenant_id(self) -> str:
-        return self.authority.tenant_id
-
-    @property
-    def client_id(self) -> str:
-        return self.authority.client_id
-
-    @property
-    def client_secret(self) -> str:
-        return self.authority.client_secret
-
-    @property
-    def token_requests(self) -> list[object]:
-        return list(self.authority.token_requests)
+        return f"{self.url}/EWS/Exchange.asmx"
 
     def script(self, *answers: EwsScripted) -> None:
         with self._lock:
-            self._scripts.extend(answers)
-
-    def revoke_tokens(self) -> None:
-        self.authority.revoke_tokens()
+            self._ews_scripts.extend(answers)
 
     # -- the EWS endpoint ----------------------------------------------------------------------------------
 
     async def _ews(self, request: Request) -> Response:
-        body = await request.body()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        self.requests.append(
-            RecordedRequest("ews", request.method, request.url.path, request.url.query, headers, body)
-        )
+        headers, body = await self._record("ews", request)
         with self._lock:
-            scripted = self._scripts.popleft() if self._scripts else None
+            scripted = self._ews_scripts.popleft() if self._ews_scripts else None
         if scripted is not None and scripted.kind == "http":
             return Response(status_code=scripted.status, headers=scripted.headers)
         if scripted is not None and scripted.delay:

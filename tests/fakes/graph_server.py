@@ -12,37 +12,48 @@ Everything received is recorded (`token_requests`, `requests`, `sent` with attac
 `upload_chunks`, `drafts`, `deleted_drafts`). Faults are scripted per route with `script(route, *answers)`:
 each request to that route takes the next scripted answer, then the fake behaves normally again.
 
-In tests use it as a context manager or through the fixtures in `tests/transports/conftest.py`. Standalone:
+The HTTPS server, the recording and the Entra ID endpoints are shared with the EWS fake (`_https.py`,
+`_entra.py`); this module keeps the Graph protocol. In tests use it as a context manager or through the
+fixtures in `tests/fakes/fixtures.py`. Standalone:
 `python -m tests.fakes.graph_server --port 8443` prints the URLs and the CA file to trust.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import itertools
 import json
 import secrets
-import signal
-import socket
-import tempfile
-import threading
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
-from urllib.parse import parse_qs
+from typing import Any, Literal
 
-import trustme
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+# The server, recording and token-endpoint pieces live in _https/_entra (the EWS fake uses them too); they
+# are re-exported here, where tests have always imported them from.
+from tests.fakes._entra import (
+    EntraFake,
+    FakeAuthority,
+    TokenRequest,
+    app_not_found,
+    expired_client_secret,
+    invalid_client_secret,
+    tenant_not_found,
+    token_error,
+    token_server_error,
+)
+from tests.fakes._https import (
+    BackgroundServer,
+    RecordedRequest,
+    Scripted,
+    ScriptQueues,
+    request_headers,
+    wait_for_signal,
+)
 
 __all__ = [
     "BackgroundServer",
@@ -91,24 +102,10 @@ GraphRoute = Literal[
     "discovery",
 ]
 
+Handler = Callable[[Request], Awaitable[Response]]
+
 
 # ---------------------------------------------------------------------- scripted answers
-
-
-@dataclass(frozen=True)
-class Scripted:
-    """One scripted answer. `status=None` means: wait `delay` seconds, then answer normally."""
-
-    status: int | None = None
-    json: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-    def response(self) -> Response:
-        assert self.status is not None
-        if self.json is None:
-            return Response(status_code=self.status, headers=self.headers)
-        return JSONResponse(self.json, status_code=self.status, headers=self.headers)
 
 
 def graph_error(status: int, code: str, message: str, *, retry_after: float | None = None) -> Scripted:
@@ -165,78 +162,7 @@ def slow(seconds: float) -> Scripted:
     return Scripted(None, delay=seconds)
 
 
-def token_error(status: int, error: str, description: str, code: int) -> Scripted:
-    body = {
-        "error": error,
-        "error_description": description,
-        "error_codes": [code],
-        "timestamp": "2026-11-01 00:00:00Z",
-        "trace_id": "00000000-0000-0000-0000-000000000000",
-        "correlation_id": "00000000-0000-0000-0000-000000000000",
-    }
-    return Scripted(status, body)
-
-
-def invalid_client_secret() -> Scripted:
-    return token_error(
-        401,
-        "invalid_client",
-        "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the "
-        "client secret value, not the client secret ID, for a secret added to app 'fake'.",
-        7000215,
-    )
-
-
-def expired_client_secret() -> Scripted:
-    return token_error(
-        401,
-        "invalid_client",
-        "AADSTS7000222: The provided client secret keys for app 'fake' are expired.",
-        7000222,
-    )
-
-
-def app_not_found(client_id: str = "fake") -> Scripted:
-    return token_error(
-        400,
-        "unauthorized_client",
-        f"AADSTS700016: Application with identifier '{client_id}' was not found in the directory 'fake'.",
-        700016,
-    )
-
-
-def tenant_not_found(tenant: str = "fake") -> Scripted:
-    """For the `discovery` route: MSAL raises ValueError while constructing the application."""
-    return token_error(
-        400,
-        "invalid_tenant",
-        f"AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID.",
-        90002,
-    )
-
-
-def token_server_error() -> Scripted:
-    return Scripted(500, {"error": "server_error", "error_description": "AADSTS50000: fake outage"})
-
-
 # ---------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    route: str
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-
-
-@dataclass(frozen=True)
-class TokenRequest:
-    tenant: str
-    form: dict[str, str]
-    headers: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -295,238 +221,10 @@ class _UploadSession:
     received: bytearray = field(default_factory=bytearray)
 
 
-# ---------------------------------------------------------------------- HTTPS server in a thread
-
-
-class BackgroundServer:
-    """Serves a Starlette app over HTTPS (trustme CA) with uvicorn in a daemon thread.
-
-    A thread with its own event loop keeps the fake independent of the test's loop, and works from sync
-    code (MSAL runs in worker threads) and standalone.
-    """
-
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, tls: bool = True) -> None:
-        self._host = host
-        self._port = port
-        self._tls = tls
-        self._dir = tempfile.TemporaryDirectory(prefix="outbox-fake-")
-        self.ca_path = str(Path(self._dir.name) / "ca.pem")
-        self.stopping = threading.Event()  # ends scripted delays early so shutdown is quick
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = port
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self._tls else 'http'}://{self._host}:{self.port}"
-
-    def start(self, app: Starlette) -> None:
-        ca = trustme.CA()
-        ca.cert_pem.write_to_path(self.ca_path)
-        cert_path = str(Path(self._dir.name) / "server.pem")
-        ca.issue_cert(self._host, "localhost").private_key_and_cert_chain_pem.write_to_path(cert_path)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            ssl_certfile=cert_path if self._tls else None,
-            log_config=None,  # leave the process's logging alone
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            http="h11",
-            timeout_graceful_shutdown=2,
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                sock.close()
-                raise RuntimeError("fake server did not start")
-            time.sleep(0.01)
-        self._sock = sock
-
-    def stop(self) -> None:
-        self.stopping.set()
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._sock.close()
-        self._server = None
-        self._thread = None
-        self._dir.cleanup()
-
-    async def pause(self, seconds: float) -> None:
-        """Sleep inside a handler, cut short when the server stops."""
-        deadline = time.monotonic() + seconds
-        while not self.stopping.is_set() and (remaining := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(0.02, remaining))
-
-
-def _headers(request: Request) -> dict[str, str]:
-    return {k.lower(): v for k, v in request.headers.items()}
-
-
-class ScriptQueues:
-    """Per-route queues of scripted answers (tests push from their thread; the server pops from its own)."""
-
-    def __init__(self) -> None:
-        self._queues: dict[str, deque[Scripted]] = {}
-        self._lock = threading.Lock()
-
-    def push(self, route: str, answers: Iterable[Scripted]) -> None:
-        with self._lock:
-            self._queues.setdefault(route, deque()).extend(answers)
-
-    def pop(self, route: str) -> Scripted | None:
-        with self._lock:
-            queue = self._queues.get(route)
-            return queue.popleft() if queue else None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._queues.clear()
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-# ---------------------------------------------------------------------- Entra ID (token endpoint)
-
-
-class FakeAuthority:
-    """The Entra ID endpoints MSAL uses for client credentials, as routes to mount in a fake's app.
-
-    Natural answers: an unknown tenant gets AADSTS90002 on discovery (MSAL raises ValueError), an unknown
-    client id AADSTS700016, a wrong secret AADSTS7000215, a secret in `expired_secrets` AADSTS7000222.
-    """
-
-    def __init__(
-        self,
-        server: BackgroundServer,
-        scripts: ScriptQueues,
-        *,
-        tenant_id: str,
-        client_id: str,
-        client_secret: str,
-        roles: Iterable[str] = ("Mail.Send",),
-    ) -> None:
-        self._server = server
-        self._scripts = scripts
-        self.tenant_id = tenant_id
-        self.client_id = client_id
-        self.client_secret = client_secret
-        self.expired_secrets: set[str] = set()
-        self.roles: list[str] = list(roles)
-        self.expires_in = 3599
-        self.token_requests: list[TokenRequest] = []
-        self.discovery_requests = 0
-        self._valid: set[str] = set()
-        self._counter = itertools.count(1)
-
-    def routes(self) -> list[Route]:
-        return [
-            Route("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery, methods=["GET"]),
-            Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
-        ]
-
-    def is_valid(self, token: str) -> bool:
-        return token in self._valid
-
-    def revoke_tokens(self) -> None:
-        """Make every token issued so far invalid (as if expired early): the next API call gets 401."""
-        self._valid.clear()
-
-    def reset(self) -> None:
-        self.token_requests.clear()
-        self.discovery_requests = 0
-        self.expired_secrets.clear()
-        self._valid.clear()
-
-    async def _scripted(self, route: str) -> Response | None:
-        answer = self._scripts.pop(route)
-        if answer is None:
-            return None
-        await self._server.pause(answer.delay)
-        return answer.response() if answer.status is not None else None
-
-    async def _discovery(self, request: Request) -> Response:
-        self.discovery_requests += 1
-        tenant = request.path_params["tenant"]
-        if (scripted := await self._scripted("discovery")) is not None:
-            return scripted
-        if tenant != self.tenant_id:
-            return tenant_not_found(tenant).response()
-        base = f"{self._server.url}/{tenant}"
-        return JSONResponse(
-            {
-                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                "token_endpoint": f"{base}/oauth2/v2.0/token",
-                "issuer": f"{self._server.url}/{tenant}/v2.0",
-            }
-        )
-
-    async def _token(self, request: Request) -> Response:
-        tenant = request.path_params["tenant"]
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
-        self.token_requests.append(TokenRequest(tenant, form, _headers(request)))
-        if (scripted := await self._scripted("token")) is not None:
-            return scripted
-        if tenant != self.tenant_id:
-            return tenant_not_found(tenant).response()
-        if form.get("grant_type") != "client_credentials":
-            return token_error(
-                400, "unsupported_grant_type", "AADSTS70003: unsupported grant", 70003
-            ).response()
-        if form.get("client_id") != self.client_id:
-            return app_not_found(form.get("client_id", "")).response()
-        secret = form.get("client_secret", "")
-        if secret in self.expired_secrets:
-            return expired_client_secret().response()
-        if secret != self.client_secret:
-            return invalid_client_secret().response()
-        scope = form.get("scope", "")
-        if not scope.endswith("/.default"):
-            return token_error(
-                400, "invalid_scope", "AADSTS70011: scope must be <resource>/.default", 70011
-            ).response()
-        token = self._issue(tenant, scope.removesuffix("/.default"))
-        return JSONResponse(
-            {
-                "token_type": "Bearer",
-                "expires_in": self.expires_in,
-                "ext_expires_in": self.expires_in,
-                "access_token": token,
-            }
-        )
-
-    def _issue(self, tenant: str, audience: str) -> str:
-        def part(value: dict[str, Any]) -> str:
-            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-        claims = {
-            "aud": audience,
-            "tid": tenant,
-            "appid": self.client_id,
-            "roles": self.roles,
-            "jti": f"fake-{next(self._counter)}",
-            "exp": int(time.time()) + self.expires_in,
-        }
-        token = f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.{secrets.token_urlsafe(16)}"
-        self._valid.add(token)
-        return token
-
-
 # ---------------------------------------------------------------------- Microsoft Graph
 
 
-class GraphFake:
+class GraphFake(EntraFake):
     """Fake Entra ID + Graph on one HTTPS port. Attributes for a `GraphConfig`:
 
     `authority_host` (= `url`), `graph_base` (`url + "/v1.0"`), `ca_path`, `tenant_id`, `client_id`,
@@ -543,91 +241,38 @@ class GraphFake:
         client_secret: str = "fake-secret-value",
         mailboxes: Iterable[str] = ("sender@contoso.com",),
     ) -> None:
-        self._scripts = ScriptQueues()
-        self._server = BackgroundServer(host=host, port=port)
-        self.authority = FakeAuthority(
-            self._server, self._scripts, tenant_id=tenant_id, client_id=client_id, client_secret=client_secret
+        super().__init__(
+            host=host,
+            port=port,
+            tenant_id=tenant_id,
+            client_id=client_id,
+            client_secret=client_secret,
+            roles=("Mail.Send",),
         )
         self.mailboxes: set[str] = {m.lower() for m in mailboxes}
         self.can_read_mail = False  # Mail.Send only, as documented: verify's inbox read gets 403
         self.can_write_mail = True  # Mail.ReadWrite, needed by the draft flow
-        self.requests: list[RecordedRequest] = []
         self.sent: list[ReceivedMessage] = []
         self.drafts: dict[str, _Draft] = {}
         self.deleted_drafts: list[str] = []
         self.upload_chunks: list[UploadChunk] = []
         self._uploads: dict[str, _UploadSession] = {}
         self._ids = itertools.count(1)
-        self._app = Starlette(routes=[*self.authority.routes(), *self._graph_routes()])
-
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        self._server.start(self._app)
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def reset(self) -> None:
         """Forget records, scripts and issued tokens (between tests sharing one server)."""
-        self._scripts.clear()
-        self.authority.reset()
-        self.authority.roles = ["Mail.Send"]
+        super().reset()
         self.can_read_mail = False
         self.can_write_mail = True
-        self.requests.clear()
         self.sent.clear()
         self.drafts.clear()
         self.deleted_drafts.clear()
         self.upload_chunks.clear()
         self._uploads.clear()
 
-    # -- configuration for GraphConfig -----------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return self._server.url
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def authority_host(self) -> str:
-        return self._server.url
-
     @property
     def graph_base(self) -> str:
-        return f"{self._server.url}/v1.0"
-
-    @property
-    def ca_path(self) -> str:
-        return self._server.ca_path
-
-    @property
-    def tenant_id(self) -> str:
-        return self.authority.tenant_id
-
-    @property
-    def client_id(self) -> str:
-        return self.authority.client_id
-
-    @property
-    def client_secret(self) -> str:
-        return self.authority.client_secret
-
-    @property
-    def token_requests(self) -> list[TokenRequest]:
-        return self.authority.token_requests
+        return f"{self.url}/v1.0"
 
     # -- faults ----------------------------------------------------------------------------------------
 
@@ -635,15 +280,12 @@ class GraphFake:
         """Queue answers for the next requests to `route` (then normal behaviour resumes)."""
         self._scripts.push(route, answers)
 
-    def revoke_tokens(self) -> None:
-        self.authority.revoke_tokens()
-
     def requests_to(self, route: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.route == route]
 
     # -- Graph routes -----------------------------------------------------------------------------------
 
-    def _graph_routes(self) -> list[Route]:
+    def _routes(self) -> list[Route]:
         u = "/v1.0/users/{user}"
         m = u + "/messages/{mid}"
         return [
@@ -665,16 +307,9 @@ class GraphFake:
         """Record the request, apply a scripted answer, check the bearer token and the mailbox."""
 
         async def endpoint(request: Request) -> Response:
-            body = await request.body()
-            headers = _headers(request)
-            self.requests.append(
-                RecordedRequest(route, request.method, request.url.path, request.url.query, headers, body)
-            )
-            answer = self._scripts.pop(route)
-            if answer is not None:
-                await self._server.pause(answer.delay)
-                if answer.status is not None:
-                    return answer.response()
+            headers, body = await self._record(route, request)
+            if (scripted := await self._scripts.play(route, self._server)) is not None:
+                return scripted
             if auth:
                 bearer = headers.get("authorization", "")
                 if not bearer.startswith("Bearer ") or not self.authority.is_valid(
@@ -739,9 +374,7 @@ class GraphFake:
     async def _add_attachment(self, request: Request) -> Response:
         draft = self._draft(request)
         if draft is None:
-            return graph_error(
-                404, "ErrorItemNotFound", "The specified object was not found in the store."
-            ).response()
+            return _item_not_found()
         attachment = _decode_attachment(await self._json(request), "attachments")
         if len(attachment.content) >= MIN_UPLOAD_SESSION_BYTES:
             return graph_error(
@@ -753,9 +386,7 @@ class GraphFake:
     async def _create_upload_session(self, request: Request) -> Response:
         draft = self._draft(request)
         if draft is None:
-            return graph_error(
-                404, "ErrorItemNotFound", "The specified object was not found in the store."
-            ).response()
+            return _item_not_found()
         item = (await self._json(request)).get("AttachmentItem") or {}
         if (
             item.get("attachmentType") != "file"
@@ -805,7 +436,7 @@ class GraphFake:
             return Response(status_code=204)
         body = await request.body()
         content_range = request.headers.get("content-range", "")
-        self.upload_chunks.append(UploadChunk(sid, content_range, len(body), _headers(request)))
+        self.upload_chunks.append(UploadChunk(sid, content_range, len(body), request_headers(request)))
         start, end, total = _parse_content_range(content_range)
         expected = len(session.received)
         if (
@@ -839,9 +470,7 @@ class GraphFake:
     async def _send_draft(self, request: Request) -> Response:
         draft = self._draft(request)
         if draft is None:
-            return graph_error(
-                404, "ErrorItemNotFound", "The specified object was not found in the store."
-            ).response()
+            return _item_not_found()
         if await request.body():
             return graph_error(400, "ErrorInvalidRequest", "send takes no body").response()
         del self.drafts[request.path_params["mid"]]
@@ -850,9 +479,7 @@ class GraphFake:
 
     async def _delete_draft(self, request: Request) -> Response:
         if self._draft(request) is None:
-            return graph_error(
-                404, "ErrorItemNotFound", "The specified object was not found in the store."
-            ).response()
+            return _item_not_found()
         del self.drafts[request.path_params["mid"]]
         self.deleted_drafts.append(request.path_params["mid"])
         return Response(status_code=204)
@@ -862,6 +489,10 @@ class GraphFake:
         if not self.can_read_mail:
             return access_denied().response()
         return JSONResponse({"id": "AAMkInbox=="})
+
+
+def _item_not_found() -> Response:
+    return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.").response()
 
 
 def _decode_attachment(item: dict[str, Any], via: Literal["inline", "attachments"]) -> ReceivedAttachment:
@@ -919,15 +550,6 @@ def _parse_content_range(value: str) -> tuple[int, int, int]:
         return int(first), int(last), int(total)
     except ValueError:
         return -1, -1, -1
-
-
-def wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM (a background job of a non-interactive shell ignores SIGINT)."""
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,41 +3,39 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Env, running_env
+from tests.fakes import fixtures
 from tests.fakes.ews_server import EwsFake
 from tests.fakes.graph_server import GraphFake
 
 BATCH = "sender@contoso.com"  # a mailbox both fakes know
 
+# The fakes' shared fixtures, registered for this directory (one server of each for its tests).
+graph_server = fixtures.graph_server
+ews_server = fixtures.ews_server
+graph_fake = fixtures.graph_fake
+ews_fake = fixtures.ews_fake
+
 
 @pytest.fixture(scope="session")
-def graph_server() -> Iterator[GraphFake]:
-    with GraphFake(mailboxes=(BATCH, "other@contoso.com")) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="session")
-def ews_server() -> Iterator[EwsFake]:
-    with EwsFake() as fake:
-        yield fake
+def graph_mailboxes() -> tuple[str, ...]:
+    return (BATCH, "other@contoso.com")
 
 
 @pytest.fixture
-def graph(graph_server: GraphFake) -> GraphFake:
-    graph_server.reset()
-    return graph_server
+def graph(graph_fake: GraphFake) -> GraphFake:
+    return graph_fake
 
 
 @pytest.fixture
-def ews(ews_server: EwsFake) -> EwsFake:
-    ews_server.reset()
-    return ews_server
+def ews(ews_fake: EwsFake) -> EwsFake:
+    return ews_fake
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
@@ -16,21 +17,16 @@ if _ROOT not in sys.path:
 
 from app.transports.exchange import ExchangeConfig, ExchangeTransport  # noqa: E402
 from app.transports.graph import GraphConfig, GraphTransport  # noqa: E402
+from tests.fakes import fixtures  # noqa: E402
 from tests.fakes.ews_server import EwsFake  # noqa: E402
 from tests.fakes.graph_server import GraphFake  # noqa: E402
 
-
-@pytest.fixture(scope="session")
-def graph_server() -> Iterator[GraphFake]:
-    with GraphFake() as fake:
-        yield fake
-
-
-@pytest.fixture
-def graph_fake(graph_server: GraphFake) -> GraphFake:
-    """The session's Graph fake, with records, scripts and issued tokens cleared."""
-    graph_server.reset()
-    return graph_server
+# The fakes' shared fixtures, registered for this directory (one server of each for its tests).
+graph_mailboxes = fixtures.graph_mailboxes
+graph_server = fixtures.graph_server
+ews_server = fixtures.ews_server
+graph_fake = fixtures.graph_fake
+ews_fake = fixtures.ews_fake
 
 
 @pytest.fixture
@@ -48,23 +44,8 @@ def graph_config(graph_fake: GraphFake) -> GraphConfig:
 
 @pytest.fixture
 async def graph_transport(graph_config: GraphConfig) -> AsyncIterator[GraphTransport]:
-    transport = GraphTransport(graph_config)
-    try:
+    async with aclosing(GraphTransport(graph_config)) as transport:
         yield transport
-    finally:
-        await transport.aclose()
-
-
-@pytest.fixture(scope="session")
-def ews_server() -> Iterator[EwsFake]:
-    with EwsFake() as fake:
-        yield fake
-
-
-@pytest.fixture
-def ews_fake(ews_server: EwsFake) -> EwsFake:
-    ews_server.reset()
-    return ews_server
 
 
 @pytest.fixture
@@ -95,17 +76,11 @@ def ews_basic_config(ews_fake: EwsFake) -> ExchangeConfig:
 
 @pytest.fixture
 async def ews_oauth(ews_oauth_config: ExchangeConfig) -> AsyncIterator[ExchangeTransport]:
-    transport = ExchangeTransport(ews_oauth_config)
-    try:
+    async with aclosing(ExchangeTransport(ews_oauth_config)) as transport:
         yield transport
-    finally:
-        await transport.aclose()
 
 
 @pytest.fixture
 async def ews_basic(ews_basic_config: ExchangeConfig) -> AsyncIterator[ExchangeTransport]:
-    transport = ExchangeTransport(ews_basic_config)
-    try:
+    async with aclosing(ExchangeTransport(ews_basic_config)) as transport:
         yield transport
-    finally:
-        await transport.aclose()
