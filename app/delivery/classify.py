@@ -701,7 +701,8 @@ def _token_type(reply: Reply) -> tuple[str, bool]:
         return "entra.tenant_not_found", False
     if reply.code == 429:
         return "entra.unavailable", True
-    if reply.error_code in ("connect_failed", "timeout", "disconnected") or (reply.code or 0) >= 500:
+    # "server_error" is a 5xx, also when MSAL replays it from its throttle cache (no HTTP call, so no status).
+    if reply.error_code in ("connect_failed", "timeout", "disconnected", "server_error") or (reply.code or 0) >= 500:
         return "entra.unavailable", False
     return "entra.sign_in_failed", False
 

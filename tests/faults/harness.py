@@ -164,6 +164,23 @@ class Live:
         for _ in range(workers):
             self.start_worker()
 
+    @staticmethod
+    def graph_env(ca_path: str) -> dict[str, str]:
+        """Env for the API and workers to talk to a local Graph fake: its CA, and host overrides allowed."""
+        return {"OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE": "true", "OUTBOX_MICROSOFT_CA_BUNDLE": ca_path}
+
+    def use_graph(self, fake: Any, batch_account: str, **extra: Any) -> None:
+        """Configure Microsoft Graph against `fake` (a GraphFake) and make it the batch provider. The processes
+        must have been started with `graph_env(fake.ca_path)` in their env."""
+        body = {"tenant_id": fake.tenant_id, "client_id": fake.client_id, "client_secret": fake.client_secret,
+                "batch_account": batch_account, "authority_host": fake.authority_host,
+                "graph_base": fake.graph_base, "per_minute_limit": 0, "timeout_seconds": 5, **extra}
+        with self.client() as c:
+            r = c.put("/providers/graph", json=body)
+            assert r.status_code == 200, r.text
+            r = c.put("/parameters", json={"batch_provider": "graph"})
+            assert r.status_code == 200, r.text
+
     def submit(self, n: int, subject: str = "fault") -> list[int]:
         ids: list[int] = []
         with self.client() as c:

@@ -334,7 +334,9 @@ class TestGraph:
 
     @pytest.mark.parametrize(("code", "error_code"), [(None, "connect_failed"), (None, "timeout"),
                                                       (500, None),
-                                                      (503, None)])
+                                                      (503, None),
+                                                      # MSAL replaying a cached 5xx: no HTTP call, no status
+                                                      (None, "server_error")])
     def test_token_endpoint_down_is_transient(self, code: int | None, error_code: str | None) -> None:
         v = self.graph(code, error_code, "token")
         assert (v.kind, v.error_type) == ("transient", "entra.unavailable")
