@@ -19,6 +19,7 @@ run: install
 # One command: install, then the whole suite (unit, API, pipeline on PostgreSQL + SQLite, faults, fuzzing).
 test: install
 	$(BIN)/ruff check app worker tests scripts bench
+	$(BIN)/mypy app worker
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fault: install
