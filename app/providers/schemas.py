@@ -50,12 +50,7 @@ class SmtpSettingsUpdate(BaseModel):
     @field_validator("username", "from_name")
     @classmethod
     def _no_controls(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return check_header_text("value", v)
-        except MailInputError as exc:
-            raise ValueError(exc.reason) from exc
+        return _display_name(v)
 
 
 class SmtpSettingsPublic(BaseModel):

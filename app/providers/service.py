@@ -163,7 +163,7 @@ async def put_smtp(session: AsyncSession, data: SmtpSettingsUpdate, settings: Se
     if data.authentication_required and not data.username:
         raise InvalidInput("authentication_required is true but no username is given",
                            errors=[{"field": "username", "message": "required when authentication_required is true"}])
-    row.config = {
+    config = {
         "host": data.host,
         "port": data.port,
         "tls": data.tls,
@@ -175,8 +175,15 @@ async def put_smtp(session: AsyncSession, data: SmtpSettingsUpdate, settings: Se
         "timeout_seconds": data.timeout_seconds,
         "secrets_set": secrets_set,
     }
-    row.secrets_encrypted = new_token
-    row.per_minute_limit = data.per_minute_limit
+    return await _store(session, row, config, new_token, data.per_minute_limit)
+
+
+async def _store(session: AsyncSession, row: ProviderConfig, config: dict[str, Any], token: str | None,
+                 per_minute_limit: int | None) -> ProviderConfig:
+    """Save one provider's settings (every PUT /providers/... ends here)."""
+    row.config = config
+    row.secrets_encrypted = token
+    row.per_minute_limit = per_minute_limit
     row.updated_at = utcnow()
     session.add(row)
     await session.flush()
@@ -383,13 +390,7 @@ async def put_graph(session: AsyncSession, data: GraphSettingsUpdate, settings: 
         config["secret_looks_like_id"] = bool(_GUID_SHAPE.match(plain))
     else:
         config["secret_looks_like_id"] = bool(row.config.get("secret_looks_like_id"))
-    row.config = config
-    row.secrets_encrypted = token
-    row.per_minute_limit = data.per_minute_limit
-    row.updated_at = utcnow()
-    session.add(row)
-    await session.flush()
-    return row
+    return await _store(session, row, config, token, data.per_minute_limit)
 
 
 def graph_public(row: ProviderConfig | None, settings: Settings) -> GraphSettingsPublic:
@@ -443,13 +444,7 @@ async def put_exchange(session: AsyncSession, data: ExchangeSettingsUpdate, sett
                                        ["password", "client_secret"], fields)
     token, config["secrets_set"] = merge_secrets(
         row, {"password": data.password, "client_secret": data.client_secret}, fields, settings)
-    row.config = config
-    row.secrets_encrypted = token
-    row.per_minute_limit = data.per_minute_limit
-    row.updated_at = utcnow()
-    session.add(row)
-    await session.flush()
-    return row
+    return await _store(session, row, config, token, data.per_minute_limit)
 
 
 def exchange_public(row: ProviderConfig | None, settings: Settings) -> ExchangeSettingsPublic:
