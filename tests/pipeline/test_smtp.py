@@ -96,11 +96,11 @@ async def test_starttls_required_with_trusted_certificate(db_url: str, ca: trust
             assert len(server.received) == 1
 
 
-async def test_untrusted_certificate_is_held_not_downgraded(db_url: str, ca: trustme.CA) -> None:
+async def test_untrusted_certificate_is_held_not_downgraded(db_url: str, ca: trustme.CA, tmp_path: Path) -> None:
     other = trustme.CA()  # the client trusts a different CA
     with SmtpServer(tls_context=_server_ctx(ca), require_starttls=True, auth={"u@example.com": "pw"}) as server:
         async with running_env(db_url) as env:
-            ca_path = Path(env.settings.var_dir) / "other.pem"
+            ca_path = tmp_path / "other.pem"
             other.cert_pem.write_to_path(str(ca_path))
             env.worker_ctx["settings"] = env.settings.model_copy(update={"smtp_ca_bundle": str(ca_path)})
             await env.use_smtp(server, tls="starttls", authentication_required=True, username="u@example.com",
