@@ -699,7 +699,9 @@ def _token_type(reply: Reply) -> tuple[str, bool]:
         return _AADSTS_TYPES[m.group(1)], False
     if reply.error_code == "invalid_tenant":
         return "entra.tenant_not_found", False
-    if reply.code == 429:
+    # 429, also when MSAL replays it from its throttle cache without an HTTP status: the body's OAuth error is
+    # then all we have (RFC 6749 "temporarily_unavailable").
+    if reply.code == 429 or reply.error_code == "temporarily_unavailable":
         return "entra.unavailable", True
     # "server_error" is a 5xx, also when MSAL replays it from its throttle cache (no HTTP call, so no status).
     if reply.error_code in ("connect_failed", "timeout", "disconnected", "server_error") or (reply.code or 0) >= 500:

@@ -438,3 +438,8 @@ class TestApi:
         v = smtp(535, "5.7.3 Authentication unsuccessful")
         with pytest.raises(AttributeError):
             v.kind = "transient"  # type: ignore[misc]
+
+
+def test_token_429_replayed_without_status_is_throttled_not_held() -> None:
+    v = classify("graph", "token", Reply(None, "Service temporarily unavailable", "temporarily_unavailable"))
+    assert v.kind == "throttled" and v.error_type == "entra.unavailable"
