@@ -23,7 +23,7 @@ from app.mail.build import build_mime
 from app.messages import lifecycle
 from app.messages.lifecycle import Outcome
 from app.messages.outgoing import load_attachments, outgoing_from_row
-from app.models import Message, MessageAttachment, Parameters
+from app.models import ATTACHMENTS, MESSAGES, Parameters
 from app.models._base import utcnow
 from app.parameters import service as parameters_service
 from app.providers import service as providers_service
@@ -33,8 +33,8 @@ from worker import pools, throttle
 from worker.context import WorkerContext
 
 log = logging.getLogger("outbox.worker")
-M = Message.__table__  # type: ignore[attr-defined]
-ATT = MessageAttachment.__table__  # type: ignore[attr-defined]
+M = MESSAGES
+ATT = ATTACHMENTS
 SEND_ANYWAY_AFTER = 10  # deferrals (reference article: "After ten deferrals, the system will try to send")
 MAX_DEFER_SECONDS = 60.0
 DRAIN_SECONDS = 20.0

@@ -16,13 +16,13 @@ from sqlalchemy import and_, select
 
 from app.messages import lifecycle
 from app.messages.schemas import WAITING_STATUSES
-from app.models import Message
+from app.models import MESSAGES
 from app.models._base import utcnow
 from app.parameters import service as parameters_service
 from worker.context import WorkerContext
 
 log = logging.getLogger("outbox.reconcile")
-M = Message.__table__  # type: ignore[attr-defined]
+M = MESSAGES
 SWEEP_KEY = "outbox:reconcile:sweep"
 
 

@@ -18,14 +18,14 @@ from app.messages import service as message_service
 from app.messages.outgoing import load_attachments, outgoing_from_row
 from app.messages.schemas import DraftUpdate, MessageIn, MessagePublic, SendRequest
 from app.messages.senders import ResolvedSender, SenderRules, acting_user, resolve_sender
-from app.models import Message, MessageAttachment, User
+from app.models import ATTACHMENTS, MESSAGES, User
 from app.models._base import utcnow
 from app.parameters import service as parameters_service
 
 __all__ = ["EmlFile", "SendOutcome", "eml", "send_draft", "update_draft"]
 
-M = Message.__table__  # type: ignore[attr-defined]
-ATT = MessageAttachment.__table__  # type: ignore[attr-defined]
+M = MESSAGES
+ATT = ATTACHMENTS
 MAX_ATTACHMENTS = 100
 
 

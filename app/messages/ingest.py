@@ -22,10 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.messages import lifecycle
-from app.models import MessageAttachment
+from app.models import ATTACHMENTS
 
 log = logging.getLogger("outbox.ingest")
-ATT = MessageAttachment.__table__  # type: ignore[attr-defined]
+ATT = ATTACHMENTS
 
 
 @dataclass

@@ -25,10 +25,10 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.messages.schemas import FINAL_STATUSES, UNSENT_STATUSES, WAITING_STATUSES
-from app.models import Attempt, Message
+from app.models import ATTEMPTS, MESSAGES
 
-M = Message.__table__  # type: ignore[attr-defined]
-A = Attempt.__table__  # type: ignore[attr-defined]
+M = MESSAGES
+A = ATTEMPTS
 
 CLAIM_COLUMNS = (M.c.id, M.c.kind, M.c.provider, M.c.deferrals, M.c.attempts, M.c.uncertain, M.c.sender)
 

@@ -10,12 +10,12 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import MessageAttachment
+from app.models import ATTACHMENTS
 from app.transports.base import Attachment, OutgoingMessage
 
 __all__ = ["content_disposition", "load_attachments", "outgoing_from_row"]
 
-ATT = MessageAttachment.__table__  # type: ignore[attr-defined]
+ATT = ATTACHMENTS
 _ATTR_SAFE = "!#$&+-.^_`|~"  # RFC 8187 attr-char besides letters and digits
 
 

@@ -38,13 +38,13 @@ from app.messages.schemas import (
     Page,
 )
 from app.messages.senders import EmailAppNeedsDraft, ResolvedSender, SenderRules, acting_user, resolve_sender
-from app.models import Attempt, Message, MessageAttachment, Parameters, User
+from app.models import ATTACHMENTS, MESSAGES, Attempt, Parameters, User
 from app.models._base import utcnow
 from app.parameters import service as parameters_service
 from app.settings import get_settings
 
-M = Message.__table__  # type: ignore[attr-defined]
-ATT = MessageAttachment.__table__  # type: ignore[attr-defined]
+M = MESSAGES
+ATT = ATTACHMENTS
 HEADER_NAME = re.compile(r"^X-[A-Za-z0-9][A-Za-z0-9-]{0,75}$")
 
 

@@ -1,7 +1,7 @@
 """Every table, imported here so metadata is complete wherever models are used."""
 
 from app.models.api_key import ApiKey
-from app.models.message import Attempt, Message, MessageAttachment
+from app.models.message import ATTACHMENTS, ATTEMPTS, MESSAGES, Attempt, Message, MessageAttachment
 from app.models.notification_rule import NotificationRule
 from app.models.parameters import Parameters
 from app.models.provider import ProviderConfig
@@ -10,6 +10,9 @@ from app.models.user import User
 from app.models.workflow_event import WorkflowEvent
 
 __all__ = [
+    "ATTACHMENTS",
+    "ATTEMPTS",
+    "MESSAGES",
     "ApiKey",
     "Attempt",
     "EmailTemplate",

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models._base import BigId, utcnow
@@ -95,3 +95,9 @@ class Attempt(SQLModel, table=True):
     recipients: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     uncertain: bool = False
     duration_ms: int | None = None
+
+
+# Core table handles for the hot paths that use SQL expressions rather than ORM objects.
+MESSAGES: Table = cast(Table, Message.__table__)  # type: ignore[attr-defined]
+ATTACHMENTS: Table = cast(Table, MessageAttachment.__table__)  # type: ignore[attr-defined]
+ATTEMPTS: Table = cast(Table, Attempt.__table__)  # type: ignore[attr-defined]

@@ -14,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.messages import lifecycle
 from app.messages.schemas import WAITING_STATUSES
-from app.models import Message
+from app.models import MESSAGES
 from app.models._base import utcnow
 from app.parameters import service as parameters_service
 from app.settings import Settings
 
-M = Message.__table__  # type: ignore[attr-defined]
+M = MESSAGES
 WORKER_KEY_PREFIX = "outbox:worker:"
 THROTTLE_KEY_PREFIX = "outbox:throttle:"
 DEFERRALS_KEY = "outbox:stats:deferrals"
