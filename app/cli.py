@@ -89,8 +89,8 @@ def api_key_revoke(key_id: int) -> None:
 
 async def _announce_revoked() -> None:
     """Tell running API processes to forget cached keys (they listen on Redis)."""
-    from app.core import auth_cache
     from app.core.redis import connect
+    from app.users import auth_cache
 
     settings = get_settings()
     try:
@@ -116,10 +116,10 @@ def secrets_generate_key() -> None:
 def secrets_rotate() -> None:
     """Re-encrypt every stored secret with the first key of OUTBOX_SECRET_KEYS."""
     from app.core.crypto import SecretUndecryptable
-    from app.providers import service as providers_service
+    from app.providers import secrets as provider_secrets
 
     try:
-        n = asyncio.run(_with_session(lambda s: providers_service.rotate_all(s, get_settings())))
+        n = asyncio.run(_with_session(lambda s: provider_secrets.rotate_all(s, get_settings())))
     except SecretUndecryptable as exc:
         console.print(f"[red]{exc}: add the key they were encrypted with to OUTBOX_SECRET_KEYS (after the new "
                       "one), or clear and re-enter those secrets. Nothing was changed.[/red]")

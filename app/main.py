@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.core import auth_cache, db
+from app.core import db
 from app.core.crypto import load_keys
 from app.core.embedded import EmbeddedValkey
 from app.core.errors import install_error_handlers
@@ -29,6 +29,7 @@ from app.parameters.router import router as parameters_router
 from app.providers.router import router as providers_router
 from app.settings import Settings, get_settings
 from app.templates.router import router as templates_router
+from app.users import auth_cache
 from app.users.router import keys_router
 from app.users.router import router as users_router
 from app.workflow.router import router as workflow_router

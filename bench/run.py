@@ -364,14 +364,16 @@ class Live:
         from arq import create_pool
         from arq.connections import RedisSettings
 
+        from app.messages import jobs
+
         slots = int(self.env.get("OUTBOX_DRAIN_SLOTS", str(APP_DEFAULTS.drain_slots)))
 
         async def go() -> None:
             pool = await create_pool(RedisSettings.from_dsn(REDIS_URL))
             try:
+                run = uuid.uuid4().hex[:6]
                 for i in range(max(1, slots)):
-                    await pool.enqueue_job("deliver", _job_id=f"deliver:bench:{uuid.uuid4().hex[:6]}:{i}",
-                                           _queue_name=self.queue)
+                    await jobs.enqueue(pool, self.queue, "more", "bench", run, i)
             finally:
                 await pool.aclose()
 

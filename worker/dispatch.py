@@ -11,26 +11,23 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 
-from app.core.crypto import SecretUndecryptable
-from app.delivery.classify import Verdict, classify, classify_error, classify_recipient
+from app.core.clock import utcnow
+from app.delivery import throttle
+from app.delivery.classify import Verdict, classify_error, classify_recipient
 from app.mail.build import build_mime
-from app.messages import lifecycle
+from app.messages import jobs, lifecycle
 from app.messages.lifecycle import Outcome
 from app.messages.outgoing import load_attachments, outgoing_from_row
 from app.models import ATTACHMENTS, MESSAGES, Parameters
-from app.models._base import utcnow
 from app.parameters import service as parameters_service
-from app.providers import service as providers_service
 from app.transports.base import Attachment, Reply, SendResult, TransportError
-from app.transports.smtp import SmtpPool
-from worker import pools, throttle
 from worker.context import WorkerContext
+from worker.routes import Route, route
 
 log = logging.getLogger("outbox.worker")
 M = MESSAGES
@@ -38,38 +35,6 @@ ATT = ATTACHMENTS
 SEND_ANYWAY_AFTER = 10  # deferrals (reference article: "After ten deferrals, the system will try to send")
 MAX_DEFER_SECONDS = 60.0
 DRAIN_SECONDS = 20.0
-
-
-@dataclass
-class Route:
-    """A provider ready to send: its transport and limit, or the verdict that holds its messages."""
-
-    provider: str
-    transport: SmtpPool | Any | None
-    limit: int
-    held: Verdict | None = None
-
-
-async def _route(ctx: WorkerContext, session: Any, provider: str) -> Route:
-    row = await providers_service.get_row(session, provider)
-    if row is None:
-        v = classify(provider, "connect", Reply(None, f"the {provider} provider is not configured", "not_configured"))
-        return Route(provider, None, 0, v)
-    try:
-        if provider == "smtp":
-            rt = providers_service.smtp_runtime_from(row, ctx["settings"])
-            connections = ctx["settings"].smtp_connections
-            if rt.config.host.lower().rstrip(".") in providers_service.OFFICE365_SMTP_HOSTS:
-                # Microsoft 365 allows at most 3 concurrent connections per mailbox (432 4.3.2 beyond).
-                connections = min(connections, 3)
-            pool = await pools.cached(ctx, provider, rt.config, lambda: SmtpPool(rt.config, connections))
-            return Route(provider, pool, rt.per_minute_limit)
-        from worker import microsoft
-
-        return await microsoft.route(ctx, provider, row)
-    except SecretUndecryptable:
-        v = classify(provider, "connect", Reply(None, "the stored secret cannot be decrypted", "secret_undecryptable"))
-        return Route(provider, None, 0, v)
 
 
 async def _attachments(ctx: WorkerContext, message_id: int) -> list[Attachment]:
@@ -233,7 +198,7 @@ async def _process(ctx: WorkerContext, claimed: list[Any], params: Parameters) -
         groups: dict[str, list[Any]] = defaultdict(list)
         for r in rows:
             groups[r.provider or params.batch_provider].append(r)
-        routes = {p: await _route(ctx, session, p) for p in groups}
+        routes = {p: await route(ctx, session, p) for p in groups}
     results = await asyncio.gather(*(_process_group(ctx, routes[p], rs) for p, rs in groups.items()))
     return [o for group in results for o in group]
 
@@ -266,8 +231,8 @@ async def _schedule_wakeup(ctx: WorkerContext, outcomes: list[Outcome]) -> None:
     delay = max(0.0, (at - utcnow()).total_seconds())
     if delay > 600:
         return  # far off: the reconciler will find it
-    await ctx["redis"].enqueue_job("deliver", _job_id=f"deliver:wake:{int(at.timestamp() * 10)}",
-                                   _defer_by=delay + 0.05, _queue_name=ctx["settings"].queue_name)
+    await jobs.enqueue(ctx["redis"], ctx["settings"].queue_name, "wake", int(at.timestamp() * 10),
+                       defer_by=delay + 0.05)
 
 
 async def deliver(ctx: WorkerContext, *_: Any, **__: Any) -> int:
@@ -299,6 +264,5 @@ async def deliver(ctx: WorkerContext, *_: Any, **__: Any) -> int:
         await _schedule_wakeup(ctx, outcomes)
         total += len(claimed)
         if loop.time() > deadline:
-            await ctx["redis"].enqueue_job("deliver", _job_id=f"deliver:more:{ctx['worker_id']}:{int(time.time())}",
-                                           _queue_name=s.queue_name)
+            await jobs.enqueue(ctx["redis"], s.queue_name, "more", ctx["worker_id"], int(time.time()))
             return total

@@ -18,6 +18,7 @@ from app.core.db import create_engine, is_sqlite, make_sessionmaker
 from app.core.logging import configure_logging
 from app.core.redis import redis_settings
 from app.core.runtime import tune_gc
+from app.messages import jobs
 from app.monitoring.service import WORKER_KEY_PREFIX
 from app.settings import Settings, get_settings
 from worker.context import WorkerContext
@@ -84,7 +85,7 @@ _settings = get_settings()
 class WorkerSettings:
     # arq types a job's ctx as dict[Any, Any]; ours is the WorkerContext that startup() fills, which a
     # TypedDict cannot express to it, so the jobs are handed over as arq's protocol.
-    functions = [func(cast(WorkerCoroutine, deliver), name="deliver", keep_result=0, timeout=180, max_tries=3)]
+    functions = [func(cast(WorkerCoroutine, deliver), name=jobs.DELIVER, keep_result=0, timeout=180, max_tries=3)]
     cron_jobs = [
         cron(cast(WorkerCoroutine, reconcile), name="reconcile",
              second=set(range(0, 60, max(1, _settings.reconcile_every_seconds))),

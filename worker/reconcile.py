@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import and_, select
 
-from app.messages import lifecycle
+from app.core.clock import utcnow
+from app.messages import jobs, lifecycle
 from app.messages.schemas import WAITING_STATUSES
 from app.models import MESSAGES
-from app.models._base import utcnow
 from app.parameters import service as parameters_service
 from worker.context import WorkerContext
 
@@ -47,7 +47,7 @@ async def reconcile(ctx: WorkerContext, *_: Any, **__: Any) -> dict[str, int]:
         # A fresh job id each time: a job id held by a killed job would otherwise block the drain (TRAPS.md).
         stamp = int(time.time())
         for slot in range(max(1, s.drain_slots)):
-            await redis.enqueue_job("deliver", _job_id=f"deliver:reconcile:{stamp}:{slot}", _queue_name=s.queue_name)
+            await jobs.enqueue(redis, s.queue_name, "reconcile", stamp, slot)
     if released or expired or purged:
         log.info("reconciled", extra={"released": released, "expired": expired, "purged": purged})
     return {"released": released, "expired": expired, "purged": purged, "due": int(due)}

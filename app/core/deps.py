@@ -1,4 +1,6 @@
-"""Request-scoped dependencies: one transaction per request, jobs enqueued only after it commits, and auth."""
+"""Request-scoped dependencies: one transaction per request, jobs enqueued only after it commits, settings.
+
+Who is calling (API keys and roles) is `app.users.auth`."""
 
 from __future__ import annotations
 
@@ -8,14 +10,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
-from app.core import auth_cache, ttl_cache
-from app.core.errors import Forbidden, Unauthorized
-from app.core.security import Principal, Role, hash_key
+from app.core import ttl_cache
 from app.settings import Settings
 
 log = logging.getLogger("outbox.api")
@@ -56,49 +53,6 @@ async def get_tx(request: Request) -> AsyncIterator[Tx]:
 
 # scope="function": the commit (and enqueue) happen before the response is sent, so a 202 means committed.
 TxDep = Annotated[Tx, Depends(get_tx, scope="function")]
-
-_bearer = HTTPBearer(auto_error=False, description="An Outbox API key: `Authorization: Bearer obx_...`")
-
-
-async def get_principal(
-    tx: TxDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
-    from app.models import ApiKey  # local: keep core importable without the model registry
-
-    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
-        raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.", headers={"WWW-Authenticate": "Bearer"})
-    digest = hash_key(creds.credentials)
-    cached = auth_cache.get(digest)
-    if cached is not None:
-        return cached
-    row = (
-        await tx.session.execute(
-            select(col(ApiKey.id), col(ApiKey.role), col(ApiKey.user_id), col(ApiKey.revoked_at)).where(
-                col(ApiKey.key_hash) == digest
-            )
-        )
-    ).first()
-    if row is None or row.revoked_at is not None:
-        raise Unauthorized("The API key is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"})
-    principal = Principal(key_id=row.id, role=row.role, user_id=row.user_id)
-    auth_cache.put(digest, principal)
-    return principal
-
-
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
-
-
-def require(*roles: Role) -> Any:
-    async def _check(principal: PrincipalDep) -> Principal:
-        if principal.role not in roles:
-            raise Forbidden(f"This endpoint needs a key with role {' or '.join(roles)}; this key is {principal.role}.")
-        return principal
-
-    return Depends(_check)
-
-
-AdminDep = Annotated[Principal, require("admin")]
-
 
 def get_app_settings(request: Request) -> Settings:
     """The settings the app was created with (tests create apps with their own; never the process global)."""

@@ -5,11 +5,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from app.core.deps import AdminDep, TxDep
+from app.core.deps import TxDep
 from app.core.errors import NotFound, problem_responses
-from app.core.params import DbId, Limit, Offset
+from app.core.pagination import DbId, Limit, Offset, Page
 from app.messages import service as message_service
-from app.messages.schemas import HISTORY_STATUSES, MessagePublic, MessageSummary, Page
+from app.messages.schemas import HISTORY_STATUSES, MessagePublic, MessageSummary
+from app.users.auth import AdminDep
 
 router = APIRouter(prefix="/history", tags=["history"], responses=problem_responses(401, 403, 422))
 

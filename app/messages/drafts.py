@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.clock import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import Principal
 from app.mail.build import build_eml, eml_filename
@@ -19,7 +20,6 @@ from app.messages.outgoing import load_attachments, outgoing_from_row
 from app.messages.schemas import DraftUpdate, MessageIn, MessagePublic, SendRequest
 from app.messages.senders import ResolvedSender, SenderRules, acting_user, resolve_sender
 from app.models import ATTACHMENTS, MESSAGES, User
-from app.models._base import utcnow
 from app.parameters import service as parameters_service
 
 __all__ = ["EmlFile", "SendOutcome", "eml", "send_draft", "update_draft"]

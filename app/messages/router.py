@@ -5,11 +5,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 
-from app.core.deps import TxDep, require
+from app.core.deps import TxDep
 from app.core.errors import problem_responses
-from app.core.params import DbId, Limit, Offset
-from app.core.security import Principal
+from app.core.pagination import DbId, Limit, Offset, Page
 from app.messages import drafts as draft_service
+from app.messages import jobs
 from app.messages import service as message_service
 from app.messages.outgoing import content_disposition
 from app.messages.schemas import (
@@ -21,24 +21,15 @@ from app.messages.schemas import (
     MessageIn,
     MessagePublic,
     MessageSummary,
-    Page,
     SendRequest,
     Status,
 )
+from app.users.auth import AnyKeyDep, ServiceOrAdminDep
 
 router = APIRouter(prefix="/messages", tags=["messages"], responses=problem_responses(401, 403, 422))
 
-Sender = Annotated[Principal, require("service", "admin")]
-Submitter = Annotated[Principal, require("service", "admin", "user")]
 MessageId = DbId
-Reader = Annotated[Principal, require("service", "admin", "user")]
 
-
-def deliver_job_id(message_id: int) -> str:
-    # A handful of drain slots: a running drain job picks up new rows, so one job per message is not needed.
-    from app.settings import get_settings
-
-    return f"deliver:{message_id % max(1, get_settings().drain_slots)}"
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=MessageAccepted,
@@ -47,7 +38,7 @@ def deliver_job_id(message_id: int) -> str:
                  "email-app-needs-draft, user-disabled, or an Idempotency-Key in use")}},
              summary="Submit a message")
 async def submit_message(
-    body: MessageIn, request: Request, tx: TxDep, principal: Submitter,
+    body: MessageIn, request: Request, tx: TxDep, principal: AnyKeyDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key",
                                                   description="Retry-safe submission: the same key returns the "
                                                               "first result")] = None,
@@ -61,24 +52,23 @@ async def submit_message(
     accepted = (await message_service.submit(tx.session, principal, [body], idempotency_key,
                                              batcher=request.app.state.ingest))[0]
     if accepted.status == "queued":
-        tx.enqueue_after_commit("deliver", _job_id=deliver_job_id(accepted.id))
+        jobs.wake_for(tx, [accepted.id])
     return accepted
 
 
 @router.post("/bulk", status_code=status.HTTP_202_ACCEPTED, response_model=BulkAccepted,
              responses=problem_responses(413), summary="Submit many messages in one request")
-async def submit_bulk(body: BulkIn, request: Request, tx: TxDep, principal: Sender) -> BulkAccepted:
+async def submit_bulk(body: BulkIn, request: Request, tx: TxDep, principal: ServiceOrAdminDep) -> BulkAccepted:
     """All or nothing: one invalid message refuses the whole request, naming the field (messages[i].to[j])."""
     accepted = await message_service.submit(tx.session, principal, body.messages, None,
                                             batcher=request.app.state.ingest)
-    for slot in sorted({deliver_job_id(a.id) for a in accepted if a.status == "queued"}):
-        tx.enqueue_after_commit("deliver", _job_id=slot)
+    jobs.wake_for(tx, [a.id for a in accepted if a.status == "queued"])
     return BulkAccepted(accepted=accepted)
 
 
 @router.get("", response_model=Page[MessageSummary], summary="Batch email sending status")
 async def list_messages(
-    tx: TxDep, principal: Reader,
+    tx: TxDep, principal: AnyKeyDep,
     status_: Annotated[list[Status] | None, Query(alias="status")] = None,
     sender: str | None = None, provider: str | None = None, kind: str | None = None,
     since: datetime | None = None, until: datetime | None = None,
@@ -94,21 +84,21 @@ async def list_messages(
 
 @router.get("/{message_id}", response_model=MessagePublic, responses=problem_responses(404),
             summary="One message with every attempt")
-async def get_message(message_id: MessageId, tx: TxDep, principal: Reader) -> MessagePublic:
+async def get_message(message_id: MessageId, tx: TxDep, principal: AnyKeyDep) -> MessagePublic:
     return await message_service.get(tx.session, principal, message_id)
 
 
 @router.post("/{message_id}/cancel", response_model=MessagePublic, responses=problem_responses(404, 409),
              summary="Cancel an unsent message")
-async def cancel_message(message_id: MessageId, tx: TxDep, principal: Reader) -> MessagePublic:
+async def cancel_message(message_id: MessageId, tx: TxDep, principal: AnyKeyDep) -> MessagePublic:
     return await message_service.cancel(tx.session, principal, message_id)
 
 
 @router.post("/{message_id}/retry", response_model=MessagePublic, responses=problem_responses(404, 409),
              summary="Send a failed or expired message again")
-async def retry_message(message_id: MessageId, tx: TxDep, principal: Reader) -> MessagePublic:
+async def retry_message(message_id: MessageId, tx: TxDep, principal: AnyKeyDep) -> MessagePublic:
     result = await message_service.retry(tx.session, principal, message_id)
-    tx.enqueue_after_commit("deliver", _job_id=deliver_job_id(message_id))
+    jobs.wake_for(tx, [message_id])
     return result
 
 
@@ -130,7 +120,7 @@ def _eml_response(file: draft_service.EmlFile) -> Response:
 @router.patch("/{message_id}", response_model=MessagePublic, responses=problem_responses(404, 409, 413),
               summary="Edit a draft (the send email dialog)")
 async def update_draft(
-    message_id: MessageId, tx: TxDep, principal: Reader,
+    message_id: MessageId, tx: TxDep, principal: AnyKeyDep,
     body: Annotated[DraftUpdate, Body(openapi_examples={
         "recipients and text": {"summary": "Change recipients, subject and body", "value": {
             "to": ["customer@example.com"], "cc": ["accounts@example.com"], "subject": "Statement for March",
@@ -158,7 +148,7 @@ async def update_draft(
                                              "message is not a draft"}},
              summary="Send a draft (How would you like to send email)")
 async def send_draft(
-    message_id: MessageId, tx: TxDep, principal: Reader, body: Annotated[SendRequest | None, Body()] = None,
+    message_id: MessageId, tx: TxDep, principal: AnyKeyDep, body: Annotated[SendRequest | None, Body()] = None,
 ) -> Any:
     """Sends through `provider`, else the user's email provider option. `do_not_ask_again` stores the choice
     as the option; otherwise it is proposed next time. smtp / graph / exchange: 202 and the message, queued
@@ -167,14 +157,14 @@ async def send_draft(
     outcome = await draft_service.send_draft(tx.session, principal, message_id, body or SendRequest())
     if outcome.eml is not None:
         return _eml_response(outcome.eml)
-    tx.enqueue_after_commit("deliver", _job_id=deliver_job_id(message_id))
+    jobs.wake_for(tx, [message_id])
     return outcome.message
 
 
 @router.get("/{message_id}/eml", response_class=Response,
             responses={**problem_responses(404), **EML_RESPONSE},
             summary="Use an email app: the message as an .eml file")
-async def get_eml(message_id: MessageId, tx: TxDep, principal: Reader) -> Response:
+async def get_eml(message_id: MessageId, tx: TxDep, principal: AnyKeyDep) -> Response:
     """Read-only: any message this key may see. To record that the user sends a draft from their own email
     app, send it with provider email_app instead."""
     return _eml_response(await draft_service.eml(tx.session, principal, message_id))

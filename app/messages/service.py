@@ -15,7 +15,9 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.clock import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound, TooLarge
+from app.core.pagination import Page
 from app.core.security import Principal
 from app.core.ttl_cache import TTLCache
 from app.mail.build import make_message_id
@@ -35,11 +37,9 @@ from app.messages.schemas import (
     MessageIn,
     MessagePublic,
     MessageSummary,
-    Page,
 )
 from app.messages.senders import EmailAppNeedsDraft, ResolvedSender, SenderRules, acting_user, resolve_sender
 from app.models import ATTACHMENTS, MESSAGES, Attempt, Parameters, User
-from app.models._base import utcnow
 from app.parameters import service as parameters_service
 from app.settings import get_settings
 

@@ -6,7 +6,8 @@ from typing import Any, cast
 from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models._base import BigId, utcnow
+from app.core.clock import utcnow
+from app.models._base import BigId
 
 
 class Message(SQLModel, table=True):

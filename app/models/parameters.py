@@ -4,7 +4,7 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
-from app.models._base import utcnow
+from app.core.clock import utcnow
 
 
 class Parameters(SQLModel, table=True):

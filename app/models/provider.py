@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
-from app.models._base import utcnow
+from app.core.clock import utcnow
 
 
 class ProviderConfig(SQLModel, table=True):

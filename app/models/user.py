@@ -5,7 +5,8 @@ from datetime import datetime
 from sqlalchemy import Column
 from sqlmodel import Field, SQLModel
 
-from app.models._base import BigId, utcnow
+from app.core.clock import utcnow
+from app.models._base import BigId
 
 
 class User(SQLModel, table=True):

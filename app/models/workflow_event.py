@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models._base import BigId, utcnow
+from app.core.clock import utcnow
+from app.models._base import BigId
 
 
 class WorkflowEvent(SQLModel, table=True):

@@ -12,17 +12,16 @@ from arq.connections import ArqRedis
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.clock import utcnow
+from app.delivery import throttle
 from app.messages import lifecycle
 from app.messages.schemas import WAITING_STATUSES
 from app.models import MESSAGES
-from app.models._base import utcnow
 from app.parameters import service as parameters_service
 from app.settings import Settings
 
 M = MESSAGES
 WORKER_KEY_PREFIX = "outbox:worker:"
-THROTTLE_KEY_PREFIX = "outbox:throttle:"
-DEFERRALS_KEY = "outbox:stats:deferrals"
 
 
 async def db_ok(session: AsyncSession) -> tuple[bool, str | None]:
@@ -57,24 +56,6 @@ async def workers(redis: ArqRedis) -> list[dict[str, Any]]:
         info["heartbeat_age_seconds"] = round(now - float(info.get("at", now)), 1)
         out.append(info)
     return sorted(out, key=lambda w: str(w.get("id")))
-
-
-async def throttle_state(redis: ArqRedis, limits: dict[str, int]) -> dict[str, Any]:
-    now_ms = int(time.time() * 1000)
-    out: dict[str, Any] = {}
-    deferrals: dict[bytes | str, Any] = await redis.hgetall(DEFERRALS_KEY)  # type: ignore[misc]  # redis-py: Awaitable | value
-    for provider, limit in limits.items():
-        key = THROTTLE_KEY_PREFIX + provider
-        used = await redis.zcount(key, now_ms - 60_000, "+inf")
-        pause = await redis.pttl(key + ":pause")
-        out[provider] = {
-            "per_minute_limit": limit,
-            "sent_last_minute": int(used),
-            "tokens_left": max(0, limit - int(used)) if limit else None,
-            "paused_for_seconds": round(pause / 1000, 1) if pause and pause > 0 else 0,
-            "deferrals_total": int(deferrals.get(provider.encode(), deferrals.get(provider, 0)) or 0),
-        }
-    return out
 
 
 async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settings) -> dict[str, Any]:
@@ -113,8 +94,9 @@ async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settin
                 for f in failures],
         })
         if rd and redis is not None:
-            out["throttle"] = await throttle_state(
-                redis, {p.id: p.per_minute_limit_in_force for p in providers if p.id != "email_app"})
+            out["throttle"] = await throttle.state(
+                redis, {p.id: p.per_minute_limit_in_force for p in providers if p.id != "email_app"},
+                settings.throttle_window_seconds)
     if rd and redis is not None:
         ws = await workers(redis)
         out["workers"] = {"alive": len(ws), "items": ws}

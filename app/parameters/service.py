@@ -6,9 +6,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.clock import utcnow
 from app.core.ttl_cache import TTLCache
 from app.models import Parameters
-from app.models._base import utcnow
 from app.parameters.schemas import ParametersPublic, ParametersUpdate
 
 DEFAULT_DAYS = 30

@@ -4,12 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
-from app.core.deps import AdminDep, SettingsDep, Tx, TxDep
+from app.core.deps import SettingsDep, Tx, TxDep
 from app.core.errors import problem_responses
 from app.delivery.classify import all_error_types
-from app.messages.router import deliver_job_id
+from app.messages import jobs
 from app.providers import service as providers_service
-from app.providers import tests as provider_tests
+from app.providers import verify as provider_verify
 from app.providers.schemas import (
     ErrorType,
     ExchangeSettingsPublic,
@@ -23,6 +23,7 @@ from app.providers.schemas import (
     TestEmailRequest,
     VerifyResult,
 )
+from app.users.auth import AdminDep
 
 router = APIRouter(prefix="/providers", tags=["providers"], responses=problem_responses(401, 403, 422))
 ProviderPath = Annotated[str, Path(pattern="^(smtp|graph|exchange)$", description="smtp | graph | exchange")]
@@ -42,7 +43,7 @@ async def list_error_types(_: AdminDep) -> list[ErrorType]:
 
 def _release(tx: Tx, released: int) -> None:
     if released:
-        tx.enqueue_after_commit("deliver", _job_id="deliver:released")
+        jobs.wake(tx, "released")
 
 
 @router.get("/smtp", response_model=SmtpSettingsPublic, summary="SMTP settings (the password is never returned)")
@@ -99,7 +100,7 @@ async def put_exchange(body: ExchangeSettingsUpdate, tx: TxDep, settings: Settin
 async def verify_provider(provider_id: ProviderPath, tx: TxDep, settings: SettingsDep, _: AdminDep) -> VerifyResult:
     """Connects, negotiates TLS and signs in (SMTP), or gets a token and reaches the batch account's mailbox
     (Graph, Exchange), and explains what is wrong when that fails. Nothing is sent."""
-    return await provider_tests.verify(tx.session, provider_id, settings)
+    return await provider_verify.verify(tx.session, provider_id, settings)
 
 
 @router.post("/{provider_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=TestEmailAccepted,
@@ -107,6 +108,6 @@ async def verify_provider(provider_id: ProviderPath, tx: TxDep, settings: Settin
 async def test_provider(provider_id: ProviderPath, body: TestEmailRequest, tx: TxDep,
                         principal: AdminDep) -> TestEmailAccepted:
     """Queues one test message through this provider and returns its id: follow it with GET /messages/{id}."""
-    accepted = await provider_tests.send_test(tx.session, principal, provider_id, body)
-    tx.enqueue_after_commit("deliver", _job_id=deliver_job_id(accepted.id))
+    accepted = await provider_verify.send_test(tx.session, principal, provider_id, body)
+    jobs.wake_for(tx, [accepted.id])
     return accepted

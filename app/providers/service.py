@@ -7,16 +7,15 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import select
 
-from app.core.crypto import SecretUndecryptable, decrypt_secrets, encrypt_secrets
+from app.core.clock import utcnow
 from app.core.errors import InvalidInput
 from app.mail.validate import MailInputError, normalize_address
 from app.messages import lifecycle
 from app.models import ProviderConfig
-from app.models._base import utcnow
+from app.providers import secrets as provider_secrets
 from app.providers.schemas import (
     THROTTLING_NOT_RECOMMENDED,
     ExchangeSettingsPublic,
@@ -28,10 +27,8 @@ from app.providers.schemas import (
     SmtpSettingsUpdate,
 )
 from app.settings import Settings
-from app.transports.base import Reply, Stage, TransportError
-from app.transports.exchange import DEPRECATION_NOTE, ExchangeConfig, ExchangeTransport
-from app.transports.graph import GraphConfig, GraphTransport, cloud_hosts, cloud_supports_upload_sessions
-from app.transports.smtp import SmtpConfig
+from app.transports.exchange import DEPRECATION_NOTE
+from app.transports.graph import cloud_hosts, cloud_supports_upload_sessions
 
 OFFICE365_SMTP_HOSTS = {"smtp.office365.com"}
 OFFICE365_SMTP_LIMIT = 30
@@ -45,65 +42,6 @@ def smtp_limit(host: str | None, configured: int | None) -> tuple[int, str]:
     if host and host.lower().rstrip(".") in OFFICE365_SMTP_HOSTS:
         return OFFICE365_SMTP_LIMIT, "automatic (Office 365 SMTP: Exchange Online sending limits)"
     return 0, "none"
-
-
-UNDECRYPTABLE_WARNING = (
-    "The stored {what} cannot be decrypted with the current keys (the database was probably moved to another "
-    "environment). Clear and re-enter the {what}."
-)
-SECRET_NAMES = {"smtp": "SMTP password", "graph": "application key (client secret)",
-                "exchange": "Exchange password or client secret"}
-
-
-def secret_status(row: ProviderConfig | None, settings: Settings) -> str:
-    if row is None or not row.secrets_encrypted:
-        return "not_set"
-    try:
-        return "ok" if decrypt_secrets(row.secrets_encrypted, settings) else "not_set"
-    except SecretUndecryptable:
-        return "undecryptable"
-
-
-def _stored_secret_names(row: ProviderConfig | None) -> list[str]:
-    """Which secrets are stored, from the non-secret config (readable even when the secrets are not)."""
-    return list(row.config.get("secrets_set", [])) if row is not None else []
-
-
-def merge_secrets(row: ProviderConfig, given: dict[str, SecretStr | None], fields_set: set[str],
-                  settings: Settings) -> tuple[str | None, list[str]]:
-    """Write-only secrets: a field left out keeps its stored value, null (or "") clears it, a value replaces it.
-
-    Returns the new token and the names of the secrets it holds. When the stored secrets cannot be decrypted,
-    what is re-entered replaces them (that is the documented fix); untouched ones stay as they were.
-    """
-    touched = {k: v for k, v in given.items() if k in fields_set}
-    if not touched:
-        return row.secrets_encrypted, _stored_secret_names(row)
-    try:
-        current = decrypt_secrets(row.secrets_encrypted, settings)
-    except SecretUndecryptable:
-        current = {}
-    for name, value in touched.items():
-        plain = value.get_secret_value() if value is not None else ""
-        if plain:
-            current[name] = plain
-        else:
-            current.pop(name, None)
-    return (encrypt_secrets(current, settings) if current else None), sorted(current)
-
-
-def require_reentry_on_host_change(row: ProviderConfig, old_hosts: set[str], new_hosts: set[str],
-                                   secrets: list[str], fields_set: set[str]) -> None:
-    """A stored secret is only ever sent to the hosts it was entered for: changing them means entering it again
-    (otherwise whoever can change the settings could redirect the stored secret to their own server)."""
-    if not row.secrets_encrypted or old_hosts == new_hosts:
-        return
-    missing = [s for s in _stored_secret_names(row) if s in secrets and s not in fields_set]
-    if missing:
-        raise InvalidInput(
-            f"{missing[0]}: the server it is sent to changed ({', '.join(sorted(old_hosts - new_hosts))} -> "
-            f"{', '.join(sorted(new_hosts - old_hosts))}); enter {' and '.join(missing)} again (or null to clear)",
-            errors=[{"field": m, "message": "must be entered again when the server changes"} for m in missing])
 
 
 def _address(field: str, value: str | None) -> str | None:
@@ -124,10 +62,10 @@ def smtp_public(row: ProviderConfig | None, settings: Settings) -> SmtpSettingsP
         return SmtpSettingsPublic(configured=False)
     c = row.config
     limit, source = smtp_limit(c.get("host"), row.per_minute_limit)
-    status = secret_status(row, settings)
+    status = provider_secrets.secret_status(row, settings)
     warnings = []
     if status == "undecryptable":
-        warnings.append(UNDECRYPTABLE_WARNING.format(what="SMTP password"))
+        warnings.append(provider_secrets.UNDECRYPTABLE_WARNING.format(what="SMTP password"))
     if c.get("tls") == "tls" and (c.get("host") or "").lower() in OFFICE365_SMTP_HOSTS:
         warnings.append("Microsoft 365 does not offer SMTP submission on port 465 / implicit TLS: use 587 with "
                         "STARTTLS.")
@@ -156,9 +94,9 @@ def smtp_public(row: ProviderConfig | None, settings: Settings) -> SmtpSettingsP
 async def put_smtp(session: AsyncSession, data: SmtpSettingsUpdate, settings: Settings) -> ProviderConfig:
     row = await get_row(session, "smtp") or ProviderConfig(id="smtp")
     fields = data.model_fields_set
-    require_reentry_on_host_change(row, {str(row.config.get("host", "")).lower()}, {data.host.lower()},
-                                   ["password"], fields)
-    new_token, secrets_set = merge_secrets(row, {"password": data.password}, fields, settings)
+    provider_secrets.require_reentry_on_host_change(row, {str(row.config.get("host", "")).lower()},
+                                                    {data.host.lower()}, ["password"], fields)
+    new_token, secrets_set = provider_secrets.merge_secrets(row, {"password": data.password}, fields, settings)
     from_address = _address("from_address", data.from_address)
     if data.authentication_required and not data.username:
         raise InvalidInput("authentication_required is true but no username is given",
@@ -198,12 +136,13 @@ async def summaries(session: AsyncSession, settings: Settings) -> list[ProviderS
         if row is not None:
             limit, source = (smtp_limit(row.config.get("host"), row.per_minute_limit) if pid == "smtp"
                              else (row.per_minute_limit or 0, "configured" if row.per_minute_limit else "none"))
-        status = secret_status(row, settings)
+        status = provider_secrets.secret_status(row, settings)
         note = DEPRECATION_NOTE if pid == "exchange" else None
         if status == "undecryptable":
             # What the reference article says for CryptoEncryptionException: clear and re-enter the secret.
-            note = (f"{UNDECRYPTABLE_WARNING.format(what=SECRET_NAMES[pid])} Messages for this provider are held "
-                    "until then.")
+            what = provider_secrets.SECRET_NAMES[pid]
+            note = (f"{provider_secrets.UNDECRYPTABLE_WARNING.format(what=what)} Messages for this provider are "
+                    "held until then.")
         out.append(ProviderSummary(
             id=pid, name=name, configured=row is not None, deprecated=pid == "exchange",
             per_minute_limit_in_force=limit, limit_source=source, secret_status=status, note=note,
@@ -211,52 +150,6 @@ async def summaries(session: AsyncSession, settings: Settings) -> list[ProviderS
     out.append(ProviderSummary(id="email_app", name="Email app (.eml download)", configured=True,
                                note="The user downloads the message and sends it from their own mail app."))
     return out
-
-
-@dataclass(frozen=True)
-class SmtpRuntime:
-    config: SmtpConfig
-    from_address: str | None
-    from_name: str | None
-    per_minute_limit: int
-
-
-def smtp_runtime_from(row: ProviderConfig, settings: Settings) -> SmtpRuntime:
-    """Settings the worker needs, secrets decrypted. Raises SecretUndecryptable."""
-    c: dict[str, Any] = row.config
-    ca_bundle = settings.smtp_ca_bundle
-    secrets = decrypt_secrets(row.secrets_encrypted, settings)
-    auth = bool(c.get("authentication_required"))
-    limit, _ = smtp_limit(c.get("host"), row.per_minute_limit)
-    return SmtpRuntime(
-        config=SmtpConfig(
-            host=c["host"], port=int(c.get("port", 587)), tls=c.get("tls", "starttls"),
-            # As MailKit does (and the reference article explains): a user name, once given, means "authenticate".
-            username=c.get("username") or None,
-            password=secrets.get("password") if (auth or c.get("username")) else None,
-            timeout=float(c.get("timeout_seconds", 30.0)),
-            validate_certs=bool(c.get("validate_certificates", True)),
-            ca_bundle=ca_bundle,
-        ),
-        from_address=c.get("from_address"),
-        from_name=c.get("from_name"),
-        per_minute_limit=limit,
-    )
-
-
-async def rotate_all(session: AsyncSession, settings: Settings) -> int:
-    """Re-encrypt every stored secret with the newest key (MultiFernet.rotate). Raises SecretUndecryptable
-    (naming no secret) when a stored secret cannot be decrypted with any of the keys."""
-    from app.core.crypto import rotate
-
-    n = 0
-    for row in (await session.execute(select(ProviderConfig))).scalars().all():
-        if row.secrets_encrypted:
-            row.secrets_encrypted = rotate(row.secrets_encrypted, settings)
-            session.add(row)
-            n += 1
-    await session.flush()
-    return n
 
 
 # ---------------------------------------------------------------------- saving (any provider)
@@ -359,7 +252,7 @@ def _limit_fields(row: ProviderConfig) -> dict[str, Any]:
 def _common_warnings(row: ProviderConfig, status: str, provider: str) -> list[str]:
     warnings = []
     if status == "undecryptable":
-        warnings.append(UNDECRYPTABLE_WARNING.format(what=SECRET_NAMES[provider]))
+        warnings.append(provider_secrets.UNDECRYPTABLE_WARNING.format(what=provider_secrets.SECRET_NAMES[provider]))
     if row.per_minute_limit:
         warnings.append(THROTTLING_NOT_RECOMMENDED)
     overridden = [k for k in ("authority_host", "graph_base") if row.config.get(k)]
@@ -382,9 +275,10 @@ async def put_graph(session: AsyncSession, data: GraphSettingsUpdate, settings: 
         "timeout_seconds": data.timeout_seconds,
     }
     if row.config:
-        require_reentry_on_host_change(row, _graph_hosts(row.config), _graph_hosts(config), ["client_secret"],
-                                       fields)
-    token, config["secrets_set"] = merge_secrets(row, {"client_secret": data.client_secret}, fields, settings)
+        provider_secrets.require_reentry_on_host_change(row, _graph_hosts(row.config), _graph_hosts(config),
+                                                        ["client_secret"], fields)
+    token, config["secrets_set"] = provider_secrets.merge_secrets(row, {"client_secret": data.client_secret},
+                                                                  fields, settings)
     if "client_secret" in fields:
         plain = data.client_secret.get_secret_value().strip() if data.client_secret is not None else ""
         config["secret_looks_like_id"] = bool(_GUID_SHAPE.match(plain))
@@ -397,7 +291,7 @@ def graph_public(row: ProviderConfig | None, settings: Settings) -> GraphSetting
     if row is None:
         return GraphSettingsPublic(configured=False)
     c = row.config
-    status = secret_status(row, settings)
+    status = provider_secrets.secret_status(row, settings)
     warnings = _common_warnings(row, status, "graph")
     if status == "not_set":
         warnings.append("No application key (client secret) is stored: messages sent through Microsoft Graph are "
@@ -440,9 +334,9 @@ async def put_exchange(session: AsyncSession, data: ExchangeSettingsUpdate, sett
         "timeout_seconds": data.timeout_seconds,
     }
     if row.config:
-        require_reentry_on_host_change(row, _exchange_hosts(row.config), _exchange_hosts(config),
-                                       ["password", "client_secret"], fields)
-    token, config["secrets_set"] = merge_secrets(
+        provider_secrets.require_reentry_on_host_change(row, _exchange_hosts(row.config), _exchange_hosts(config),
+                                                        ["password", "client_secret"], fields)
+    token, config["secrets_set"] = provider_secrets.merge_secrets(
         row, {"password": data.password, "client_secret": data.client_secret}, fields, settings)
     return await _store(session, row, config, token, data.per_minute_limit)
 
@@ -451,7 +345,7 @@ def exchange_public(row: ProviderConfig | None, settings: Settings) -> ExchangeS
     if row is None:
         return ExchangeSettingsPublic(configured=False, deprecation=DEPRECATION_NOTE)
     c = row.config
-    status = secret_status(row, settings)
+    status = provider_secrets.secret_status(row, settings)
     stored = set(c.get("secrets_set", []))
     warnings = _common_warnings(row, status, "exchange")
     needed = "password" if c.get("auth") == "basic" else "client_secret"
@@ -470,62 +364,3 @@ def exchange_public(row: ProviderConfig | None, settings: Settings) -> ExchangeS
     )
 
 
-@dataclass(frozen=True)
-class MicrosoftRuntime:
-    """What the worker (and verify) need to build a Graph or EWS transport, secrets decrypted."""
-
-    provider: str
-    config: GraphConfig | ExchangeConfig
-    batch_account: str | None
-    per_minute_limit: int
-
-
-def _unusable(provider: str, stage: Stage, text: str, code: str) -> TransportError:
-    """A configuration that cannot produce a working transport: classified like any failure (held)."""
-    return TransportError(stage, Reply(None, text, code), provider=provider)
-
-
-def microsoft_runtime_from(row: ProviderConfig, settings: Settings) -> MicrosoftRuntime:
-    """Raises SecretUndecryptable, or TransportError for a configuration that cannot work (no secret stored,
-    a testing-only host override in a deployment that does not allow it)."""
-    c: dict[str, Any] = row.config
-    provider = row.id
-    if not settings.allow_provider_url_override and (c.get("authority_host") or c.get("graph_base")):
-        raise _unusable(provider, "connect", "the settings point at a testing host (authority_host/graph_base) but "
-                        "this deployment does not allow overrides: save the settings again without them",
-                        "not_configured")
-    secrets = decrypt_secrets(row.secrets_encrypted, settings)
-    timeout = float(c.get("timeout_seconds", 30.0))
-    ca = settings.microsoft_ca_bundle
-    config: GraphConfig | ExchangeConfig
-    if provider == "graph":
-        if not secrets.get("client_secret"):
-            # Classified as entra.client_secret_missing (AADSTS7000218) without asking Entra ID.
-            raise _unusable(provider, "token", "no application key (client secret) is stored", "AADSTS7000218")
-        config = GraphConfig(
-            tenant_id=c["tenant_id"], client_id=c["client_id"], client_secret=secrets["client_secret"],
-            cloud=c.get("cloud", "global"), authority_host=c.get("authority_host"), graph_base=c.get("graph_base"),
-            ca_bundle=ca, timeout=timeout)
-    elif c.get("auth") == "oauth":
-        if not secrets.get("client_secret"):
-            raise _unusable(provider, "token", "no client secret is stored", "AADSTS7000218")
-        config = ExchangeConfig(
-            ews_url=c["ews_url"], auth="oauth", tenant_id=c["tenant_id"], client_id=c["client_id"],
-            client_secret=secrets["client_secret"], authority_host=c.get("authority_host"), ca_bundle=ca,
-            timeout=timeout)
-    else:
-        if not secrets.get("password"):
-            raise _unusable(provider, "auth", "no Exchange password is stored", "not_configured")
-        config = ExchangeConfig(ews_url=c["ews_url"], auth="basic", username=c.get("username"),
-                                password=secrets["password"], ca_bundle=ca, timeout=timeout)
-    return MicrosoftRuntime(provider, config, c.get("batch_account"), row.per_minute_limit or 0)
-
-
-def microsoft_transport(rt: MicrosoftRuntime) -> GraphTransport | ExchangeTransport:
-    """A new transport for the runtime settings (no network I/O). Raises TransportError for a bad configuration."""
-    try:
-        if isinstance(rt.config, GraphConfig):
-            return GraphTransport(rt.config)
-        return ExchangeTransport(rt.config)
-    except ValueError as exc:
-        raise _unusable(rt.provider, "connect", str(exc), "not_configured") from None

@@ -4,10 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.core.deps import AdminDep, TxDep
+from app.core.deps import TxDep
 from app.core.errors import problem_responses
-from app.core.params import DbId, Limit, Offset
-from app.messages.schemas import Page
+from app.core.pagination import DbId, Limit, Offset, Page
 from app.templates import service as template_service
 from app.templates.schemas import (
     CODE_PATTERN,
@@ -19,6 +18,7 @@ from app.templates.schemas import (
     TemplatePublic,
     TemplateSummary,
 )
+from app.users.auth import AdminDep
 
 TemplateId = DbId
 

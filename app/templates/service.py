@@ -19,11 +19,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.core.clock import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.pagination import Page
 from app.mail.validate import MailInputError, check_header_text, normalize_address
-from app.messages.schemas import Page
 from app.models import EmailTemplate, EmailTemplateContent, NotificationRule
-from app.models._base import utcnow
 from app.templates.rendering import (
     BUILTIN_PLACEHOLDERS,
     PARTS_AUTOESCAPED,

@@ -6,9 +6,9 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
 
+from app.core.clock import utcnow
 from app.core.security import ROLES, hash_key, new_key
 from app.models import ApiKey, User
-from app.models._base import utcnow
 
 
 async def create(session: AsyncSession, *, role: str, user_id: int | None = None, name: str = "") -> str:

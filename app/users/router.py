@@ -4,12 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from app.core import auth_cache
-from app.core.deps import AdminDep, PrincipalDep, TxDep
+from app.core.deps import TxDep
 from app.core.errors import problem_responses
-from app.core.params import DbId, Limit, Offset
-from app.messages.schemas import Page
+from app.core.pagination import DbId, Limit, Offset, Page
+from app.users import auth_cache
 from app.users import service as user_service
+from app.users.auth import AdminDep, PrincipalDep
 from app.users.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,

@@ -4,12 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.core.deps import AdminDep, TxDep, require
+from app.core.deps import TxDep
 from app.core.errors import problem_responses
-from app.core.params import DbId
-from app.core.security import Principal
-from app.messages.router import deliver_job_id
+from app.core.pagination import DbId
+from app.messages import jobs
 from app.templates.schemas import COMPANY_PATTERN
+from app.users.auth import AdminDep, ServiceOrAdminDep
 from app.workflow import service as workflow_service
 from app.workflow.schemas import (
     NotificationRuleIn,
@@ -21,7 +21,6 @@ from app.workflow.schemas import (
 router = APIRouter(tags=["workflow"], responses=problem_responses(401, 403, 422))
 
 RuleId = DbId
-Reporter = Annotated[Principal, require("service", "admin")]
 
 
 @router.post(
@@ -31,14 +30,13 @@ Reporter = Annotated[Principal, require("service", "admin")]
     responses=problem_responses(409),
     summary="Report a workflow event",
 )
-async def post_workflow_event(body: WorkflowEventIn, tx: TxDep, principal: Reporter) -> WorkflowEventResult:
+async def post_workflow_event(body: WorkflowEventIn, tx: TxDep, principal: ServiceOrAdminDep) -> WorkflowEventResult:
     """The matching notification rules name the recipients; each gets the template in their language, queued
     through the batch provider. Recipients who cannot be notified are listed under `skipped` with the reason.
     The same `event_id` again creates nothing and returns the first result (`duplicate: true`). A template
     that     cannot be rendered with `data` refuses the whole event (422, naming the placeholder)."""
     result, message_ids = await workflow_service.handle_event(tx.session, principal, body)
-    for slot in sorted({deliver_job_id(mid) for mid in message_ids}):
-        tx.enqueue_after_commit("deliver", _job_id=slot)
+    jobs.wake_for(tx, message_ids)
     return result
 
 

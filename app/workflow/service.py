@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from app.core.clock import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import Principal
 from app.mail.validate import MailInputError, normalize_address
@@ -26,7 +27,6 @@ from app.messages import lifecycle
 from app.messages import service as message_service
 from app.messages.schemas import MessageIn
 from app.models import EmailTemplate, Message, NotificationRule, User, WorkflowEvent
-from app.models._base import utcnow
 from app.parameters import service as parameters_service
 from app.templates import service as template_service
 from app.workflow.schemas import (

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from app.core import auth_cache, ttl_cache
+from app.core import ttl_cache
+from app.users import auth_cache
 from tests.conftest import Env
 from tests.support.smtp_server import SmtpServer
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from app.delivery import throttle
 from tests.conftest import Env
 from tests.support.smtp_server import SmtpServer
-from worker import throttle
 
 
 async def _submit(env: Env, n: int) -> list[int]:
@@ -62,3 +62,19 @@ async def test_window_is_atomic_under_concurrency(env: Env) -> None:
     grants = await asyncio.gather(*(throttle.acquire(env.redis, "x", 30, 4, 60.0) for _ in range(20)))
     assert sum(g for g, _ in grants) == 30
     assert all(w > 0 for g, w in grants if g < 4)
+
+
+async def test_status_reads_the_configured_window(pg_url: str, smtp: SmtpServer) -> None:
+    """/status counts sends in the window the throttle really uses (not a fixed minute)."""
+    from tests.conftest import running_env
+
+    async with running_env(pg_url, OUTBOX_THROTTLE_WINDOW_SECONDS=2.0) as env:
+        await env.use_smtp(smtp, per_minute_limit=5)
+        await _submit(env, 3)
+        await env.deliver()
+        assert len(smtp.received) == 3
+        t = (await env.client.get("/status")).json()["throttle"]["smtp"]
+        assert (t["window_seconds"], t["sent_last_minute"], t["tokens_left"]) == (2.0, 3, 2)
+        await asyncio.sleep(2.3)
+        t = (await env.client.get("/status")).json()["throttle"]["smtp"]
+        assert (t["sent_last_minute"], t["tokens_left"]) == (0, 5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from arq.connections import ArqRedis
 
@@ -90,3 +91,24 @@ async def pause(redis: ArqRedis, provider: str, seconds: float) -> None:
 async def count_deferrals(redis: ArqRedis, provider: str, count: int) -> None:
     if count:
         await redis.hincrby(DEFERRALS_KEY, provider, count)  # type: ignore[misc]  # redis-py: Awaitable | value
+
+
+async def state(redis: ArqRedis, limits: dict[str, int], window_seconds: float) -> dict[str, Any]:
+    """What monitoring shows per provider: the limit, sends in the current window, sends left, an active pause
+    and the deferrals so far. Reads the same keys, with the same window, that `acquire` writes."""
+    now_ms = int(time.time() * 1000)
+    out: dict[str, Any] = {}
+    deferrals: dict[bytes | str, Any] = await redis.hgetall(DEFERRALS_KEY)  # type: ignore[misc]  # redis-py: Awaitable | value
+    for provider, limit in limits.items():
+        key = KEY_PREFIX + provider
+        used = int(await redis.zcount(key, now_ms - int(window_seconds * 1000), "+inf"))
+        paused = await redis.pttl(key + ":pause")
+        out[provider] = {
+            "per_minute_limit": limit,
+            "window_seconds": window_seconds,
+            "sent_last_minute": used,
+            "tokens_left": max(0, limit - used) if limit else None,
+            "paused_for_seconds": round(paused / 1000, 1) if paused and paused > 0 else 0,
+            "deferrals_total": int(deferrals.get(provider.encode(), deferrals.get(provider, 0)) or 0),
+        }
+    return out

@@ -1,15 +1,15 @@
-"""Verify a provider's connection and credentials, and queue a test email through it."""
+"""Verify a provider's connection and credentials without sending, and queue a test email through it."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.crypto import SecretUndecryptable
 from app.core.errors import Conflict
 from app.core.security import Principal
-from app.delivery.classify import classify, classify_error
+from app.delivery.classify import classify_error
 from app.messages import service as message_service
 from app.messages.schemas import MessageIn
+from app.providers import runtime
 from app.providers import service as providers_service
 from app.providers.schemas import TestEmailAccepted, TestEmailRequest, VerifyResult
 from app.settings import Settings
@@ -24,39 +24,28 @@ def _failed(provider: str, err: TransportError) -> VerifyResult:
 
 
 async def verify(session: AsyncSession, provider_id: str, settings: Settings) -> VerifyResult:
-    row = await providers_service.get_row(session, provider_id)
-    if row is None:
-        v = classify(provider_id, "verify", Reply(None, f"{provider_id} is not configured", "not_configured"))
-        return VerifyResult(provider=provider_id, ok=False, detail=v.title, error_type=v.error_type,
-                            explanation=v.explanation, fix=v.fix)
+    """A fresh transport (one connection): a verify must not be answered from the worker's pooled connections or
+    token cache, nor from MSAL's 60 s replay of a refused request."""
     try:
-        if provider_id == "smtp":
-            rt = providers_service.smtp_runtime_from(row, settings)
-            pool = SmtpPool(rt.config, 1)
-            try:
-                reply = await pool.verify()
-            finally:
-                await pool.aclose()
-        else:
-            reply = await _verify_microsoft(providers_service.microsoft_runtime_from(row, settings))
-    except SecretUndecryptable:
-        return _failed(provider_id, TransportError(
-            "verify", Reply(None, "the stored secret cannot be decrypted", "secret_undecryptable"),
-            provider=provider_id))
+        rt = runtime.load(await providers_service.get_row(session, provider_id), provider_id, settings)
+        reply = await _check(rt)
     except TransportError as err:
         return _failed(provider_id, err)
     return VerifyResult(provider=provider_id, ok=True, detail=reply.text, reply_code=reply.code)
 
 
-async def _verify_microsoft(rt: providers_service.MicrosoftRuntime) -> Reply:
-    """A token (or the basic credentials) and the batch account's mailbox, with a fresh transport: a verify
-    must not be answered from the worker's token cache, nor from MSAL's 60 s replay of a refused request."""
-    if not rt.batch_account:
+async def _check(rt: runtime.Runtime) -> Reply:
+    """SMTP: connect, TLS and sign in. Graph and EWS: a token (or the basic credentials) and the batch account's
+    mailbox."""
+    if rt.provider != "smtp" and not rt.account:
         raise TransportError("verify", Reply(None, "no batch account is configured", "not_configured"),
                              provider=rt.provider)
-    transport = providers_service.microsoft_transport(rt)
+    transport = rt.open()
     try:
-        return await transport.verify(rt.batch_account)
+        if isinstance(transport, SmtpPool):
+            return await transport.verify()
+        assert rt.account is not None
+        return await transport.verify(rt.account)
     finally:
         await transport.aclose()
 
