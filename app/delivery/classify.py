@@ -120,6 +120,12 @@ _MFA_FIX = (
     "MFA / Conditional Access policy that blocks legacy sign-in, or switch this provider to Microsoft Graph "
     "(or SMTP with OAuth)."
 )
+_BASIC_WAYS_OUT = (
+    "There are two ways out: switch the SMTP provider to OAuth (auth_method oauth2_client_credentials: an app "
+    "registration with SMTP.SendAsApp, see the README section \"Microsoft 365 over SMTP with OAuth\"), or "
+    "switch to the Microsoft Graph provider. Until the end of the transition an administrator can still "
+    "re-enable Basic authentication for SMTP AUTH."
+)
 _SECRET_FIX = (
     "Clear and re-enter the password (SMTP) or client secret (Microsoft Graph, Exchange) in the provider "
     "settings. "
@@ -253,11 +259,35 @@ _TABLE: dict[str, _Row] = {
     "smtp.auth.basic_disabled": _Row(
         "held", "Password sign-in for SMTP is disabled",
         "The server no longer accepts password (Basic) authentication for client submission (535 5.7.139 "
-        "basic "
-        "authentication is disabled, or 550 5.7.30 after Microsoft retires it).",
-        "Switch this provider to Microsoft Graph or to SMTP with OAuth (XOAUTH2), or an administrator "
-        "re-enables "
-        "Basic authentication for SMTP AUTH while it is still possible."),
+        "basic authentication is disabled, or 550 5.7.30 after Microsoft retires it). Microsoft 365 disables "
+        "Basic authentication for SMTP AUTH by default from the end of December 2026.",
+        _BASIC_WAYS_OUT),
+    "smtp.auth.password_refused": _Row(
+        "held", "User name or password rejected",
+        "The SMTP server rejected the user name and password (535 5.7.3 Authentication unsuccessful). Microsoft "
+        "365 gives this same answer when the password is wrong and when Basic authentication for SMTP AUTH is "
+        "switched off for the tenant (the default from the end of December 2026).",
+        "Sign in to the account in a separate window to make sure that the user name and password are right, "
+        "then re-enter them and send a test email. If they are right, Basic authentication is off: "
+        + _BASIC_WAYS_OUT),
+    "smtp.oauth.refused": _Row(
+        "held", "Microsoft 365 refused the app's token (XOAUTH2)",
+        "The SMTP server refused the OAuth sign-in (AUTH XOAUTH2). Exchange Online answers 535 5.7.3 "
+        "Authentication unsuccessful for every cause: the app registration lacks the application permission "
+        "SMTP.SendAsApp or its admin consent; the app's service principal is not registered in Exchange Online; "
+        "the service principal has no FullAccess permission on the mailbox it signs in as; or the token was "
+        "issued for another resource than Exchange Online.",
+        "Run verify on the SMTP provider: it reads the token and tells which of these is missing. In the Azure "
+        "portal, app registration > API permissions: add Office 365 Exchange Online > Application permissions "
+        "> SMTP.SendAsApp and grant admin consent. In Exchange Online PowerShell: New-ServicePrincipal -AppId "
+        "<application id> -ObjectId <enterprise application object id>, then Add-MailboxPermission -Identity "
+        "<mailbox> -User <service principal id> -AccessRights FullAccess. Changes can take up to an hour."),
+    "smtp.oauth.no_xoauth2": _Row(
+        "held", "Server does not offer OAuth sign-in (XOAUTH2)",
+        "The SMTP provider signs in with OAuth (AUTH XOAUTH2), but the server does not offer XOAUTH2 on this "
+        "connection.",
+        "Check the host and port (Microsoft 365: smtp.office365.com, port 587 with STARTTLS; AUTH is offered "
+        "only after STARTTLS), or sign in with a password if the server does not support OAuth."),
     "smtp.auth.not_supported": _Row(
         "held", "Server does not support authentication",
         "If your SMTP server doesn't support authentication, please clear the SMTP user name and password. "
@@ -598,6 +628,7 @@ _SMTP_NO_CODE = {
     "starttls_unsupported": "smtp.tls.starttls_unsupported",
     "auth_not_supported": "smtp.auth.not_supported",
     "auth_no_mechanism": "smtp.auth.no_mechanism",
+    "auth_no_xoauth2": "smtp.oauth.no_xoauth2",
     "smtputf8_unsupported": "smtp.smtputf8_unsupported",
 }
 _SMTP_ENHANCED = {
@@ -620,6 +651,9 @@ _SMTP_ENHANCED = {
     "4.3.2": "smtp.throttled.concurrency",
     "4.7.66": "smtp.tls.version_unsupported",
 }
+
+
+_PASSWORD_MECHANISMS = {"PLAIN", "LOGIN", "CRAM-MD5"}  # Reply.error_code of a refused AUTH (transports/smtp.py)
 
 
 def _smtp_5_7_139(text: str) -> str:
@@ -650,6 +684,10 @@ def _smtp_type(stage: Stage, reply: Reply) -> str:
     lower = text.lower()
     if enhanced == "5.7.139":
         return _smtp_5_7_139(text)
+    if stage == "auth" and reply.error_code == "XOAUTH2" and reply.code >= 500 and enhanced != "5.7.30":
+        return "smtp.oauth.refused"
+    if stage == "auth" and enhanced == "5.7.3" and reply.error_code in _PASSWORD_MECHANISMS:
+        return "smtp.auth.password_refused"
     if enhanced == "5.2.0" or (reply.code >= 500 and "storedrv.submission" in lower):
         if "submissionquotaexceeded" in lower:
             return "smtp.quota.daily_exceeded"

@@ -17,6 +17,7 @@ import json
 import re
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from requests.adapters import HTTPAdapter
 
 from app.transports.base import Reply, Stage, TransportError
 
-__all__ = ["TokenSettings", "TokenSource", "aadsts_code", "http_failure"]
+__all__ = ["AccessToken", "TokenSettings", "TokenSource", "aadsts_code", "http_failure"]
 
 _AADSTS = re.compile(r"AADSTS\d+")
 _HTTP_STATUS = re.compile(r"HTTP status: (\d{3})")
@@ -51,6 +52,15 @@ class TokenSettings:
     # True when the authority host is not one of Microsoft's (tests, a local fake): MSAL would otherwise ask
     # login.microsoftonline.com to validate it ("instance discovery"), which fails offline.
     local_authority: bool = False
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A bearer token, when it expires (`time.time()` seconds) and whether it came from the cache."""
+
+    token: str = field(repr=False)
+    expires_at: float
+    from_cache: bool = False
 
 
 class _Session(requests.Session):
@@ -111,6 +121,10 @@ class TokenSource:
         return self._settings
 
     async def token(self) -> str:
+        return (await self.access_token()).token
+
+    async def access_token(self) -> AccessToken:
+        """The token with its expiry: MSAL's cached one while it has 5 minutes or more left, else a new one."""
         app = await self._application()
         return await asyncio.to_thread(self._acquire, app)
 
@@ -154,7 +168,7 @@ class TokenSource:
         except Exception as exc:
             raise self._exception_error(exc) from exc
 
-    def _acquire(self, app: Any) -> str:
+    def _acquire(self, app: Any) -> AccessToken:
         self._session.reset_status()
         try:
             result: Mapping[str, Any] = app.acquire_token_for_client(scopes=[self._settings.scope])
@@ -166,7 +180,11 @@ class TokenSource:
             raise self._exception_error(exc) from exc
         token = result.get("access_token")
         if isinstance(token, str) and token:
-            return token
+            try:  # MSAL assumes 600 s when the endpoint gives no lifetime (PROVIDERS.md §2.2)
+                lifetime = float(result.get("expires_in", 600))
+            except (TypeError, ValueError):
+                lifetime = 600.0
+            return AccessToken(token, time.time() + lifetime, result.get("token_source") == "cache")
         description = str(result.get("error_description") or result.get("error") or "no access token")
         error = result.get("error")
         code = aadsts_code(description) or _first_error_code(result) or (str(error) if error else None)

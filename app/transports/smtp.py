@@ -3,20 +3,31 @@
 Facts this relies on (../shared/PROVIDERS.md §5, TRAPS.md): `start_tls=True` makes STARTTLS required (the
 default would silently downgrade); a configured user name against a server without AUTH raises a plain
 `SMTPException`; a partial recipient refusal does not raise; 421 and read timeouts close the connection.
+
+Sign-in is done here, not by aiosmtplib's `login()`, which tries every mechanism the server offers (PLAIN, then
+LOGIN): one wrong password would count as two failed sign-ins against a lock-out policy. Outbox calls ONE
+mechanism, once: the one the settings name, else the first of the server's list that works with a password.
+With OAuth (`SmtpConfig.oauth`) it is `AUTH XOAUTH2` with a token shared by the pool's connections; a
+connection whose token has less than `REFRESH_MARGIN` left is not reused but replaced (SMTP has no re-AUTH).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
 import aiosmtplib
 
 from app.transports.base import OutgoingMessage, Reply, SendResult, Stage, TransportError
+from app.transports.oauth import REFRESH_MARGIN, SmtpOAuthConfig, SmtpTokens, token_source
 
 TlsMode = Literal["none", "starttls", "tls"]
+PasswordMechanism = Literal["PLAIN", "LOGIN", "CRAM-MD5"]
+# Mechanisms Outbox can use with a password, by their aiosmtplib method.
+_PASSWORD_MECHANISMS: dict[str, str] = {"plain": "auth_plain", "login": "auth_login", "cram-md5": "auth_crammd5"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +41,12 @@ class SmtpConfig:
     validate_certs: bool = True
     ca_bundle: str | None = None
     local_hostname: str | None = None
+    auth_mechanism: PasswordMechanism | None = None  # password sign-in: None = the server's first usable one
+    oauth: SmtpOAuthConfig | None = None  # AUTH XOAUTH2 as `username` (the mailbox) with a token from here
+
+    @property
+    def signs_in(self) -> bool:
+        return self.oauth is not None or bool(self.username)
 
 
 def _failure(stage: Stage, exc: BaseException, *, uncertain: bool = False) -> TransportError:
@@ -86,45 +103,141 @@ class SmtpPool:
         self._slots = asyncio.Semaphore(self.size)
         self._all: set[aiosmtplib.SMTP] = set()
         self._closed = False
+        if config.oauth is not None and not config.username:
+            raise ValueError("SMTP OAuth needs the mailbox to sign in as (username)")
+        # One token source per pool: every connection signs in with the same cached token.
+        self.tokens: SmtpTokens | None = token_source(config.oauth) if config.oauth is not None else None
+        self._token_expiry: dict[aiosmtplib.SMTP, float] = {}  # connection -> expiry of the token it used
+        self.connections_opened = 0
+        self.sign_ins = 0  # AUTH commands sent (each one a sign-in the server counts)
 
     def _client(self) -> aiosmtplib.SMTP:
         c = self.config
+        # No username/password here: aiosmtplib's login() would try every mechanism (see _sign_in).
         return aiosmtplib.SMTP(
             hostname=c.host,
             port=c.port,
             use_tls=c.tls == "tls",
             start_tls=True if c.tls == "starttls" else False,
-            username=c.username or None,
-            password=c.password if c.username else None,
             timeout=c.timeout,
             validate_certs=c.validate_certs,
             cert_bundle=c.ca_bundle,
             local_hostname=c.local_hostname,
         )
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _open(self) -> tuple[aiosmtplib.SMTP, Reply]:
+        """A connected, TLS-negotiated, signed-in client and the server's greeting. Raises TransportError."""
         client = self._client()
         try:
-            await client.connect()
+            greeting = await client.connect()
         except Exception as exc:
             client.close()
             raise _failure("connect", exc) from exc
+        self.connections_opened += 1
+        try:
+            await self._sign_in(client)
+        except BaseException:
+            client.close()
+            raise
+        return client, Reply(greeting.code, greeting.message)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        client, _ = await self._open()
         self._all.add(client)
         return client
+
+    async def _sign_in(self, client: aiosmtplib.SMTP) -> None:
+        """Authenticate with ONE mechanism, once (XOAUTH2 with OAuth; else the named or the server's first
+        password mechanism). A cached token the server refuses is dropped and a fresh one tried once: a token
+        revoked early must not hold the provider until it would have expired."""
+        c = self.config
+        if not c.signs_in:
+            return
+        try:
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+        except Exception as exc:
+            raise _failure("connect", exc) from exc
+        offered = client.server_auth_methods
+        if not client.supports_extension("auth"):
+            plain = client.get_transport_info("sslcontext") is None
+            text = "The SMTP AUTH extension is not supported by this server." + (
+                " Try connecting via TLS (or STARTTLS)." if plain else "")
+            raise TransportError("auth", Reply(None, text, "auth_not_supported"), provider="smtp")
+        username = c.username or ""
+        if self.tokens is not None:
+            if "xoauth2" not in offered:
+                raise TransportError("auth", Reply(
+                    None, f"the server does not offer AUTH XOAUTH2 (it offers: {_offered(offered)})",
+                    "auth_no_xoauth2"), provider="smtp")
+            token = await self.tokens.access_token()
+            try:
+                await self._auth(client, "xoauth2", username, token.token)
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                if not token.from_cache or not client.is_connected:
+                    raise _refused(exc, "XOAUTH2") from None
+                self.tokens.invalidate(token.token)
+                token = await self.tokens.access_token()
+                try:
+                    await self._auth(client, "xoauth2", username, token.token)
+                except aiosmtplib.SMTPAuthenticationError as again:
+                    raise _refused(again, "XOAUTH2") from None
+            self._token_expiry[client] = token.expires_at
+            return
+        mechanism = (c.auth_mechanism or "").lower() or next((m for m in offered if m in _PASSWORD_MECHANISMS), None)
+        if mechanism is None or mechanism not in offered:
+            wanted = f"{c.auth_mechanism} (named in the settings)" if c.auth_mechanism else "PLAIN, LOGIN or CRAM-MD5"
+            raise TransportError("auth", Reply(
+                None, f"No suitable authentication method found: Outbox signs in with {wanted}, the server offers "
+                      f"{_offered(offered)}", "auth_no_mechanism"), provider="smtp")
+        try:
+            await self._auth(client, mechanism, username, c.password or "")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise _refused(exc, mechanism.upper()) from None
+
+    async def _auth(self, client: aiosmtplib.SMTP, mechanism: str, username: str, secret: str) -> None:
+        self.sign_ins += 1
+        try:
+            if mechanism == "xoauth2":
+                await client.auth_xoauth2(username, secret)
+            else:
+                await getattr(client, _PASSWORD_MECHANISMS[mechanism])(username, secret)
+        except aiosmtplib.SMTPAuthenticationError:
+            raise
+        except Exception as exc:
+            raise _failure("auth", exc) from exc
+
+    def _usable(self, client: aiosmtplib.SMTP) -> bool:
+        if not client.is_connected:
+            return False
+        expiry = self._token_expiry.get(client)
+        return expiry is None or expiry - time.time() >= REFRESH_MARGIN
 
     async def _acquire(self) -> aiosmtplib.SMTP:
         while not self._idle.empty():
             client = self._idle.get_nowait()
-            if client.is_connected:
+            if self._usable(client):
                 return client
-            self._all.discard(client)
+            # Dropped by the server, or signed in with a token about to expire: replace it.
+            await self._discard(client)
         return await self._connect()
+
+    async def _discard(self, client: aiosmtplib.SMTP) -> None:
+        self._all.discard(client)
+        self._token_expiry.pop(client, None)
+        if client.is_connected:
+            try:
+                await asyncio.wait_for(client.quit(), timeout=2)
+            except Exception:
+                pass
+        client.close()
 
     def _release(self, client: aiosmtplib.SMTP) -> None:
         if client.is_connected and not self._closed:
             self._idle.put_nowait(client)
         else:
             self._all.discard(client)
+            self._token_expiry.pop(client, None)
             client.close()
 
     async def send(self, msg: OutgoingMessage) -> SendResult:
@@ -166,17 +279,13 @@ class SmtpPool:
         )
 
     async def verify(self) -> Reply:
-        """Connect, negotiate TLS and authenticate as configured, then QUIT. Sends nothing."""
-        client = self._client()
+        """Connect, negotiate TLS and authenticate as configured (the same code as a send), then QUIT. Sends
+        nothing."""
+        client, greeting = await self._open()
         try:
-            resp = await client.connect()
-            if self.config.username is None and self.config.tls == "none" and client.supports_extension("auth"):
-                pass  # AUTH is offered but not configured: fine for servers that relay for us
             noop = await client.noop()
             await client.quit()
-            return Reply(noop.code, f"connected to {self.config.host}:{self.config.port}: {resp.message}")
-        except TransportError:
-            raise
+            return Reply(noop.code, f"connected to {self.config.host}:{self.config.port}: {greeting.text}")
         except Exception as exc:
             raise _failure("verify", exc) from exc
         finally:
@@ -193,3 +302,16 @@ class SmtpPool:
             finally:
                 client.close()
         self._all.clear()
+        self._token_expiry.clear()
+        if self.tokens is not None:
+            await self.tokens.aclose()
+
+
+def _offered(methods: list[str]) -> str:
+    return " ".join(m.upper() for m in methods) or "nothing"
+
+
+def _refused(exc: aiosmtplib.SMTPAuthenticationError, mechanism: str) -> TransportError:
+    """The server's refusal, verbatim, with the mechanism that was refused as the error code (the classifier
+    tells a refused password from a refused token by it)."""
+    return TransportError("auth", Reply(exc.code, exc.message, mechanism), provider="smtp")

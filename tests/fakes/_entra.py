@@ -2,22 +2,25 @@
 EWS fakes, and `EntraFake`: an `HttpsFake` that serves it on its own port beside the fake's protocol.
 
 - `GET /{tenant}/v2.0/.well-known/openid-configuration` and `POST /{tenant}/oauth2/v2.0/token` exactly as
-  msal 1.39 calls them (PROVIDERS.md §2.4), issuing unsigned JWT-shaped tokens with a `roles` claim.
+  msal 1.39 calls them (PROVIDERS.md §2.4), issuing JWTs signed with the authority's own RSA key (RS256) with
+  `aud`, `tid`, `appid`, `roles` and `exp` claims; `FakeAuthority.decode()` checks a token as a resource server
+  does (signature, audience, expiry), e.g. the fake Exchange Online SMTP server in tests/support.
 - The `discovery` and `token` routes take scripted answers (`token_error(...)` and friends).
 """
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
-import secrets
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import parse_qs
 
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -129,6 +132,21 @@ class FakeAuthority:
         self.discovery_requests = 0
         self._valid: set[str] = set()
         self._counter = itertools.count(1)
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.key_id = f"fake-{uuid.uuid4().hex[:8]}"
+        self.service_principal_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sp:{client_id}"))
+
+    @property
+    def public_key_pem(self) -> bytes:
+        """The key a resource server (or Dovecot's oauth2 passdb) verifies this authority's tokens with."""
+        return self._key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def decode(self, token: str, *, audience: str) -> dict[str, Any]:
+        """The claims of a token this authority signed for `audience`, unexpired. Raises jwt.InvalidTokenError
+        (a subclass names the reason: ExpiredSignatureError, InvalidAudienceError, InvalidSignatureError...)."""
+        claims: dict[str, Any] = jwt.decode(token, self._key.public_key(), algorithms=["RS256"], audience=audience)
+        return claims
 
     def routes(self) -> list[Route]:
         return [
@@ -201,18 +219,20 @@ class FakeAuthority:
         )
 
     def _issue(self, tenant: str, audience: str) -> str:
-        def part(value: dict[str, Any]) -> str:
-            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
+        now = int(time.time())
         claims = {
             "aud": audience,
+            "iss": f"https://sts.windows.net/{tenant}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.expires_in,
             "tid": tenant,
             "appid": self.client_id,
-            "roles": self.roles,
+            "oid": self.service_principal_id,  # the enterprise application (service principal) object id
+            "roles": list(self.roles),
             "jti": f"fake-{next(self._counter)}",
-            "exp": int(time.time()) + self.expires_in,
         }
-        token = f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.{secrets.token_urlsafe(16)}"
+        token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
         self._valid.add(token)
         return token
 
