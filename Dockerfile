@@ -1,7 +1,7 @@
 # Outbox: one image for the API and the worker (choose with the command).
 #   docker build -t outbox .
 #   docker run -e DATABASE_URL=... -e REDIS_URL=... -e OUTBOX_ENV=production -e OUTBOX_SECRET_KEYS=... outbox
-#   docker run ... outbox arq worker.main.WorkerSettings
+#   docker run ... outbox outbox worker
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -20,4 +20,4 @@ USER outbox
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
 # Apply migrations with `outbox db upgrade` (a one-off job) before starting new versions.
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--no-access-log"]

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -127,6 +127,22 @@ def secrets_rotate() -> None:
     console.print(f"re-encrypted {n} stored secret(s) with the newest key")
 
 
+_WORKER_CMD = [sys.executable, "-m", "app.cli", "worker"]
+
+
+@cli.command("worker")
+def worker() -> None:
+    """Run one delivery worker (arq), logging in the API's format. Run it under a supervisor that restarts it:
+    arq's loop ends when it loses Redis."""
+    from arq.typing import WorkerSettingsBase
+    from arq.worker import run_worker
+
+    from worker.main import WorkerSettings  # configures logging on import
+
+    # arq's CLI takes the class as it is too: it is read for its attributes, not as a subclass.
+    run_worker(cast(type[WorkerSettingsBase], WorkerSettings))
+
+
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env)
 
@@ -139,11 +155,19 @@ def run(
 ) -> None:
     """Run the API (with Swagger UI at /docs) and the worker together, on the embedded default unless
     DATABASE_URL / REDIS_URL are set. Restarts a worker that stops; Ctrl-C stops everything."""
+    import logging
+
     import httpx
 
+    from app.core.logging import configure_logging
+
     settings = get_settings()
+    configure_logging(settings)  # the same format as the API's and the workers' lines it is interleaved with
+    log = logging.getLogger("outbox.run")
     env = dict(os.environ)
-    api = _spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--host", host, "--port", str(port)], env)
+    # No uvicorn access line: the request middleware logs each request once, with its id.
+    api = _spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--host", host, "--port", str(port),
+                  "--no-access-log"], env)
     base = f"http://{host}:{port}"
     for _ in range(300):
         try:
@@ -157,8 +181,8 @@ def run(
     # The API started the embedded Valkey (inside its lifespan): point the workers at it.
     env["REDIS_URL"] = settings.effective_redis_url
     env["DATABASE_URL"] = settings.database_url or settings.effective_database_url
-    procs = [_spawn([sys.executable, "-m", "arq", "worker.main.WorkerSettings"], env) for _ in range(workers)]
-    console.print(f"Outbox is running: API {base} (Swagger UI {base}/docs), {workers} worker(s). Ctrl-C stops.")
+    procs = [_spawn(_WORKER_CMD, env) for _ in range(workers)]
+    log.info("Outbox is running: API %s (Swagger UI %s/docs), %d worker(s). Ctrl-C stops.", base, base, workers)
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -174,8 +198,8 @@ def run(
         for i, p in enumerate(procs):
             if p.poll() is not None and not stopping:
                 # arq's loop ends when it loses Redis (TRAPS.md): start it again.
-                console.print(f"worker {i} stopped (exit {p.returncode}); restarting it")
-                procs[i] = _spawn([sys.executable, "-m", "arq", "worker.main.WorkerSettings"], env)
+                log.warning("worker %d stopped (exit %s); restarting it", i, p.returncode)
+                procs[i] = _spawn(_WORKER_CMD, env)
     for p in [*procs, api]:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)

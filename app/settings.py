@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,10 @@ class Settings(BaseSettings):
     embedded_worker: bool = Field(default=False, alias="OUTBOX_EMBEDDED_WORKER")
     queue_name: str = Field(default="outbox:queue", alias="OUTBOX_QUEUE")
     message_id_domain: str = Field(default="outbox.local", alias="OUTBOX_MESSAGE_ID_DOMAIN")
+    # Logs of the API, the worker and `outbox run`: JSON lines, or readable lines; auto is readable lines only in
+    # the embedded default (OUTBOX_ENV=embedded).
+    log_format: Literal["auto", "json", "console"] = Field(default="auto", alias="OUTBOX_LOG_FORMAT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="OUTBOX_LOG_LEVEL")
 
     # Delivery engine
     claim_batch_size: int = Field(default=100, alias="OUTBOX_CLAIM_BATCH")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,3 +84,12 @@ def test_one_command_embedded_run_delivers(embedded_env: dict[str, str], tmp_pat
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode()[-2000:]
     assert not (tmp_path / "var" / "valkey" / "valkey.pid").exists()  # the embedded server stopped with the API
+    # One readable format for the API, the worker and `outbox run` itself; requests carry their id.
+    lines = out.decode().splitlines()
+    line_re = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z \[(debug|info|warning|error|critical) *\] ")
+    assert all(line_re.match(line) for line in lines), "\n".join(x for x in lines if not line_re.match(x))
+    text = "\n".join(lines)
+    assert "[arq.worker]" in text and "[uvicorn.error]" in text and "[outbox.run]" in text
+    assert re.search(r"\] request +\[outbox.request\] method=POST path=/messages status=202 duration_ms=[\d.]+ "
+                     r"request_id=[0-9a-f]{32}", text), text
+    assert "reconcile(" not in text and "recording health" not in text and "[uvicorn.access]" not in text

@@ -46,7 +46,7 @@ async def _heartbeat(ctx: WorkerContext) -> None:
 
 
 async def startup(raw: dict[str, Any]) -> None:
-    configure_logging()
+    configure_logging(get_settings())  # again: arq's command line replaced its logger's handler after import
     await build_context(raw, get_settings())
     if get_settings().tune_gc:
         tune_gc()
@@ -80,6 +80,7 @@ async def shutdown(raw: dict[str, Any]) -> None:
 
 
 _settings = get_settings()
+configure_logging(_settings)
 
 
 class WorkerSettings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -150,10 +149,9 @@ def install_error_handlers(app: FastAPI) -> None:
                                 headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Never a stack trace or internal detail (it could hold a secret) in the response; the log has it.
-        logging.getLogger("outbox.api").error("unhandled error on %s %s", request.method, request.url.path,
-                                              exc_info=exc)
+    async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
+        # Never a stack trace or internal detail (it could hold a secret) in the response; the log has it (the
+        # request middleware logs it with the request id).
         return problem_response(500, "internal-error", "Internal error", "An unexpected error occurred; it was "
                                 "logged. Nothing was committed.", request.url.path)
 

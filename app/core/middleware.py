@@ -1,10 +1,11 @@
-"""Request ids, and a cap on request size before the body is read.
+"""Request ids, one log line per request, and a cap on request size before the body is read.
 
 Plain ASGI (not Starlette's BaseHTTPMiddleware, which costs a task and a stream copy per request).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import structlog
@@ -15,6 +16,9 @@ from app.core.errors import problem_response
 
 # Generous: the per-email limit (parameters) is checked precisely after decoding; this only stops abuse.
 MAX_BODY_BYTES = 210 * 1024 * 1024
+log = structlog.get_logger("outbox.request")
+# Polled many times a minute by load balancers and monitoring: logged only when they do not answer 200.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class RequestContext:
@@ -37,16 +41,28 @@ class RequestContext:
             await response(scope, receive, send)
             return
         rid_bytes = rid.encode("latin-1")
+        status = 500  # what the client gets when the app fails before answering
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid_bytes)]
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=rid)
+        started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Logged here, where the request id is still bound; the outermost handler answers 500 without detail.
+            log.exception(f"unhandled error on {scope['method']} {scope['path']}")
+            raise
         finally:
+            path = scope["path"]
+            if status != 200 or path not in _QUIET_PATHS:
+                log.info("request", method=scope["method"], path=path, status=status,
+                         duration_ms=round((time.perf_counter() - started) * 1000, 1))
             structlog.contextvars.unbind_contextvars("request_id")
 
 
