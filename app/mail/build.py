@@ -9,6 +9,7 @@ the output back with the standard `email` package (tests/unit/test_build.py).
 
 Encoding choices:
 
+* Date: numeric zone `+0000` (RFC 5322 §3.3: `GMT` is obsolete syntax, not to be generated).
 * Headers: ASCII text as is (folded at spaces past 78 characters); anything else, or text containing "=?", as
   RFC 2047 UTF-8 "B" encoded words of at most 75 characters, split on character boundaries.
   Addresses are written as given: an address with a non-ASCII local part goes out as UTF-8 (RFC 6532) and the
@@ -18,7 +19,9 @@ Encoding choices:
   Line endings are normalised to CRLF and a final line break is added (as EmailMessage does).
 * Attachments: base64 in 76-character lines; file names as quoted strings when ASCII, otherwise RFC 2231
   (`filename*=utf-8''...`, split into `filename*0*`, `filename*1*`... when long), both in Content-Disposition
-  `filename` and Content-Type `name`. Composite types (message/*, multipart/*) are sent as
+  `filename` and Content-Type `name`, followed by a plain quoted ASCII fallback (`filename="Ubersicht.pdf"`)
+  for readers that do not know RFC 2231. The RFC 2231 form comes first: readers that know both prefer it, and
+  Python's `email` takes the first of two values. Composite types (message/*, multipart/*) are sent as
   application/octet-stream: RFC 2046 forbids base64 for them, and we never re-parse user-supplied MIME.
 
 Header values are expected to have passed `app.mail.validate` at the API; the builder still refuses CR, LF and
@@ -28,9 +31,11 @@ other control characters with `ValueError` (defence in depth: an injected header
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from binascii import b2a_base64, b2a_qp
-from email.utils import formatdate
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from urllib.parse import quote
 
 from app.mail.validate import MailInputError, safe_filename
@@ -211,13 +216,36 @@ def _address_list(name: str, addresses: list[str]) -> str:
     return "\r\n".join(out)
 
 
+_FALLBACK_MAX = 60
+
+
+def ascii_fallback(filename: str) -> str:
+    """A plain ASCII stand-in for a file name: accents dropped ("Übersicht März.pdf" -> "Ubersicht Marz.pdf"),
+    other characters as "_", at most 60 characters with the extension kept, never empty."""
+    folded = unicodedata.normalize("NFKD", filename)
+    out = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else ("" if unicodedata.combining(ch) else "_")
+                  for ch in folded).strip()
+    stem, dot, ext = out.rpartition(".")
+    if not dot or len(ext) > 10 or not ext.strip("_"):
+        stem, dot, ext = out, "", ""
+    if not stem.strip("_ ."):
+        stem = "attachment"
+    stem = stem[: _FALLBACK_MAX - len(dot + ext)]
+    return stem + dot + ext
+
+
 def _param(name: str, value: str) -> str:
     """One MIME parameter on its own folded line (with the leading ";"): a quoted string when it is ASCII and
-    fits in 78 characters, otherwise RFC 2231 (percent-encoded UTF-8, split into numbered sections)."""
+    fits in 78 characters, otherwise RFC 2231 (percent-encoded UTF-8, split into numbered sections) followed by
+    a plain quoted ASCII fallback."""
     _check(name, value)
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     if value.isascii() and len(name) + len(escaped) + 4 <= _MAX_LINE:
         return f';\r\n {name}="{escaped}"'
+    return _rfc2231(name, value) + f';\r\n {name}="{ascii_fallback(value)}"'
+
+
+def _rfc2231(name: str, value: str) -> str:
     pct = quote(value, safe=_ATTR_SAFE)
     if len(name) + len(pct) + 11 <= _MAX_LINE:
         return f";\r\n {name}*=utf-8''{pct}"
@@ -310,7 +338,7 @@ def _body(msg: OutgoingMessage) -> list[bytes]:
 
 def _headers(msg: OutgoingMessage, *, eml: bool) -> list[str]:
     lines = [
-        f"Date: {formatdate(usegmt=True)}",
+        f"Date: {format_datetime(datetime.now(UTC))}",  # "+0000", not the obsolete "GMT"
         "From: " + _mailbox(msg.sender, msg.sender_name, 6),
     ]
     if msg.to:

@@ -215,6 +215,24 @@ class TestBuildMime:
         data = build_mime(make(attachments=[Attachment("März.pdf", "application/pdf", b"x")]))
         assert b"filename*=utf-8''M%C3%A4rz.pdf" in data
 
+    @pytest.mark.parametrize(("filename", "fallback"), [
+        ("März.pdf", "Marz.pdf"), ("Übersicht März 2026.xlsx", "Ubersicht Marz 2026.xlsx"),
+        ("报告.pdf", "attachment.pdf"), ("Ærø \"quoted\".txt", "_r_ _quoted_.txt"),
+        ("é" * 90 + ".docx", "e" * 55 + ".docx"),
+    ])
+    def test_non_ascii_filename_has_a_plain_fallback(self, filename: str, fallback: str) -> None:
+        """RFC 2231 first (readers that know it prefer it), then a plain ASCII filename= / name= for the rest."""
+        data = build_mime(make(body_text="x", attachments=[Attachment(filename, "application/pdf", b"%PDF")]))
+        head = data.split(b"Content-Transfer-Encoding: base64", 1)[0].decode("ascii")
+        assert f'filename="{fallback}"' in head and f'name="{fallback}"' in head
+        assert head.index("filename*") < head.index(f'filename="{fallback}"')
+        assert parse(data).get_payload()[1].get_filename() == filename
+
+    def test_date_uses_numeric_zone(self) -> None:
+        """RFC 5322 §3.3: "+0000", not the obsolete "GMT"."""
+        [date] = re.findall(rb"^Date: (.*)\r$", build_mime(make(body_text="x")), re.MULTILINE)
+        assert re.fullmatch(rb"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000", date), date
+
     def test_composite_attachment_types_sent_as_octet_stream(self) -> None:
         eml = b"Subject: inner\r\n\r\nbody\r\n"
         p = parse(build_mime(make(attachments=[Attachment("fwd.eml", "message/rfc822", eml)])))
