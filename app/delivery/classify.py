@@ -202,6 +202,37 @@ _TABLE: dict[str, _Row] = {
         "between Outbox and the server removed the offer).",
         "Check the port (587 for STARTTLS, 465 for implicit TLS) and the server's TLS settings. Turn off "
         "'SSL required' only for internal test servers."),
+    "smtp.tls.required": _Row(
+        "held", "Server requires STARTTLS",
+        "The SMTP server accepts mail only over an encrypted connection (530 5.7.0 Must issue a STARTTLS "
+        "command first), and this provider is configured without TLS. No message can be sent this way; the "
+        "messages themselves are fine.",
+        "Set the provider's TLS mode to STARTTLS (port 587, or 25) or to implicit TLS (port 465) and save: the "
+        "held messages are then sent."),
+    "smtp.greeting_rejected": _Row(
+        "held", "Server refused the connection",
+        "The SMTP server refused Outbox as soon as it connected (a 5xx greeting such as 554 5.7.1 Client host "
+        "rejected, or a refused EHLO or STARTTLS): it does not accept mail from this client's address, or this "
+        "is not its mail submission port. It is a problem of the provider's configuration, not of the "
+        "messages, and every message would meet it.",
+        "Check the host and port (587 or 465 for submission, not a port reserved for other servers), and ask "
+        "the server's administrator to allow Outbox's IP address; then save the settings again (or send a "
+        "test email) to release the held messages."),
+    "smtp.helo_rejected": _Row(
+        "held", "Server refused Outbox's EHLO name",
+        "The SMTP server refused the name Outbox greets with (EHLO/HELO), typically 504 5.5.2 Helo command "
+        "rejected: need fully-qualified hostname. The recipients are not at fault: the server refuses every "
+        "message from a client that greets with a name that is not fully qualified.",
+        "Set the EHLO name in the SMTP settings to this machine's fully qualified DNS name (for example "
+        "outbox.contoso.com), or to an address literal such as [192.0.2.10]; leave it empty for the default, "
+        "the machine's fully qualified name when it has one."),
+    "smtp.server_timeout": _Row(
+        "transient", "Server closed an idle connection",
+        "The SMTP server closed the connection because it waited too long for Outbox (421 4.4.2 timeout "
+        "exceeded): a reused connection had been idle longer than the server allows, or the network stalled. "
+        "This is a connection problem, not a rate limit, and nothing was accepted.",
+        "Nothing to do: Outbox opens a new connection and retries. If it happens often, check the network "
+        "between Outbox and the server."),
     "smtp.tls.version_unsupported": _Row(
         "permanent", "TLS version too old",
         "The server refused the connection because the TLS version is older than 1.2 (421 4.7.66); this is "
@@ -223,6 +254,14 @@ _TABLE: dict[str, _Row] = {
         "Verify that the SMTP user credentials are correct. Configure a user name and password, and keep "
         "STARTTLS "
         "on: Microsoft 365 only offers sign-in after STARTTLS."),
+    "smtp.auth.not_signed_in": _Row(
+        "held", "Server requires sign-in",
+        "The SMTP server accepts mail only from clients that signed in (it answered that authentication is "
+        "required, or that the sender is not logged in), and this connection did not sign in: no SMTP user "
+        "name is configured. No password was rejected.",
+        "Turn on 'authentication required' in the SMTP settings and enter the SMTP user name and password, "
+        "keeping STARTTLS on (servers usually offer sign-in only over TLS); or ask the server's administrator "
+        "to allow Outbox's address to send without signing in."),
     "smtp.auth.mfa_blocked": _Row(
         "held", "Sign-in blocked by additional criteria (MFA)",
         "Authentication unsuccessful, the request did not meet the criteria to be authenticated "
@@ -396,8 +435,9 @@ _TABLE: dict[str, _Row] = {
         retry_after=DAILY_QUOTA_WAIT),
     "smtp.throttled.rate": _Row(
         "throttled", "Too many messages per minute",
-        "The server limits how many messages this client may submit per minute (421 4.4.2; Microsoft 365: 30 "
-        "per minute per mailbox) and closed the connection.",
+        "The server limits how many messages this client may submit in a period (Microsoft 365: 421 4.4.2, 30 "
+        "per minute per mailbox; Postfix: 450 4.7.1 Error: too much mail). The messages are fine and this "
+        "does not count as a failed attempt.",
         "Outbox waits a minute and continues. Set the per-minute sending limit for this provider below the "
         "server's limit.",
         retry_after=RATE_LIMIT_WAIT),
@@ -647,7 +687,7 @@ _SMTP_ENHANCED = {
     "5.7.708": "smtp.tenant.ip_blocked",
     "5.7.750": "smtp.sender.unregistered_domain",
     "5.7.705": "smtp.tenant.threshold_exceeded",
-    "4.4.2": "smtp.throttled.rate",
+    "4.4.2": "smtp.server_timeout",  # RFC 3463 "bad connection"; Microsoft 365's rate limit is told by its text
     "4.3.2": "smtp.throttled.concurrency",
     "4.7.66": "smtp.tls.version_unsupported",
 }
@@ -667,6 +707,33 @@ def _smtp_5_7_139(text: str) -> str:
     if "basic authentication is disabled" in t:
         return "smtp.auth.basic_disabled"
     return "smtp.auth.mfa_blocked"  # "did not meet the criteria": MFA, Conditional Access
+
+
+def _real_server_type(stage: Stage, code: int, enhanced: str | None, lower: str) -> str | None:
+    """Replies of real servers (met with Postfix 3.7 in tests/mta; the phrases are also Exim's and
+    Sendmail's), checked before the enhanced-code map because the same code means different things."""
+    if code >= 500 and ("must issue a starttls" in lower or (code == 530 and "starttls" in lower)):
+        return "smtp.tls.required"  # 530 5.7.0 Must issue a STARTTLS command first
+    if "helo command rejected" in lower or "ehlo command rejected" in lower:
+        return "smtp.helo_rejected"  # 504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname
+    if "not owned by user" in lower:
+        return "smtp.send_as_denied"  # 553 5.7.1 <x>: Sender address rejected: not owned by user y
+    if enhanced != "5.7.57" and ("not logged in" in lower or "authentication required" in lower
+                                 or "authentication is required" in lower or "must authenticate" in lower):
+        return "smtp.auth.not_signed_in"  # 553 5.7.1 Sender address rejected: not logged in; 530 ... required
+    if 400 <= code < 500:
+        if "timeout exceeded" in lower or "timed out" in lower:
+            return "smtp.server_timeout"  # 421 4.4.2 mx Error: timeout exceeded
+        if enhanced == "4.4.2" and ("rate" in lower or "limit" in lower):
+            return "smtp.throttled.rate"  # 421 4.4.2 Message submission rate ... exceeded the configured limit
+        if any(p in lower for p in ("too much mail", "too many messages", "too many recipients from",
+                                    "rate limit", "sending rate", "message rate")):
+            return "smtp.throttled.rate"  # 450 4.7.1 Error: too much mail from 127.0.0.1
+        if "too many connections" in lower or "too many concurrent" in lower:
+            return "smtp.throttled.concurrency"  # 421 4.7.0 mx Error: too many connections from 127.0.0.1
+    if stage == "connect" and code >= 500:
+        return "smtp.greeting_rejected"  # 554 5.7.1 <client>: Client host rejected: Access denied
+    return None
 
 
 def _smtp_type(stage: Stage, reply: Reply) -> str:
@@ -693,6 +760,9 @@ def _smtp_type(stage: Stage, reply: Reply) -> str:
             return "smtp.quota.daily_exceeded"
         if "sendasdenied" in lower:
             return "smtp.send_as_denied"
+    real = _real_server_type(stage, reply.code, enhanced, lower)
+    if real is not None:
+        return real
     if enhanced in _SMTP_ENHANCED:
         return _SMTP_ENHANCED[enhanced]
     if "tls 1.0 and 1.1 are not supported" in lower:

@@ -443,3 +443,57 @@ class TestApi:
 def test_token_429_replayed_without_status_is_throttled_not_held() -> None:
     v = classify("graph", "token", Reply(None, "Service temporarily unavailable", "temporarily_unavailable"))
     assert v.kind == "throttled" and v.error_type == "entra.unavailable"
+
+
+class TestRealServerReplies:
+    """Replies captured from Postfix 3.7 (tests/mta starts it), verbatim as aiosmtplib reports them."""
+
+    @pytest.mark.parametrize(("code", "text", "stage", "kind", "error_type"), [
+        # tls=none against a port with smtpd_tls_security_level=encrypt: the provider's fault, not the message's
+        (530, "5.7.0 Must issue a STARTTLS command first", "mail", "held", "smtp.tls.required"),
+        # reject_sender_login_mismatch, signed in as another user: Send As
+        (553, "5.7.1 <other@example.com>: Sender address rejected: not owned by user batch@example.com", "rcpt",
+         "permanent", "smtp.send_as_denied"),
+        # ... and not signed in at all (no user name configured): not "password rejected"
+        (553, "5.7.1 <batch@example.com>: Sender address rejected: not logged in", "rcpt", "held",
+         "smtp.auth.not_signed_in"),
+        (530, "5.7.0 Authentication required", "mail", "held", "smtp.auth.not_signed_in"),
+        (530, "5.7.1 Authentication required", "mail", "held", "smtp.auth.not_signed_in"),
+        # smtpd_timeout: a connection problem, not Microsoft 365's 4.4.2 rate limit
+        (421, "4.4.2 mx.outbox.test Error: timeout exceeded", "mail", "transient", "smtp.server_timeout"),
+        # anvil rate limits: throttling (pause, no attempt counted)
+        (450, "4.7.1 Error: too much mail from 127.0.0.1", "mail", "throttled", "smtp.throttled.rate"),
+        (450, "4.7.1 Error: too many recipients from 127.0.0.1", "rcpt", "throttled", "smtp.throttled.rate"),
+        (421, "4.7.0 mx.outbox.test Error: too many connections from 127.0.0.1", "connect", "throttled",
+         "smtp.throttled.concurrency"),
+        # a 554 greeting (smtpd_client_restrictions at connect): the provider's problem
+        (554, "5.7.1 <localhost[127.0.0.1]>: Client host rejected: Access denied", "connect", "held",
+         "smtp.greeting_rejected"),
+        # reject_non_fqdn_helo_hostname (reported at RCPT): the EHLO name, not the address
+        (504, "5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname", "rcpt", "held",
+         "smtp.helo_rejected"),
+        # unchanged: wrong password, recipients refused by an access map, greylisting-like 4.7.1
+        (535, "5.7.8 Error: authentication failed: (reason unavailable)", "auth", "held", "smtp.auth.failed"),
+        (550, "5.1.1 <gone@example.com>: Recipient address rejected: Mailbox does not exist", "rcpt",
+         "permanent", "smtp.recipient.unknown"),
+        (450, "4.2.1 <busy@example.com>: Recipient address rejected: Mailbox busy, try again later", "rcpt",
+         "transient", "smtp.temporary_failure"),
+        (450, "4.7.1 <x@example.com>: Recipient address rejected: Greylisted, see http://postgrey", "rcpt",
+         "transient", "smtp.temporary_failure"),
+    ])
+    def test_postfix_replies(self, code: int, text: str, stage: Stage, kind: str, error_type: str) -> None:
+        v = smtp(code, text, stage)
+        assert (v.kind, v.error_type) == (kind, error_type)
+        assert_complete(v)
+
+    def test_not_signed_in_does_not_say_the_password_was_rejected(self) -> None:
+        v = smtp(553, "5.7.1 <batch@example.com>: Sender address rejected: not logged in", "rcpt")
+        assert "password" not in v.title.lower()
+        assert "No password was rejected" in v.explanation
+        assert "user name" in v.fix
+
+    def test_helo_refusal_per_recipient_is_not_about_the_address(self) -> None:
+        v = classify_recipient("smtp", Reply(504, "5.5.2 <localhost>: Helo command rejected: need fully-qualified "
+                                                  "hostname"))
+        assert (v.kind, v.error_type) == ("held", "smtp.helo_rejected")
+        assert "EHLO name" in v.fix
