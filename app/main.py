@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 
 from app.core import db
 from app.core.crypto import load_keys
+from app.core.docs import install_docs
 from app.core.embedded import EmbeddedValkey
 from app.core.errors import install_error_handlers
 from app.core.jobs import JobFlusher
@@ -47,6 +48,33 @@ then press *Authorize* above and paste it.
 
 **Errors** are `application/problem+json` (RFC 9457) with a stable `type` URI per kind of error.
 """
+
+
+# The administrator's work, in order: Swagger UI shows the tags in this order, each with its description.
+TAGS: list[dict[str, str]] = [
+    {"name": "parameters", "description": "**Start here.** The email parameters: which provider sends batch "
+     "email, the size limit of one email, how long unsent messages wait and how long history is kept, and the "
+     "distributor batch switch. Read with GET; change one field with PATCH, or send the whole set with PUT."},
+    {"name": "providers", "description": "How email leaves: **SMTP**, **Microsoft Graph** (recommended for "
+     "Microsoft 365) and **Exchange** (EWS, deprecated). Set up one, *verify* it (nothing is sent), then send "
+     "a *test* email. Secrets are write-only: no response ever contains one, and leaving a secret out of a "
+     "PATCH or PUT keeps the stored one."},
+    {"name": "users", "description": "The people Outbox sends for, and their email options: the provider they "
+     "send with, their sender address, and whether workflow notifications reach them."},
+    {"name": "api-keys", "description": "Keys for services (`service`), administrators (`admin`) and users "
+     "acting for themselves (`user`). A key is shown once, when it is created; revoking it takes effect at "
+     "once in every API process."},
+    {"name": "templates", "description": "Email templates (system and organisation), one text per language, "
+     "with placeholders rendered in a sandbox. Preview one with *render* before using it."},
+    {"name": "workflow", "description": "Business events that send notification email: rules say which "
+     "template goes to whom; a service reports an event and Outbox sends what the rules say."},
+    {"name": "messages", "description": "Submit email (one, or many at once), follow it, and act on it: "
+     "cancel, retry, edit and send a draft, download it as an `.eml` file."},
+    {"name": "history", "description": "Email history: what was sent, failed or expired, with the attempts "
+     "and, for each failure, its explanation and fix."},
+    {"name": "monitoring", "description": "For load balancers and monitoring, without a key: liveness, "
+     "readiness, the service status (queue, workers, providers) and Prometheus metrics."},
+]
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -109,18 +137,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        openapi_tags=TAGS,
         generate_unique_id_function=_unique_id,
+        docs_url=None,  # served from installed files by install_docs, not from a CDN
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings
     app.state.redis = None
     app.state.ingest = None
     install_error_handlers(app)
     install_middleware(app)
-    for router in (messages_router, history_router, parameters_router, providers_router, monitoring_router,
-                   users_router, keys_router):
+    install_docs(app)
+    for router in (parameters_router, providers_router, users_router, keys_router, templates_router,
+                   workflow_router, messages_router, history_router, monitoring_router):
         app.include_router(router)
-    app.include_router(templates_router)
-    app.include_router(workflow_router)
     return app
 
 
