@@ -50,7 +50,7 @@ from typing import Literal
 
 from app.transports.base import Reply, Stage, TransportError
 
-__all__ = ["Kind", "Verdict", "all_error_types", "classify", "classify_error", "classify_recipient"]
+__all__ = ["Kind", "Verdict", "all_error_types", "classify", "classify_error", "classify_recipient", "verdict_for"]
 
 Kind = Literal["transient", "permanent", "throttled", "held"]
 
@@ -321,6 +321,21 @@ _TABLE: dict[str, _Row] = {
         "> SMTP.SendAsApp and grant admin consent. In Exchange Online PowerShell: New-ServicePrincipal -AppId "
         "<application id> -ObjectId <enterprise application object id>, then Add-MailboxPermission -Identity "
         "<mailbox> -User <service principal id> -AccessRights FullAccess. Changes can take up to an hour."),
+    "smtp.oauth.permission_missing": _Row(
+        "held", "The app lacks SMTP.SendAsApp (or its admin consent)",
+        "The access token carries no SMTP.SendAsApp role: the app registration lacks the application permission "
+        "SMTP.SendAsApp (Office 365 Exchange Online), or an administrator has not granted admin consent for it. "
+        "Exchange Online refuses such a token (535 5.7.3).",
+        "In the Azure portal, the app registration > API permissions > Add a permission > APIs my organization "
+        "uses > Office 365 Exchange Online > Application permissions > SMTP.SendAsApp, then Grant admin consent. "
+        "A delegated SMTP.Send permission does not work for an app that signs in on its own."),
+    "smtp.oauth.wrong_resource": _Row(
+        "held", "Token for the wrong resource",
+        "The access token was issued for another resource than Exchange Online (its audience is not "
+        "https://outlook.office365.com or the cloud's equivalent), so the SMTP server refuses it (535 5.7.3).",
+        "With auth_method oauth2_client_credentials Outbox asks for the cloud's Exchange Online scope itself "
+        "(https://outlook.office365.com/.default in the global cloud): check the cloud setting. With "
+        "oauth2_token_endpoint, correct the scope."),
     "smtp.oauth.no_xoauth2": _Row(
         "held", "Server does not offer OAuth sign-in (XOAUTH2)",
         "The SMTP provider signs in with OAuth (AUTH XOAUTH2), but the server does not offer XOAUTH2 on this "
@@ -952,6 +967,11 @@ def classify(
     else:
         raise ValueError(f"unknown provider {provider!r}")
     return _verdict(error_type, uncertain=uncertain, retry_after=retry_after)
+
+
+def verdict_for(error_type: str) -> Verdict:
+    """The table's row for `error_type` (for outcomes found without a server reply, e.g. by verify)."""
+    return _verdict(error_type, uncertain=False, retry_after=None)
 
 
 def classify_error(err: TransportError) -> Verdict:

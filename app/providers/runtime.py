@@ -19,6 +19,7 @@ from app.settings import Settings
 from app.transports.base import Reply, Stage, TransportError
 from app.transports.exchange import ExchangeConfig, ExchangeTransport
 from app.transports.graph import GraphConfig, GraphTransport
+from app.transports.oauth import SmtpOAuthConfig
 from app.transports.smtp import SmtpConfig, SmtpPool
 
 __all__ = ["OFFICE365_SMTP_CONNECTIONS", "Runtime", "Transport", "load"]
@@ -41,9 +42,9 @@ class Runtime:
 
     def open(self) -> Transport:
         """A new transport (no network I/O). Raises TransportError for a configuration that cannot work."""
-        if isinstance(self.config, SmtpConfig):
-            return SmtpPool(self.config, self.connections)
         try:
+            if isinstance(self.config, SmtpConfig):
+                return SmtpPool(self.config, self.connections)
             if isinstance(self.config, GraphConfig):
                 return GraphTransport(self.config)
             return ExchangeTransport(self.config)
@@ -75,14 +76,32 @@ def _smtp(row: ProviderConfig, secrets: dict[str, str], settings: Settings, conn
     limit, _ = smtp_limit(c.get("host"), row.per_minute_limit)
     if c["host"].lower().rstrip(".") in OFFICE365_SMTP_HOSTS:
         connections = min(connections, OFFICE365_SMTP_CONNECTIONS)
+    method = c.get("auth_method", "password")
+    timeout = float(c.get("timeout_seconds", 30.0))
+    oauth: SmtpOAuthConfig | None = None
+    if method != "password":
+        if not settings.allow_provider_url_override and c.get("authority_host"):
+            raise _unusable("smtp", "connect", "the settings point at a testing sign-in host (authority_host) but "
+                            "this deployment does not allow overrides: save the settings again without it",
+                            "not_configured")
+        if not secrets.get("client_secret"):
+            # Classified as entra.client_secret_missing (AADSTS7000218) without asking the token endpoint.
+            raise _unusable("smtp", "token", "no client secret is stored", "AADSTS7000218")
+        oauth = SmtpOAuthConfig(
+            kind=method, client_id=c["client_id"], client_secret=secrets["client_secret"],
+            tenant_id=c.get("tenant_id"), cloud=c.get("cloud", "global"), authority_host=c.get("authority_host"),
+            token_url=c.get("token_url"), scope=c.get("scope"), ca_bundle=settings.microsoft_ca_bundle
+            if method == "oauth2_client_credentials" else settings.smtp_ca_bundle, timeout=timeout)
     config = SmtpConfig(
         host=c["host"], port=int(c.get("port", 587)), tls=c.get("tls", "starttls"),
         # As MailKit does (and the reference article explains): a user name, once given, means "authenticate".
         username=c.get("username") or None,
-        password=secrets.get("password") if (auth or c.get("username")) else None,
-        timeout=float(c.get("timeout_seconds", 30.0)),
+        password=secrets.get("password") if oauth is None and (auth or c.get("username")) else None,
+        timeout=timeout,
         validate_certs=bool(c.get("validate_certificates", True)),
         ca_bundle=settings.smtp_ca_bundle,
+        auth_mechanism=c.get("auth_mechanism") if oauth is None else None,
+        oauth=oauth,
     )
     return Runtime("smtp", config, limit, c.get("from_address"), connections)
 

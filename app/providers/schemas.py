@@ -7,6 +7,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from app.mail.validate import MailInputError, check_header_text
 
 TlsMode = Literal["none", "starttls", "tls"]
+SmtpAuthMethod = Literal["password", "oauth2_client_credentials", "oauth2_token_endpoint"]
+PasswordMechanism = Literal["PLAIN", "LOGIN", "CRAM-MD5"]
+Cloud = Literal["global", "usgov_gcch", "usgov_dod", "china"]
+_GUID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+# A tenant is a GUID or a verified domain (contoso.onmicrosoft.com); client credentials need a specific tenant.
+_TENANT = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+_MULTI_TENANT = {"common", "organizations", "consumers"}
 LimitSource = Literal["configured", "automatic (Office 365 SMTP: Exchange Online sending limits)", "none"]
 
 
@@ -18,11 +25,17 @@ def _hostname(v: str) -> str:
 
 
 class SmtpSettingsUpdate(BaseModel):
-    """SMTP settings. `password` is write-only: leave it out to keep the stored one, send null to clear it."""
+    """SMTP settings. `password` and `client_secret` are write-only: leave one out to keep the stored value, send
+    null to clear it. Changing the host (or, with OAuth, the sign-in host) requires entering them again."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "host": "smtp.office365.com", "port": 587, "tls": "starttls", "authentication_required": True,
-        "username": "batch@contoso.com", "password": "app-password", "from_address": "batch@contoso.com",
+        "host": "smtp.office365.com", "port": 587, "tls": "starttls", "auth_method": "oauth2_client_credentials",
+        "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "client_id": "0b5e1c4a-6f1e-4b5f-9d52-1c2b3a4d5e6f",
+        "client_secret": "the secret's Value (not its Secret ID)", "cloud": "global",
+        "username": "batch@contoso.com", "from_address": "batch@contoso.com", "from_name": "Contoso ERP",
+        "per_minute_limit": None}, {
+        "host": "smtp.example.com", "port": 587, "tls": "starttls", "authentication_required": True,
+        "username": "batch@example.com", "password": "app-password", "from_address": "batch@example.com",
         "from_name": "Contoso ERP", "per_minute_limit": None}, {
         "host": "127.0.0.1", "port": 1025, "tls": "none", "authentication_required": False,
         "from_address": "outbox@example.com", "per_minute_limit": 0}]})
@@ -30,9 +43,38 @@ class SmtpSettingsUpdate(BaseModel):
     host: str = Field(description="Outgoing mail server, e.g. smtp.office365.com")
     port: int = Field(587, ge=1, le=65535, description="587 with STARTTLS is typical")
     tls: TlsMode = Field("starttls", description="none | starttls (required, never downgraded) | tls (implicit, 465)")
-    authentication_required: bool = False
-    username: str | None = Field(None, max_length=320)
-    password: SecretStr | None = Field(None, description="Write-only; never returned")
+    auth_method: SmtpAuthMethod = Field(
+        "password", description="password (user name and password) | oauth2_client_credentials (Microsoft 365: "
+                                "AUTH XOAUTH2 with an app-only token from Microsoft Entra ID) | "
+                                "oauth2_token_endpoint (AUTH XOAUTH2 with a token from any OAuth 2.0 token "
+                                "endpoint, client credentials)")
+    authentication_required: bool = Field(
+        False, description="password: sign in (implied by a user name, and always true with OAuth)")
+    username: str | None = Field(
+        None, max_length=320, description="password: the account's user name. OAuth: the mailbox to sign in and "
+                                          "send as (the XOAUTH2 user)")
+    password: SecretStr | None = Field(None, description="password: write-only; never returned")
+    auth_mechanism: PasswordMechanism | None = Field(
+        None, description="password: the one SASL mechanism to use (PLAIN | LOGIN | CRAM-MD5); null = the first "
+                          "of these the server offers. Only one sign-in is attempted per connection")
+    tenant_id: str | None = Field(None, max_length=253, pattern=_TENANT,
+                                  description="oauth2_client_credentials: Directory (tenant) ID or domain")
+    client_id: str | None = Field(None, max_length=200,
+                                  description="OAuth: Application (client) ID (a GUID for Microsoft Entra ID)")
+    client_secret: SecretStr | None = Field(
+        None, description="OAuth: the client secret's Value (not its Secret ID). Write-only; never returned")
+    cloud: Cloud = Field("global", description="oauth2_client_credentials: global (also GCC) | usgov_gcch | "
+                                               "usgov_dod | china: the sign-in host and the token's resource "
+                                               "follow from it")
+    authority_host: str | None = Field(
+        None, max_length=300,
+        description="Testing only (oauth2_client_credentials): the Microsoft Entra ID sign-in host "
+                    "(`https://host:port`) instead of the cloud's. Refused unless "
+                    "OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE=true")
+    token_url: str | None = Field(None, max_length=500,
+                                  description="oauth2_token_endpoint: the https token endpoint URL")
+    scope: str | None = Field(None, max_length=500,
+                              description="oauth2_token_endpoint: the scope to ask for (space-separated)")
     from_address: str | None = Field(
         None, max_length=320, description="The batch account: the From of batch email when no other sender applies")
     from_name: str | None = Field(None, max_length=200)
@@ -47,10 +89,15 @@ class SmtpSettingsUpdate(BaseModel):
     def _host(cls, v: str) -> str:
         return _hostname(v)
 
-    @field_validator("username", "from_name")
+    @field_validator("username", "from_name", "client_id", "scope")
     @classmethod
     def _no_controls(cls, v: str | None) -> str | None:
         return _display_name(v)
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant_id(cls, v: str | None) -> str | None:
+        return None if v is None else _tenant(v)
 
 
 class SmtpSettingsPublic(BaseModel):
@@ -59,9 +106,20 @@ class SmtpSettingsPublic(BaseModel):
     host: str | None = None
     port: int = 587
     tls: TlsMode = "starttls"
+    auth_method: SmtpAuthMethod = "password"
     authentication_required: bool = False
     username: str | None = None
     password_set: bool = False
+    auth_mechanism: PasswordMechanism | None = None
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret_set: bool = False
+    cloud: Cloud = "global"
+    authority_host: str | None = Field(None, description="Testing override of the sign-in host, if any")
+    token_url: str | None = None
+    scope: str | None = Field(None, description="oauth2_token_endpoint: the scope asked for")
+    token_host: str | None = Field(None, description="OAuth: where the client secret is sent for a token")
+    token_scope: str | None = Field(None, description="OAuth: the scope of the tokens (the SMTP server's resource)")
     from_address: str | None = None
     from_name: str | None = None
     per_minute_limit: int | None = None
@@ -82,6 +140,7 @@ class ProviderSummary(BaseModel):
     limit_source: str = "none"
     secret_status: str = "not_set"
     note: str | None = None
+    warnings: list[str] = Field(default_factory=list, description="The provider's settings warnings")
 
 
 class TestEmailRequest(BaseModel):
@@ -104,6 +163,18 @@ class ErrorType(BaseModel):
     fix: str
 
 
+class VerifyStep(BaseModel):
+    """One step of a verify: `ok` is null when the step did not run (an earlier one failed)."""
+
+    step: str = Field(description="sign_in (OAuth: a token from the token endpoint) | connect (TCP, greeting, "
+                                  "TLS) | authenticate (SMTP AUTH) | ... (Graph/EWS: verify)")
+    ok: bool | None
+    detail: str
+    error_type: str | None = None
+    explanation: str | None = None
+    fix: str | None = None
+
+
 class VerifyResult(BaseModel):
     provider: str
     ok: bool
@@ -112,15 +183,12 @@ class VerifyResult(BaseModel):
     explanation: str | None = None
     fix: str | None = None
     reply_code: int | None = None
+    steps: list[VerifyStep] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list, description="The provider's settings warnings")
 
 
 # ---------------------------------------------------------------------- Microsoft Graph and Exchange
 
-Cloud = Literal["global", "usgov_gcch", "usgov_dod", "china"]
-_GUID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
-# A tenant is a GUID or a verified domain (contoso.onmicrosoft.com); client credentials need a specific tenant.
-_TENANT = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
-_MULTI_TENANT = {"common", "organizations", "consumers"}
 THROTTLING_NOT_RECOMMENDED = (
     "Email throttling isn't recommended for the Microsoft Graph and Exchange providers, because they have their "
     "own throttling mechanisms (Outbox waits as long as they ask on 429/503 answers). Set per_minute_limit to 0."

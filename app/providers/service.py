@@ -29,8 +29,20 @@ from app.providers.schemas import (
 from app.settings import Settings
 from app.transports.exchange import DEPRECATION_NOTE
 from app.transports.graph import cloud_hosts, cloud_supports_upload_sessions
+from app.transports.oauth import EXCHANGE_ONLINE_RESOURCES
 
 OFFICE365_SMTP_HOSTS = {"smtp.office365.com"}
+# Microsoft 365's SMTP client-submission hosts (global, the TLS 1.0/1.1 legacy endpoint, US Government, China):
+# where Basic authentication for SMTP AUTH goes away.
+MICROSOFT365_SMTP_HOSTS = {"smtp.office365.com", "smtp-legacy.office365.com", "smtp.office365.us",
+                           "smtp.partner.outlook.cn"}
+BASIC_AUTH_DEADLINE_WARNING = (
+    "This provider signs in to Microsoft 365 ({host}) with a password. Microsoft disables Basic authentication "
+    "for SMTP AUTH by default for every tenant from the end of December 2026 (tenants created after that cannot "
+    "use it at all); from then on every message is refused (535 5.7.139) and held. Switch auth_method to "
+    "oauth2_client_credentials (an app registration with the SMTP.SendAsApp permission: see the README section "
+    "\"Microsoft 365 over SMTP with OAuth\"), or switch to the Microsoft Graph provider."
+)
 OFFICE365_SMTP_LIMIT = 30
 PROVIDER_NAMES = {"smtp": "SMTP", "graph": "Microsoft Graph", "exchange": "Exchange (deprecated)"}
 
@@ -57,28 +69,76 @@ async def get_row(session: AsyncSession, provider_id: str) -> ProviderConfig | N
     return await session.get(ProviderConfig, provider_id)
 
 
+def is_microsoft365_smtp(host: str | None) -> bool:
+    return (host or "").lower().rstrip(".") in MICROSOFT365_SMTP_HOSTS
+
+
+def smtp_warnings(row: ProviderConfig, status: str) -> list[str]:
+    c = row.config
+    method = c.get("auth_method", "password")
+    host = (c.get("host") or "").lower()
+    warnings = []
+    if status == "undecryptable":
+        what = "SMTP password" if method == "password" else "SMTP client secret"
+        warnings.append(provider_secrets.UNDECRYPTABLE_WARNING.format(what=what))
+    if c.get("tls") == "tls" and is_microsoft365_smtp(host):
+        warnings.append("Microsoft 365 does not offer SMTP submission on port 465 / implicit TLS: use 587 with "
+                        "STARTTLS.")
+    if method == "password":
+        signs_in = bool(c.get("authentication_required") or c.get("username"))
+        if signs_in and c.get("tls") == "none":
+            warnings.append("Authentication over a connection without TLS sends the password in clear text.")
+        if signs_in and is_microsoft365_smtp(host):
+            warnings.append(BASIC_AUTH_DEADLINE_WARNING.format(host=host))
+    else:
+        if c.get("tls") == "none":
+            warnings.append("OAuth over a connection without TLS sends the access token in clear text.")
+        if status != "undecryptable" and "client_secret" not in c.get("secrets_set", []):
+            warnings.append(f"No client secret is stored for auth_method={method}: messages sent through SMTP are "
+                            "held until one is entered.")
+        if c.get("authority_host"):
+            warnings.append(OVERRIDE_WARNING.format(fields="authority_host"))
+    return warnings
+
+
+def _smtp_oauth_hosts(c: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(where the client secret goes, the token scope) of stored OAuth settings; (None, None) with a password."""
+    method = c.get("auth_method", "password")
+    if method == "oauth2_client_credentials":
+        host = (c.get("authority_host") or cloud_hosts(c.get("cloud", "global"))[0]).rstrip("/").lower()
+        return host, f"{EXCHANGE_ONLINE_RESOURCES[c.get('cloud', 'global')]}/.default"
+    if method == "oauth2_token_endpoint":
+        return _origin(c.get("token_url") or ""), c.get("scope")
+    return None, None
+
+
 def smtp_public(row: ProviderConfig | None, settings: Settings) -> SmtpSettingsPublic:
     if row is None:
         return SmtpSettingsPublic(configured=False)
     c = row.config
     limit, source = smtp_limit(c.get("host"), row.per_minute_limit)
     status = provider_secrets.secret_status(row, settings)
-    warnings = []
-    if status == "undecryptable":
-        warnings.append(provider_secrets.UNDECRYPTABLE_WARNING.format(what="SMTP password"))
-    if c.get("tls") == "tls" and (c.get("host") or "").lower() in OFFICE365_SMTP_HOSTS:
-        warnings.append("Microsoft 365 does not offer SMTP submission on port 465 / implicit TLS: use 587 with "
-                        "STARTTLS.")
-    if c.get("authentication_required") and c.get("tls") == "none":
-        warnings.append("Authentication over a connection without TLS sends the password in clear text.")
+    stored = set(c.get("secrets_set", []))
+    token_host, token_scope = _smtp_oauth_hosts(c)
     return SmtpSettingsPublic(
         configured=True,
         host=c.get("host"),
         port=c.get("port", 587),
         tls=c.get("tls", "starttls"),
+        auth_method=c.get("auth_method", "password"),
         authentication_required=c.get("authentication_required", False),
         username=c.get("username"),
-        password_set=status in ("ok", "undecryptable"),
+        password_set="password" in stored,
+        auth_mechanism=c.get("auth_mechanism"),
+        tenant_id=c.get("tenant_id"),
+        client_id=c.get("client_id"),
+        client_secret_set="client_secret" in stored,
+        cloud=c.get("cloud", "global"),
+        authority_host=c.get("authority_host"),
+        token_url=c.get("token_url"),
+        scope=c.get("scope"),
+        token_host=token_host,
+        token_scope=token_scope,
         from_address=c.get("from_address"),
         from_name=c.get("from_name"),
         per_minute_limit=row.per_minute_limit,
@@ -87,33 +147,92 @@ def smtp_public(row: ProviderConfig | None, settings: Settings) -> SmtpSettingsP
         validate_certificates=c.get("validate_certificates", True),
         timeout_seconds=c.get("timeout_seconds", 30.0),
         secret_status=status,
-        warnings=warnings,
+        warnings=smtp_warnings(row, status),
     )
+
+
+def _required(method: str, data: SmtpSettingsUpdate, names: list[str]) -> None:
+    missing = [n for n in names if not getattr(data, n)]
+    if missing:
+        raise InvalidInput(f"{missing[0]}: required with auth_method={method}",
+                           errors=[{"field": m, "message": f"required with auth_method={method}"} for m in missing])
+
+
+def _not_used(method: str, data: SmtpSettingsUpdate, names: list[str]) -> None:
+    given = [n for n in names if getattr(data, n) is not None]
+    if given:
+        raise InvalidInput(f"{given[0]}: not used with auth_method={method}; leave it out",
+                           errors=[{"field": g, "message": f"not used with auth_method={method}"} for g in given])
+
+
+def _token_url(value: str) -> str:
+    u = urlsplit(value.strip())
+    if u.scheme != "https" or not u.hostname or u.username or u.password or u.fragment:
+        raise InvalidInput("token_url: must be an https URL (the client secret is sent to it), without "
+                           "credentials or fragment",
+                           errors=[{"field": "token_url", "message": "must be an https URL"}])
+    return value.strip()
 
 
 async def put_smtp(session: AsyncSession, data: SmtpSettingsUpdate, settings: Settings) -> ProviderConfig:
     row = await get_row(session, "smtp") or ProviderConfig(id="smtp")
     fields = data.model_fields_set
-    provider_secrets.require_reentry_on_host_change(row, {str(row.config.get("host", "")).lower()},
-                                                    {data.host.lower()}, ["password"], fields)
-    new_token, secrets_set = provider_secrets.merge_secrets(row, {"password": data.password}, fields, settings)
-    from_address = _address("from_address", data.from_address)
-    if data.authentication_required and not data.username:
-        raise InvalidInput("authentication_required is true but no username is given",
-                           errors=[{"field": "username", "message": "required when authentication_required is true"}])
-    config = {
+    method = data.auth_method
+    oauth_fields = ["tenant_id", "client_id", "authority_host", "token_url", "scope"]
+    if method == "password":
+        _not_used(method, data, oauth_fields)
+        if data.authentication_required and not data.username:
+            raise InvalidInput(
+                "authentication_required is true but no username is given",
+                errors=[{"field": "username", "message": "required when authentication_required is true"}])
+    else:
+        _not_used(method, data, ["auth_mechanism", "password"])
+        if method == "oauth2_client_credentials":
+            _not_used(method, data, ["token_url", "scope"])
+            _required(method, data, ["username", "tenant_id", "client_id"])
+        else:
+            _not_used(method, data, ["tenant_id", "authority_host"])
+            _required(method, data, ["username", "token_url", "client_id", "scope"])
+    config: dict[str, Any] = {
         "host": data.host,
         "port": data.port,
         "tls": data.tls,
-        "authentication_required": data.authentication_required,
-        "username": data.username,
-        "from_address": from_address,
+        "auth_method": method,
+        "authentication_required": data.authentication_required or method != "password",
+        "username": _address("username", data.username) if method != "password" else data.username,
+        "auth_mechanism": data.auth_mechanism,
+        "tenant_id": data.tenant_id,
+        "client_id": data.client_id.lower() if method == "oauth2_client_credentials" and data.client_id
+        else data.client_id,
+        "cloud": data.cloud,
+        "authority_host": _url_override("authority_host", data.authority_host, settings, path=False),
+        "token_url": _token_url(data.token_url) if data.token_url else None,
+        "scope": data.scope,
+        "from_address": _address("from_address", data.from_address),
         "from_name": data.from_name,
         "validate_certificates": data.validate_certificates,
         "timeout_seconds": data.timeout_seconds,
-        "secrets_set": secrets_set,
     }
-    return await _store(session, row, config, new_token, data.per_minute_limit)
+    if method == "oauth2_client_credentials" and config["client_id"] and not _GUID_SHAPE.match(config["client_id"]):
+        raise InvalidInput("client_id: must be the Application (client) ID, a GUID",
+                           errors=[{"field": "client_id", "message": "must be a GUID"}])
+    # Only the secret of the chosen method is kept: switching methods drops the other one.
+    used, unused = ("password", "client_secret") if method == "password" else ("client_secret", "password")
+    if row.config:
+        # The password goes to the SMTP host; the client secret to the token host, and the token it buys to the
+        # SMTP host: either one changing means entering the secret again.
+        provider_secrets.require_reentry_on_host_change(
+            row, _smtp_secret_hosts(row.config), _smtp_secret_hosts(config), [used], fields)
+    given = {"password": data.password, "client_secret": data.client_secret}
+    if unused in provider_secrets.stored_secret_names(row):
+        given[unused], fields = None, fields | {unused}
+    token, config["secrets_set"] = provider_secrets.merge_secrets(row, given, fields, settings)
+    return await _store(session, row, config, token, data.per_minute_limit)
+
+
+def _smtp_secret_hosts(c: dict[str, Any]) -> set[str]:
+    token_host, _ = _smtp_oauth_hosts(c)
+    return {str(c.get("host", "")).lower()} | ({token_host} if token_host else set())
 
 
 async def _store(session: AsyncSession, row: ProviderConfig, config: dict[str, Any], token: str | None,
@@ -143,9 +262,11 @@ async def summaries(session: AsyncSession, settings: Settings) -> list[ProviderS
             what = provider_secrets.SECRET_NAMES[pid]
             note = (f"{provider_secrets.UNDECRYPTABLE_WARNING.format(what=what)} Messages for this provider are "
                     "held until then.")
+        warnings = _warnings(pid, row, settings) if row is not None else []
         out.append(ProviderSummary(
             id=pid, name=name, configured=row is not None, deprecated=pid == "exchange",
             per_minute_limit_in_force=limit, limit_source=source, secret_status=status, note=note,
+            warnings=warnings,
         ))
     out.append(ProviderSummary(id="email_app", name="Email app (.eml download)", configured=True,
                                note="The user downloads the message and sends it from their own mail app."))
@@ -364,3 +485,16 @@ def exchange_public(row: ProviderConfig | None, settings: Settings) -> ExchangeS
     )
 
 
+
+
+def _warnings(provider: str, row: ProviderConfig, settings: Settings) -> list[str]:
+    """A provider's settings warnings, also shown in /status and by verify (where an administrator looks)."""
+    if provider == "smtp":
+        return smtp_warnings(row, provider_secrets.secret_status(row, settings))
+    if provider == "graph":
+        return graph_public(row, settings).warnings
+    return exchange_public(row, settings).warnings
+
+
+def provider_warnings(provider: str, row: ProviderConfig | None, settings: Settings) -> list[str]:
+    return _warnings(provider, row, settings) if row is not None else []

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import Conflict
 from app.core.security import Principal
-from app.delivery.classify import classify_error
+from app.delivery.classify import classify_error, verdict_for
 from app.messages import service as message_service
 from app.messages.schemas import MessageIn
 from app.providers import runtime
 from app.providers import service as providers_service
-from app.providers.schemas import TestEmailAccepted, TestEmailRequest, VerifyResult
+from app.providers.schemas import TestEmailAccepted, TestEmailRequest, VerifyResult, VerifyStep
 from app.settings import Settings
 from app.transports.base import Reply, TransportError
-from app.transports.smtp import SmtpPool
+from app.transports.oauth import EXCHANGE_ONLINE_RESOURCES, SmtpOAuthConfig, token_claims
+from app.transports.smtp import SmtpConfig, SmtpPool
 
 
 def _failed(provider: str, err: TransportError) -> VerifyResult:
@@ -25,13 +28,147 @@ def _failed(provider: str, err: TransportError) -> VerifyResult:
 
 async def verify(session: AsyncSession, provider_id: str, settings: Settings) -> VerifyResult:
     """A fresh transport (one connection): a verify must not be answered from the worker's pooled connections or
-    token cache, nor from MSAL's 60 s replay of a refused request."""
+    token cache, nor from MSAL's 60 s replay of a refused request. The provider's settings warnings come along
+    (e.g. Basic authentication to Microsoft 365 ending)."""
+    row = await providers_service.get_row(session, provider_id)
+    warnings = providers_service.provider_warnings(provider_id, row, settings)
     try:
-        rt = runtime.load(await providers_service.get_row(session, provider_id), provider_id, settings)
+        rt = runtime.load(row, provider_id, settings)
+        if isinstance(rt.config, SmtpConfig):
+            result = await _check_smtp(rt)
+            result.warnings = warnings
+            return result
         reply = await _check(rt)
     except TransportError as err:
-        return _failed(provider_id, err)
-    return VerifyResult(provider=provider_id, ok=True, detail=reply.text, reply_code=reply.code)
+        failed = _failed(provider_id, err)
+        failed.warnings = warnings
+        return failed
+    return VerifyResult(provider=provider_id, ok=True, detail=reply.text, reply_code=reply.code, warnings=warnings)
+
+
+# ---------------------------------------------------------------------- SMTP, step by step
+
+_SMTP_STEPS = {"sign_in": "Get an access token", "connect": "Connect and secure the connection (TLS)",
+               "authenticate": "Sign in to the SMTP server"}
+_STAGE_STEP = {"token": "sign_in", "connect": "connect", "tls": "connect", "auth": "authenticate"}
+SEND_AS_APP = "SMTP.SendAsApp"
+# Exchange Online's application id: an app-only token's audience may name it instead of the URL.
+_EXCHANGE_ONLINE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
+
+
+def _step_failed(step: str, err: TransportError, *, explanation: str | None = None,
+                 fix: str | None = None) -> VerifyStep:
+    v = classify_error(err)
+    return VerifyStep(step=step, ok=False, detail=f"{v.title}: {err.reply.text}", error_type=v.error_type,
+                      explanation=explanation or v.explanation, fix=fix or v.fix)
+
+
+def _audience_ok(claims: dict[str, object], oauth: SmtpOAuthConfig, host: str) -> bool | None:
+    """Whether the token is for Exchange Online (None: cannot tell, e.g. another provider's server). A token
+    from Microsoft Entra ID is only good for SMTP AUTH when it is for Exchange Online, whatever the host name."""
+    aud = claims.get("aud")
+    issuer = str(claims.get("iss", ""))
+    expected: str | None = None
+    if oauth.kind == "oauth2_client_credentials":
+        expected = EXCHANGE_ONLINE_RESOURCES[oauth.cloud]
+    elif providers_service.is_microsoft365_smtp(host) or "sts.windows.net/" in issuer or "login.microsoft" in issuer:
+        expected = EXCHANGE_ONLINE_RESOURCES["global"]
+    if expected is None or not isinstance(aud, str):
+        return None
+    return aud.rstrip("/") in (expected, expected.replace("office365", "office"), _EXCHANGE_ONLINE_APP_ID)
+
+
+def _token_problem(token: str, oauth: SmtpOAuthConfig, host: str) -> tuple[str, str, str] | None:
+    """(error_type, explanation, fix) when the token cannot work for SMTP AUTH to Microsoft 365: the table's
+    row, its explanation made specific with what the token says."""
+    claims = token_claims(token)
+    if not claims:
+        return None
+    aud = claims.get("aud")
+    if _audience_ok(claims, oauth, host) is False:
+        row = verdict_for("smtp.oauth.wrong_resource")
+        return (row.error_type, f"{row.explanation} This token is for {aud!r}.", row.fix)
+    roles = claims.get("roles")
+    if oauth.kind == "oauth2_client_credentials" and isinstance(roles, list) and SEND_AS_APP not in roles:
+        granted = ", ".join(str(r) for r in roles) or "none"
+        row = verdict_for("smtp.oauth.permission_missing")
+        return (row.error_type, f"{row.explanation} Application permissions in the token: {granted}.", row.fix)
+    return None
+
+
+async def _check_smtp(rt: runtime.Runtime) -> VerifyResult:
+    """sign_in (OAuth only): a token, and whether it carries what Exchange Online needs; connect; authenticate.
+    Each step says what it did, or why it failed and how to fix it."""
+    assert isinstance(rt.config, SmtpConfig)
+    config = rt.config
+    steps: list[VerifyStep] = []
+    pool = rt.open()
+    assert isinstance(pool, SmtpPool)
+    token_ok_detail = ""
+    try:
+        if pool.tokens is not None and config.oauth is not None:
+            try:
+                token = await pool.tokens.access_token()
+            except TransportError as err:
+                steps.append(_step_failed("sign_in", err))
+                return _smtp_result(rt, steps)
+            problem = _token_problem(token.token, config.oauth, config.host)
+            claims = token_claims(token.token)
+            minutes = max(0, int((token.expires_at - time.time()) // 60))
+            audience = claims.get("aud", config.oauth.effective_scope)
+            roles = ", ".join(map(str, claims.get("roles", []))) or "not shown"
+            token_ok_detail = (f"token from {config.oauth.token_host} for {audience}, roles {roles}, valid "
+                               f"{minutes} more minutes")
+            if problem is not None:
+                steps.append(VerifyStep(step="sign_in", ok=False, detail=token_ok_detail, error_type=problem[0],
+                                        explanation=problem[1], fix=problem[2]))
+                return _smtp_result(rt, steps)
+            steps.append(VerifyStep(step="sign_in", ok=True, detail=token_ok_detail))
+        try:
+            reply = await pool.verify()
+        except TransportError as err:
+            step = _STAGE_STEP.get(err.stage, "authenticate")
+            if step == "authenticate":
+                steps.append(VerifyStep(step="connect", ok=True,
+                                        detail=f"connected to {config.host}:{config.port} ({config.tls})"))
+            explanation: str | None = None
+            fix: str | None = None
+            entra = config.oauth is not None and config.oauth.kind == "oauth2_client_credentials"
+            if classify_error(err).error_type == "smtp.oauth.refused" and token_ok_detail and entra:
+                explanation = (
+                    "Exchange Online refused the token (535 5.7.3), although it is for Exchange Online and carries "
+                    f"the {SEND_AS_APP} role ({token_ok_detail}). What is left: the app's service principal is "
+                    "not registered in Exchange Online, or it has no FullAccess permission on the mailbox "
+                    f"{config.username}. (Permission changes can take up to an hour to apply.)")
+                fix = ("In Exchange Online PowerShell (Connect-ExchangeOnline): New-ServicePrincipal -AppId "
+                       f"{config.oauth.client_id if config.oauth else '<application id>'} -ObjectId <object id "
+                       "of the Enterprise application, not of the app registration>; then Add-MailboxPermission "
+                       f"-Identity {config.username} -User <the service principal's Identity> -AccessRights "
+                       "FullAccess. Then verify again.")
+            steps.append(_step_failed(step, err, explanation=explanation, fix=fix))
+            return _smtp_result(rt, steps, reply_code=err.reply.code)
+        steps.append(VerifyStep(step="connect", ok=True, detail=reply.text))
+        if config.signs_in:
+            how = "AUTH XOAUTH2" if config.oauth else f"AUTH {config.auth_mechanism or 'the server’s first mechanism'}"
+            steps.append(VerifyStep(step="authenticate", ok=True, detail=f"signed in as {config.username} ({how})"))
+        return _smtp_result(rt, steps, reply_code=reply.code)
+    finally:
+        await pool.aclose()
+
+
+def _smtp_result(rt: runtime.Runtime, steps: list[VerifyStep], *, reply_code: int | None = None) -> VerifyResult:
+    assert isinstance(rt.config, SmtpConfig)
+    wanted = (["sign_in"] if rt.config.oauth else []) + ["connect"] + (["authenticate"] if rt.config.signs_in else [])
+    done = {s.step for s in steps}
+    steps = steps + [VerifyStep(step=name, ok=None, detail=f"{_SMTP_STEPS[name]}: not run (an earlier step failed)")
+                     for name in wanted if name not in done]
+    failed = next((s for s in steps if s.ok is False), None)
+    if failed is None:
+        return VerifyResult(provider="smtp", ok=True, detail="; ".join(s.detail for s in steps), steps=steps,
+                            reply_code=reply_code)
+    return VerifyResult(provider="smtp", ok=False, detail=f"{_SMTP_STEPS[failed.step]}: {failed.detail}",
+                        error_type=failed.error_type, explanation=failed.explanation, fix=failed.fix,
+                        reply_code=reply_code, steps=steps)
 
 
 async def _check(rt: runtime.Runtime) -> Reply:
