@@ -85,6 +85,8 @@ def _unique_id(route: APIRoute) -> str:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     load_keys(settings)  # production refuses to start without an encryption key
+    auth_cache.forget()  # per-process state starts with the app (tests start many apps in one process)
+    auth_cache.reset_failures()
     embedded: EmbeddedValkey | None = None
     redis_url = settings.effective_redis_url
     if settings.embedded_redis:

@@ -62,6 +62,17 @@ class Settings(BaseSettings):
     # Limits on input
     max_recipients: int = Field(default=500, alias="OUTBOX_MAX_RECIPIENTS")
     max_bulk_messages: int = Field(default=1000, alias="OUTBOX_MAX_BULK")
+    # Request bodies (core.guard): every request not named below, in KB; templates and workflow events, and
+    # bulk submission, in MB. Message submission is capped by the attachment size limit (parameters).
+    max_body_kb: int = Field(default=64, ge=1, alias="OUTBOX_MAX_BODY_KB")
+    max_template_body_mb: int = Field(default=16, ge=1, alias="OUTBOX_MAX_TEMPLATE_BODY_MB")
+    max_bulk_body_mb: int = Field(default=64, ge=1, alias="OUTBOX_MAX_BULK_BODY_MB")
+    # Bodies over 1 MB one API process holds at once; one more is answered 503 with Retry-After.
+    large_bodies: int = Field(default=2, ge=1, alias="OUTBOX_LARGE_BODIES")
+    # Failed authentications per client (IP) and minute before 429; 0 turns the limit off.
+    auth_failures_per_minute: int = Field(default=20, ge=0, alias="OUTBOX_AUTH_FAILURES_PER_MINUTE")
+    # /status and /metrics need an API key (any role) when true.
+    status_requires_key: bool = Field(default=False, alias="OUTBOX_STATUS_REQUIRES_KEY")
 
     @property
     def embedded_redis(self) -> bool:

@@ -1,4 +1,4 @@
-"""Request ids, one log line per request, and a cap on request size before the body is read.
+"""Request ids and one log line per request; the guard (API key before the body, body caps) is `core.guard`.
 
 Plain ASGI (not Starlette's BaseHTTPMiddleware, which costs a task and a stream copy per request).
 """
@@ -12,10 +12,8 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import problem_response
+from app.core.guard import Guard
 
-# Generous: the per-email limit (parameters) is checked precisely after decoding; this only stops abuse.
-MAX_BODY_BYTES = 210 * 1024 * 1024
 log = structlog.get_logger("outbox.request")
 # Polled many times a minute by load balancers and monitoring: logged only when they do not answer 200.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -34,12 +32,6 @@ class RequestContext:
         rid = rid_raw.decode("latin-1") if rid_raw else ""
         if not rid or not rid.isprintable() or len(rid) > 100:
             rid = uuid.uuid4().hex
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            response = problem_response(413, "request-too-large", "The request is too large",
-                                        f"Requests are limited to {MAX_BODY_BYTES // 1048576} MB", scope["path"])
-            await response(scope, receive, send)
-            return
         rid_bytes = rid.encode("latin-1")
         status = 500  # what the client gets when the app fails before answering
 
@@ -67,4 +59,5 @@ class RequestContext:
 
 
 def install_middleware(app: FastAPI) -> None:
-    app.add_middleware(RequestContext)
+    app.add_middleware(Guard)
+    app.add_middleware(RequestContext)  # outermost: the guard's answers carry the request id and a log line

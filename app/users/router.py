@@ -49,8 +49,13 @@ async def get_user(user_id: Id, tx: TxDep, _: AdminDep) -> UserPublic:
 
 @router.patch("/{user_id}", response_model=UserPublic, responses=problem_responses(404),
               summary="Change a user")
-async def update_user(user_id: Id, body: UserUpdate, tx: TxDep, _: AdminDep) -> UserPublic:
-    return await user_service.update(tx.session, user_id, body)
+async def update_user(user_id: Id, body: UserUpdate, request: Request, tx: TxDep, _: AdminDep) -> UserPublic:
+    """Disabling a user stops their API keys at once (every API process forgets its cached keys after the
+    commit); enabling the user again makes the same keys work again."""
+    result = await user_service.update(tx.session, user_id, body)
+    if body.enabled is not None:
+        tx.after_commit(lambda: auth_cache.announce_revoked(request.app.state.redis))
+    return result
 
 
 @router.get("/{user_id}/options", response_model=UserOptionsPublic, responses=problem_responses(404),

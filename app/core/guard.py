@@ -1,0 +1,167 @@
+"""The ASGI guard in front of every route: the API key is checked before a byte of the body is read, and the
+body is read here, counted as it really arrives (chunked included), against a cap that fits the route.
+
+- Protected routes (all but `/healthz`, `/readyz`, the docs, and `/status` and `/metrics` unless
+  `OUTBOX_STATUS_REQUIRES_KEY`): no key, a wrong key or a key of a disabled user is answered 401 before the body
+  is read. Wrong keys are remembered briefly (no database lookup for the same guess again), and a client with
+  too many failed authentications in a minute is answered 429 with `Retry-After` (see `users.auth`).
+- Body caps: message submission and draft edits, the attachment size limit (parameters) as base64 plus 1 MB;
+  bulk submission `OUTBOX_MAX_BULK_BODY_MB`; templates and workflow events `OUTBOX_MAX_TEMPLATE_BODY_MB`; every
+  other request `OUTBOX_MAX_BODY_KB`. Past the cap: 413 at once, the rest of the body is never read.
+- At most `OUTBOX_LARGE_BODIES` bodies over 1 MB are held at once per API process; one more is answered 503 with
+  `Retry-After` before it is read further.
+
+The route then gets the body in one piece, and the principal in the scope (`users.auth.get_principal`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+
+from sqlalchemy.exc import DBAPIError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.errors import AppError, problem_response
+from app.settings import Settings
+
+log = logging.getLogger("outbox.api")
+LARGE_BODY = 1024 * 1024
+MB = 1024 * 1024
+_PUBLIC = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+_MONITORING = frozenset({"/status", "/metrics"})
+_MESSAGE = re.compile(r"^/messages/?$")
+_DRAFT = re.compile(r"^/messages/[^/]+/?$")
+_BULK = re.compile(r"^/messages/bulk/?$")
+_TEMPLATE = re.compile(r"^/(templates|workflow-events)(/.*)?$")
+
+
+def is_public(path: str, settings: Settings) -> bool:
+    return path in _PUBLIC or (path in _MONITORING and not settings.status_requires_key)
+
+
+def body_cap(method: str, path: str, settings: Settings, attachment_limit_mb: int | None) -> int:
+    if method == "POST" and _BULK.match(path):
+        return settings.max_bulk_body_mb * MB
+    if (method == "POST" and _MESSAGE.match(path)) or (method == "PATCH" and _DRAFT.match(path)):
+        # The attachment limit is the size of the whole MIME message; its content arrives as base64 in JSON.
+        return math.ceil((attachment_limit_mb or 150) * MB * 4 / 3) + MB
+    if _TEMPLATE.match(path):
+        return settings.max_template_body_mb * MB
+    return settings.max_body_kb * 1024
+
+
+class Guard:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._large: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        settings: Settings = state.settings
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = dict(scope["headers"])
+        try:
+            if not is_public(path, settings):
+                from app.users.auth import PRINCIPAL, authenticate, client_of  # local: core loads first
+
+                auth = headers.get(b"authorization")
+                scope[PRINCIPAL] = await authenticate(
+                    state, auth.decode("latin-1") if auth is not None else None, client_of(scope))
+            limit_mb = None
+            if method in ("POST", "PATCH") and (_MESSAGE.match(path) or _DRAFT.match(path)):
+                from app.parameters import service as parameters_service
+
+                async with state.sessionmaker() as session:
+                    limit_mb = (await parameters_service.cached(session)).attachment_size_limit_mb
+        except AppError as exc:
+            await _problem(scope, receive, send, exc.status_code, exc.slug, exc.title, exc.detail, exc.headers)
+            return
+        except (DBAPIError, OSError) as exc:
+            await _problem(scope, receive, send, 503, "unavailable", "A dependency is unavailable; try again shortly",
+                           f"{type(exc).__name__}: the database could not be reached", {"Retry-After": "5"})
+            return
+        length_raw = headers.get(b"content-length")
+        chunked = b"transfer-encoding" in headers
+        if length_raw is None and not chunked:
+            await self.app(scope, receive, send)
+            return
+        cap = body_cap(method, path, settings, limit_mb)
+        length = int(length_raw) if length_raw is not None and length_raw.isdigit() else None
+        if length_raw is not None and (length is None or length > cap):
+            await _too_large(scope, receive, send, cap)
+            return
+        if self._large is None:
+            self._large = asyncio.Semaphore(settings.large_bodies)
+        large = self._large
+        holding = False
+        try:
+            if length is not None and length > LARGE_BODY:
+                if large.locked():
+                    await _busy(scope, receive, send, settings)
+                    return
+                await large.acquire()
+                holding = True
+            chunks: list[bytes] = []
+            received = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left: nothing to answer
+                chunk: bytes = message.get("body", b"")
+                received += len(chunk)
+                if received > cap:
+                    del chunks
+                    await _too_large(scope, receive, send, cap)
+                    return
+                if not holding and received > LARGE_BODY:
+                    if large.locked():
+                        del chunks
+                        await _busy(scope, receive, send, settings)
+                        return
+                    await large.acquire()
+                    holding = True
+                if chunk:
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            del chunks
+            delivered = False
+
+            async def replay() -> Message:
+                nonlocal delivered, body
+                if not delivered:
+                    delivered = True
+                    whole, body = body, b""
+                    return {"type": "http.request", "body": whole, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send)
+        finally:
+            if holding:
+                large.release()
+
+
+async def _problem(scope: Scope, receive: Receive, send: Send, status: int, slug: str, title: str,
+                   detail: str | None, headers: dict[str, str] | None = None) -> None:
+    response = problem_response(status, slug, title, detail, scope["path"], headers=headers)
+    await response(scope, receive, send)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send, cap: int) -> None:
+    size = f"{cap // MB} MB" if cap >= MB else f"{cap // 1024} KB"
+    await _problem(scope, receive, send, 413, "request-too-large", "The request is too large",
+                   f"The body of {scope['method']} {scope['path']} is limited to {size}.", {"Connection": "close"})
+
+
+async def _busy(scope: Scope, receive: Receive, send: Send, settings: Settings) -> None:
+    await _problem(scope, receive, send, 503, "busy", "Too many large requests at once",
+                   f"This API process reads at most {settings.large_bodies} bodies over 1 MB at once; "
+                   "try again shortly.", {"Retry-After": "2", "Connection": "close"})
