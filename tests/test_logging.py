@@ -120,7 +120,9 @@ async def test_request_lines_carry_the_request_id_and_errors_their_traceback(
     assert r.status_code == 200 and r.headers["x-request-id"] == "req-given-1"
     transport = httpx.ASGITransport(app=sqlite_env.app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://outbox.test") as c:
-        r = await c.get("/boom-for-test", headers={"X-Request-ID": "req-boom-2"})
+        # Every path but the monitoring ones needs a key, checked before the route (core.guard).
+        r = await c.get("/boom-for-test",
+                        headers={"X-Request-ID": "req-boom-2", **sqlite_env.auth(sqlite_env.admin_key)})
     assert r.status_code == 500 and "handler bug" not in r.text
     lines = _json_lines(logbuf.getvalue())
     req = [x for x in lines if x["event"] == "request"]
