@@ -1,9 +1,9 @@
 """The ASGI guard in front of every route: the API key is checked before a byte of the body is read, and the
 body is read here, counted as it really arrives (chunked included), against a cap that fits the route.
 
-- Protected routes (all but `/healthz`, `/readyz`, the docs, and `/status` and `/metrics` unless
-  `OUTBOX_STATUS_REQUIRES_KEY`): no key, a wrong key or a key of a disabled user is answered 401 before the body
-  is read. Wrong keys are remembered briefly (no database lookup for the same guess again), and a client with
+- Protected routes (all but `/healthz`, `/readyz`, the docs and their files, and `/status` and `/metrics`
+  unless `OUTBOX_STATUS_REQUIRES_KEY`): no key, a wrong key or a key of a disabled user is answered 401 before
+  the body is read. Wrong keys are remembered briefly (no database lookup for the same guess again), and a client with
   too many failed authentications in a minute is answered 429 with `Retry-After` (see `users.auth`).
 - Body caps: message submission and draft edits, the attachment size limit (parameters) as base64 plus 1 MB;
   bulk submission `OUTBOX_MAX_BULK_BODY_MB`; templates and workflow events `OUTBOX_MAX_TEMPLATE_BODY_MB`; every
@@ -39,7 +39,8 @@ _TEMPLATE = re.compile(r"^/(templates|workflow-events)(/.*)?$")
 
 
 def is_public(path: str, settings: Settings) -> bool:
-    return path in _PUBLIC or (path in _MONITORING and not settings.status_requires_key)
+    return (path in _PUBLIC or path.startswith("/docs-assets/")
+            or (path in _MONITORING and not settings.status_requires_key))
 
 
 def body_cap(method: str, path: str, settings: Settings, attachment_limit_mb: int | None) -> int:
