@@ -3,6 +3,8 @@
 Facts this relies on (../shared/PROVIDERS.md §5, TRAPS.md): `start_tls=True` makes STARTTLS required (the
 default would silently downgrade); a configured user name against a server without AUTH raises a plain
 `SMTPException`; a partial recipient refusal does not raise; 421 and read timeouts close the connection.
+A message goes out as MAIL, RCPT and DATA steps (`_transaction`) so a lost connection is placed exactly: only a
+loss after the final "." was written and before its reply is `uncertain` (tests/mta/test_uncertain.py).
 
 Sign-in is done here, not by aiosmtplib's `login()`, which tries every mechanism the server offers (PLAIN, then
 LOGIN): one wrong password would count as two failed sign-ins against a lock-out policy. Outbox calls ONE
@@ -243,40 +245,12 @@ class SmtpPool:
     async def send(self, msg: OutgoingMessage) -> SendResult:
         if msg.mime is None:
             raise ValueError("SmtpPool.send needs msg.mime (build it once with app.mail.build.build_mime)")
-        recipients = msg.recipients
-        options: list[str] = []
         async with self._slots:
             client = await self._acquire()
             try:
-                if any(not a.isascii() for a in (msg.sender, *recipients)):
-                    if not client.esmtp_extensions:
-                        await client.ehlo()  # connect() greets lazily; the extensions are known after EHLO
-                    if not client.supports_extension("smtputf8"):
-                        raise TransportError(
-                            "mail",
-                            Reply(None, "an address needs SMTPUTF8, which the server does not offer",
-                                  "smtputf8_unsupported"),
-                            provider="smtp",
-                        )
-                    options.append("SMTPUTF8")
-                try:
-                    refused, reply_text = await client.sendmail(msg.sender, recipients, msg.mime, mail_options=options)
-                except aiosmtplib.SMTPServerDisconnected as exc:
-                    # We cannot tell whether the drop came after the final "." was accepted: possibly sent.
-                    raise _failure("data", exc, uncertain=True) from exc
-                except aiosmtplib.SMTPReadTimeoutError as exc:
-                    raise _failure("data", exc, uncertain=True) from exc
-                except TransportError:
-                    raise
-                except Exception as exc:
-                    raise _failure("send", exc) from exc
+                return await _transaction(client, msg.sender, msg.recipients, msg.mime)
             finally:
                 self._release(client)
-        code, _, text = reply_text.partition(" ")
-        return SendResult(
-            reply=Reply(int(code) if code.isdigit() else 250, text if code.isdigit() else reply_text),
-            refused={addr: Reply(r.code, r.message) for addr, r in refused.items()},
-        )
 
     async def verify(self) -> Reply:
         """Connect, negotiate TLS and authenticate as configured (the same code as a send), then QUIT. Sends
@@ -315,3 +289,150 @@ def _refused(exc: aiosmtplib.SMTPAuthenticationError, mechanism: str) -> Transpo
     """The server's refusal, verbatim, with the mechanism that was refused as the error code (the classifier
     tells a refused password from a refused token by it)."""
     return TransportError("auth", Reply(exc.code, exc.message, mechanism), provider="smtp")
+
+
+# --- one mail transaction, step by step ---------------------------------------------------------------------
+#
+# aiosmtplib's sendmail() runs MAIL, RCPT and DATA as one call, so a lost connection cannot be placed: it was
+# all reported as "lost after the whole message had been transmitted" (possibly delivered, flagged as a
+# possible duplicate forever). Here each step is its own call, and only a loss after the message and its final
+# "." were written, before the server's reply to it, is `uncertain`.
+
+
+async def _transaction(client: aiosmtplib.SMTP, sender: str, recipients: list[str], mime: bytes) -> SendResult:
+    utf8 = any(not a.isascii() for a in (sender, *recipients))
+    options: list[str] = []
+    try:
+        if client.is_ehlo_or_helo_needed:
+            await client.ehlo()  # connect() greets lazily; the extensions are known after EHLO
+    except Exception as exc:
+        raise _failure("connect", exc) from exc
+    if utf8:
+        if not client.supports_extension("smtputf8"):
+            raise TransportError("mail", Reply(None, "an address needs SMTPUTF8, which the server does not offer",
+                                               "smtputf8_unsupported"), provider="smtp")
+        options.append("SMTPUTF8")
+    if client.supports_extension("size"):
+        options.insert(0, f"SIZE={len(mime)}")  # RFC 1870: octets as transmitted (mime is CRLF already)
+    encoding = "utf-8" if utf8 else "ascii"
+    try:
+        await client.mail(sender, options=options, encoding=encoding)
+    except aiosmtplib.SMTPResponseException as exc:
+        await _reset(client)
+        raise _failure("mail", exc) from exc
+    except Exception as exc:
+        raise _failure("mail", exc) from exc  # nothing of the message was sent: never uncertain
+    refused: dict[str, Reply] = {}
+    for rcpt in recipients:
+        try:
+            await client.rcpt(rcpt, encoding=encoding)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            refused[rcpt] = Reply(exc.code, exc.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            await _reset(client)
+            raise _failure("rcpt", exc) from exc
+        except Exception as exc:
+            raise _failure("rcpt", exc) from exc
+    if len(refused) == len(recipients):
+        await _reset(client)
+        first = next(iter(refused.values()), Reply(None, "all recipients refused"))
+        raise TransportError("rcpt", first, provider="smtp", recipients=refused)
+    return SendResult(reply=await _data(client, mime), refused=refused)
+
+
+async def _data(client: aiosmtplib.SMTP, mime: bytes) -> Reply:
+    """DATA, the message and its final ".". A reply the server sends and then drops the connection (354 then
+    at once 550 and close) can be missed by aiosmtplib, which only reads a reply it is waiting for: `_ReplyTap`
+    records every reply of this step, so the lost connection is placed by what the server really said."""
+    tap = _ReplyTap.install(client)
+    try:
+        response = await client.data(mime)
+    except aiosmtplib.SMTPDataError as exc:  # DATA refused, or the message refused after it was sent
+        await _reset(client)
+        raise _failure("data", exc) from exc
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
+        replies = tap.replies() if tap else []
+        if len(replies) >= 2 and replies[0].code == 354:  # the server did answer the message before the loss
+            final = replies[1]
+            if final.code is not None and 200 <= final.code < 300:
+                return final
+            raise TransportError("data", final, provider="smtp") from exc
+        # Uncertain only when the server said "go ahead" (354, so the message and "." were written) and its
+        # reply to the final "." never came. Without a tap (a transport that cannot be tapped) assume so.
+        went_ahead = bool(replies) and replies[0].code == 354 if tap else True
+        raise _failure("data", exc, uncertain=went_ahead) from exc
+    except Exception as exc:
+        raise _failure("data", exc) from exc
+    finally:
+        if tap:
+            tap.remove()
+    return Reply(response.code, response.message)
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    """RSET after a refusal, so the connection can carry the next message; a connection that cannot is closed."""
+    if not client.is_connected:
+        return
+    try:
+        await client.rset()
+    except Exception:
+        client.close()
+
+
+class _ReplyTap(asyncio.Protocol):
+    """Sits between the transport and aiosmtplib's protocol (`transport.set_protocol`, public asyncio API, also
+    in uvloop) for one DATA step: passes everything on unchanged and keeps a copy of what the server sent."""
+
+    def __init__(self, transport: asyncio.BaseTransport, inner: asyncio.BaseProtocol) -> None:
+        self.transport = transport
+        self.inner = inner
+        self.received = bytearray()
+
+    @classmethod
+    def install(cls, client: aiosmtplib.SMTP) -> _ReplyTap | None:
+        transport = client.transport
+        inner = transport.get_protocol() if transport is not None else None
+        if transport is None or inner is None or isinstance(inner, asyncio.BufferedProtocol) \
+                or not hasattr(inner, "data_received"):
+            return None
+        tap = cls(transport, inner)
+        transport.set_protocol(tap)
+        return tap
+
+    def remove(self) -> None:
+        if self.transport.get_protocol() is self:
+            self.transport.set_protocol(self.inner)
+
+    def replies(self) -> list[Reply]:
+        """The complete replies received while installed, in order (multi-line replies joined)."""
+        out: list[Reply] = []
+        lines: list[str] = []
+        for raw in bytes(self.received).split(b"\n"):
+            line = raw.rstrip(b"\r").decode("utf-8", "replace")
+            if len(line) < 3 or not line[:3].isdigit():
+                continue
+            lines.append(line[4:])
+            if line[3:4] != "-":
+                out.append(Reply(int(line[:3]), "\n".join(lines)))
+                lines = []
+        return out
+
+    # asyncio.Protocol, forwarded
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        self.inner.data_received(data)  # type: ignore[attr-defined]
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()  # type: ignore[attr-defined,no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
