@@ -12,17 +12,12 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, select
-
 from app.core.clock import utcnow
-from app.messages import jobs, lifecycle
-from app.messages.schemas import WAITING_STATUSES
-from app.models import MESSAGES
+from app.messages import jobs, lifecycle, repository
 from app.parameters import service as parameters_service
 from worker.context import WorkerContext
 
 log = logging.getLogger("outbox.reconcile")
-M = MESSAGES
 SWEEP_KEY = "outbox:reconcile:sweep"
 
 
@@ -38,10 +33,7 @@ async def reconcile(ctx: WorkerContext, *_: Any, **__: Any) -> dict[str, int]:
             expired = await lifecycle.expire_due(session, now)
             retention = parameters_service.effective_days(params.history_retention_days)
             purged = await lifecycle.purge_history(session, now - timedelta(days=retention))
-        cond = and_(M.c.status.in_(WAITING_STATUSES), M.c.next_attempt_at <= now)
-        if not params.batch_processing_enabled:
-            cond = and_(cond, M.c.kind == "interactive")
-        due = (await session.execute(select(M.c.id).where(cond).limit(1))).first() is not None
+        due = await repository.any_due(session, now, batch_enabled=params.batch_processing_enabled)
         await session.commit()
     if due:
         # A fresh job id each time: a job id held by a killed job would otherwise block the drain (TRAPS.md).

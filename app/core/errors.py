@@ -52,6 +52,11 @@ class InvalidInput(AppError):
     slug = "invalid-input"
     title = "The request is not valid"
 
+    @classmethod
+    def for_field(cls, field: str, reason: str) -> InvalidInput:
+        """One field refused: `detail` and `errors[]` both name it."""
+        return cls(f"{field}: {reason}", errors=[{"field": field, "message": reason}])
+
 
 class Unauthorized(AppError):
     status_code = 401

@@ -9,7 +9,9 @@ from app.core.deps import TxDep
 from app.core.errors import NotFound, problem_responses
 from app.core.pagination import DbId, Limit, Offset, Page
 from app.messages import service as message_service
-from app.messages.schemas import HISTORY_STATUSES, MessagePublic, MessageSummary
+from app.messages.lifecycle import HISTORY_STATUSES
+from app.messages.repository import MessageFilter
+from app.messages.schemas import MessagePublic, MessageSummary
 from app.users.auth import AdminDep
 
 router = APIRouter(prefix="/history", tags=["history"], responses=problem_responses(401, 403, 422))
@@ -28,10 +30,9 @@ async def list_history(
 ) -> Page[MessageSummary]:
     """Every sent, failed and expired email, interactive and batch, newest first. Failed ones carry the error,
     its explanation and the fix; kept for the history retention period. Filter by time finished."""
-    return await message_service.list_messages(
-        tx.session, principal, statuses=list(status or HISTORY_STATUSES), sender=sender, provider=provider,
-        kind=kind, since=since, until=until, limit=limit, offset=offset, time_column="finished_at",
-        workflow_event_id=workflow_event_id)
+    f = MessageFilter(statuses=list(status or HISTORY_STATUSES), sender=sender, provider=provider, kind=kind,
+                      since=since, until=until, workflow_event_id=workflow_event_id, time_column="finished_at")
+    return await message_service.list_messages(tx.session, principal, f, limit=limit, offset=offset)
 
 
 @router.get("/{message_id}", response_model=MessagePublic, responses=problem_responses(404),

@@ -44,6 +44,8 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
+from app.core.errors import InvalidInput
+
 __all__ = [
     "MailInputError",
     "check_content_type",
@@ -81,12 +83,12 @@ _CONTENT_TYPE = re.compile(
 _SPECIAL_USE_HINT = "localhost, .local, .test, .invalid, .onion and .arpa"
 
 
-class MailInputError(ValueError):
+class MailInputError(InvalidInput, ValueError):
     """A field of a message that cannot be accepted. `field` names it ("to[2]"), `reason` says why, in
-    English."""
+    English. It is an `InvalidInput`: raised in a request, the API answers 422 naming the field."""
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
+        super().__init__(f"{field}: {reason}", errors=[{"field": field, "message": reason}])
         self.field = field
         self.reason = reason
 

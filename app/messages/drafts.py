@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import Principal
 from app.mail.build import build_eml, eml_filename
-from app.mail.validate import MailInputError, check_header_text
-from app.messages import choice, lifecycle
+from app.mail.validate import check_header_text
+from app.messages import choice, lifecycle, repository
 from app.messages import service as message_service
-from app.messages.outgoing import load_attachments, outgoing_from_row
+from app.messages.outgoing import outgoing_from_row
 from app.messages.schemas import DraftUpdate, MessageIn, MessagePublic, SendRequest
 from app.messages.senders import ResolvedSender, SenderRules, acting_user, resolve_sender
 from app.models import ATTACHMENTS, MESSAGES, User
@@ -43,18 +42,14 @@ class SendOutcome:
     eml: EmlFile | None = None
 
 
-async def _row(session: AsyncSession, principal: Principal, message_id: int) -> Any:
-    cond = M.c.id == message_id
-    visible = message_service.visibility(principal)
-    if visible is not None:
-        cond = and_(cond, visible)
-    row = (await session.execute(select(M).where(cond))).first()
+async def _row(session: AsyncSession, principal: Principal, message_id: int) -> repository.MessageRow:
+    row = await repository.get(session, principal, message_id)
     if row is None:
         raise NotFound(f"No message {message_id} visible to this key")
     return row
 
 
-async def _draft(session: AsyncSession, principal: Principal, message_id: int) -> tuple[Any, User]:
+async def _draft(session: AsyncSession, principal: Principal, message_id: int) -> tuple[repository.MessageRow, User]:
     row = await _row(session, principal, message_id)
     if row.status != "draft":
         raise Conflict(f"Message {message_id} is {row.status}, not a draft: only a draft can be edited or "
@@ -65,7 +60,7 @@ async def _draft(session: AsyncSession, principal: Principal, message_id: int) -
     return row, user
 
 
-def _text_fields(row: Any) -> dict[str, Any]:
+def _text_fields(row: repository.MessageRow) -> dict[str, Any]:
     return {"to": list(row.to_addrs), "cc": list(row.cc_addrs), "bcc": list(row.bcc_addrs),
             "reply_to": list(row.reply_to), "subject": row.subject, "body_text": row.body_text,
             "body_html": row.body_html, "headers": dict(row.headers or {})}
@@ -84,8 +79,7 @@ async def update_draft(
             if value is None and key in ("to", "cc", "bcc", "reply_to"):
                 value = []
             merged[key] = "" if value is None and key == "subject" else value
-    current = (await session.execute(
-        select(ATT.c.id, ATT.c.size, ATT.c.position).where(ATT.c.message_id == message_id))).all()
+    current = await repository.attachment_list(session, message_id)
     known = {a.id: a for a in current}
     for i, att_id in enumerate(patch.attachments_remove):
         if att_id not in known:
@@ -106,11 +100,7 @@ async def update_draft(
         # The From stays as it was pre-filled (or last chosen); only the display name may change.
         name = row.sender_name
         if "from_name" in fields:
-            try:
-                name = check_header_text("from_name", patch.from_name) if patch.from_name else None
-            except MailInputError as exc:
-                raise InvalidInput(f"{exc.field}: {exc.reason}",
-                                   errors=[{"field": exc.field, "message": exc.reason}]) from exc
+            name = check_header_text("from_name", patch.from_name) if patch.from_name else None
         sender = ResolvedSender(row.sender, name, "unchanged")
     body = MessageIn.model_construct(**merged, from_=sender.address, from_name=sender.name,
                                      attachments=patch.attachments_add, provider=None, user_id=user.id,
@@ -138,8 +128,8 @@ async def update_draft(
     return await message_service.get(session, principal, message_id)
 
 
-async def _eml_file(session: AsyncSession, row: Any) -> EmlFile:
-    msg = outgoing_from_row(row, await load_attachments(session, row.id))
+async def _eml_file(session: AsyncSession, row: repository.MessageRow) -> EmlFile:
+    msg = outgoing_from_row(row, await repository.attachments(session, row.id))
     return EmlFile(build_eml(msg), eml_filename(row.subject))
 
 
@@ -164,8 +154,7 @@ async def send_draft(
         file = await _eml_file(session, row)
         return SendOutcome(await message_service.get(session, principal, message_id), file)
     params = await parameters_service.get(session)
-    expires = now + timedelta(days=parameters_service.effective_days(params.email_expiration_days))
-    if not await lifecycle.queue_draft(session, message_id, now, provider, expires):
+    if not await lifecycle.queue_draft(session, message_id, now, provider, parameters_service.expires_at(params, now)):
         raise Conflict(f"Message {message_id} was sent or cancelled meanwhile")
     return SendOutcome(await message_service.get(session, principal, message_id))
 

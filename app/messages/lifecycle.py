@@ -1,4 +1,6 @@
-"""The only code that changes a message's status. Every transition is one statement (or one per batch).
+"""A message's life: its statuses, which transitions are legal, the retry policy, the decision that turns a
+send's verdict into the next state, and every write of `message.status`. No other module decides or writes a
+status.
 
 draft -> queued -> sending -> sent
                           \\-> retrying (transient; backoff in the database) -> sending ...
@@ -7,6 +9,7 @@ draft -> queued -> sending -> sent
                           \\-> failed (permanent, or retries exhausted)
 unsent (queued/deferred/retrying/held/draft) -> expired (after the expiration days) | cancelled
 draft -> sent, sent_via "email_app" ("Use an email app": handed to the user as an .eml file; `hand_to_user`)
+failed/expired/held -> queued (an administrator's retry)
 
 A message handed to the user is final for Outbox: it left through the user's own mail app, so it is `sent`
 (with `sent_via` and `provider` "email_app", `handed_to_user_at` set and an attempt with outcome
@@ -16,21 +19,214 @@ A message handed to the user is final for Outbox: it left through the user's own
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.messages.schemas import FINAL_STATUSES, UNSENT_STATUSES, WAITING_STATUSES
+from app.delivery.classify import Verdict
 from app.models import ATTEMPTS, MESSAGES
+from app.transports.base import Reply
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 M = MESSAGES
 A = ATTEMPTS
 
-CLAIM_COLUMNS = (M.c.id, M.c.kind, M.c.provider, M.c.deferrals, M.c.attempts, M.c.uncertain, M.c.sender)
+Status = Literal[
+    "draft", "queued", "sending", "deferred", "retrying", "held", "sent", "failed", "expired", "cancelled"
+]
+WAITING_STATUSES: tuple[Status, ...] = ("queued", "deferred", "retrying")  # claimable when due
+UNSENT_STATUSES: tuple[Status, ...] = ("draft", "queued", "deferred", "retrying", "held")
+FINAL_STATUSES: tuple[Status, ...] = ("sent", "failed", "expired", "cancelled")
+HISTORY_STATUSES: tuple[Status, ...] = ("sent", "failed", "expired")
+SEND_OUTCOMES: tuple[Status, ...] = ("sent", "retrying", "deferred", "held", "failed")  # what a send can lead to
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    "draft": frozenset({"queued", "sent", "cancelled", "expired"}),
+    "queued": frozenset({"sending", "cancelled", "expired"}),
+    "sending": frozenset(SEND_OUTCOMES),
+    "deferred": frozenset({"sending", "cancelled", "expired"}),
+    "retrying": frozenset({"sending", "cancelled", "expired"}),
+    "held": frozenset({"queued", "cancelled", "expired"}),
+    "failed": frozenset({"queued"}),
+    "expired": frozenset({"queued"}),
+    "sent": frozenset(),
+    "cancelled": frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A write asked for a status change the life of a message does not have (a bug, never user input)."""
+
+
+def _legal(sources: tuple[Status, ...], target: Status) -> tuple[Status, ...]:
+    """The statuses a write moves from, checked against the transition table; returns `sources`."""
+    bad = [s for s in sources if target not in TRANSITIONS[s]]
+    if bad:
+        raise IllegalTransition(f"{', '.join(bad)} -> {target} is not a transition of a message")
+    return sources
+
+
+def initial_status(*, draft: bool) -> Status:
+    """A submission starts as a draft (the send email dialog) or queued for the worker."""
+    return "draft" if draft else "queued"
+
+
+# ---------------------------------------------------------------------- the retry policy
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to wait and when to give up; built once from the settings."""
+
+    max_attempts: int = 8
+    base_seconds: float = 30.0
+    cap_seconds: float = 3600.0
+    max_defer_seconds: float = 60.0  # a throttled message waits at most this long as `deferred`
+    send_anyway_after: int = 10  # deferrals (reference article: "After ten deferrals, the system will try to send")
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> RetryPolicy:
+        return cls(max_attempts=s.max_attempts, base_seconds=s.retry_base_seconds, cap_seconds=s.retry_max_seconds)
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Exponential backoff with full jitter between half and the whole step (attempts starts at 1)."""
+        return backoff(attempts, self.base_seconds, self.cap_seconds)
+
+    def expires_at(self, now: datetime, expiration_days: int) -> datetime:
+        """When an unsent message expires, counted from `now` (its submission, or the send of a draft)."""
+        return now + timedelta(days=expiration_days)
+
+
+def backoff(attempts: int, base: float, cap: float) -> timedelta:
+    """Exponential backoff with full jitter between half and the whole step (attempts starts at 1)."""
+    step = min(cap, base * (2 ** max(0, attempts - 1)))
+    return timedelta(seconds=step * random.uniform(0.5, 1.0))
+
+
+# ---------------------------------------------------------------------- deciding the next state
+
+
+class SendState(Protocol):
+    """What the decision needs to know of a message being sent."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def deferrals(self) -> int: ...
+
+
+AttemptOutcome = Literal["sent", "partial", "transient", "permanent", "throttled", "held", "deferred"]
+
+
+@dataclass
+class Outcome:
+    """What happened to one claimed message and the state it goes to; `record` writes a list of these."""
+
+    message_id: int
+    status: Status  # one of SEND_OUTCOMES
+    provider: str
+    sender: str
+    attempt_outcome: AttemptOutcome
+    next_attempt_at: datetime | None = None
+    reply_code: int | None = None
+    reply_text: str | None = None
+    error_type: str | None = None
+    explanation: str | None = None
+    fix: str | None = None
+    recipients: dict[str, Any] = field(default_factory=dict)
+    uncertain: bool = False
+    counts_as_attempt: bool = True
+    duration_ms: int | None = None
+
+
+SENT_ANYWAY = Verdict(
+    kind="transient", error_type="throttle.sent_regardless", title="Sent regardless after ten deferrals",
+    explanation="The per-minute sending limit deferred this message ten times; as the email throttling rules "
+                "say, it was then sent regardless of the limit.",
+    fix="If this happens often, raise the provider's per-minute limit or spread the sending.",
+)
+
+
+def decide(msg: SendState, provider: str, v: Verdict, policy: RetryPolicy, now: datetime, *,
+           reply: Reply | None = None, recipients: dict[str, Any] | None = None,
+           uncertain: bool = False) -> Outcome:
+    """A failed send (or a provider that cannot be used): the verdict's kind decides the next state."""
+    common: dict[str, Any] = {
+        "message_id": msg.id, "provider": provider, "sender": msg.sender,
+        "reply_code": reply.code if reply else None, "reply_text": reply.text if reply else None,
+        "error_type": v.error_type, "explanation": v.explanation, "fix": v.fix, "recipients": recipients or {},
+        "uncertain": uncertain or v.uncertain,
+    }
+    if v.kind == "held":
+        return Outcome(status="held", attempt_outcome="held", counts_as_attempt=False, **common)
+    if v.kind == "throttled":
+        wait = v.retry_after or policy.max_defer_seconds
+        return Outcome(status="deferred" if wait <= policy.max_defer_seconds else "retrying",
+                       attempt_outcome="throttled", next_attempt_at=now + timedelta(seconds=wait),
+                       counts_as_attempt=False, **common)
+    if v.kind == "transient":
+        attempt_no = msg.attempts + 1
+        if attempt_no >= policy.max_attempts:
+            common["explanation"] = f"{v.explanation} Gave up after {attempt_no} attempts."
+            return Outcome(status="failed", attempt_outcome="transient", **common)
+        delay = policy.backoff(attempt_no)
+        if v.retry_after:
+            delay = max(delay, timedelta(seconds=v.retry_after))
+        return Outcome(status="retrying", attempt_outcome="transient", next_attempt_at=now + delay, **common)
+    return Outcome(status="failed", attempt_outcome="permanent", **common)
+
+
+def sent(msg: SendState, provider: str, reply: Reply, *, note: Verdict | None = None,
+         refused: dict[str, Any] | None = None, duration_ms: int | None = None) -> Outcome:
+    """The server accepted the message; `note` says why it is worth a line in history (sent regardless of
+    the limit), `refused` lists recipients it refused (with their classification)."""
+    common: dict[str, Any] = {"message_id": msg.id, "status": "sent", "provider": provider, "sender": msg.sender,
+                              "reply_code": reply.code, "reply_text": reply.text, "duration_ms": duration_ms}
+    if refused:
+        first = next(iter(refused.values()))
+        return Outcome(attempt_outcome="partial", error_type=first["error_type"],
+                       explanation=f"Sent, but {len(refused)} recipient(s) were refused: {', '.join(refused)}. "
+                                   f"{first['explanation']}",
+                       fix=first["fix"], recipients=refused, **common)
+    if note is not None:
+        return Outcome(attempt_outcome="sent", error_type=note.error_type, explanation=note.explanation,
+                       fix=note.fix, **common)
+    return Outcome(attempt_outcome="sent", **common)
+
+
+def deferred(msg: SendState, provider: str, limit: int, wait: float, now: datetime) -> Outcome:
+    """No room in the provider's per-minute window: try again when a slot frees (not an attempt)."""
+    return Outcome(
+        message_id=msg.id, status="deferred", provider=provider, sender=msg.sender, attempt_outcome="deferred",
+        next_attempt_at=now + timedelta(seconds=wait), counts_as_attempt=False, error_type="throttle.deferred",
+        explanation=f"The per-minute sending limit of {provider} ({limit}/min) was reached; deferred "
+                    f"{msg.deferrals + 1} time(s), next try in {wait:.1f} s.",
+        fix="None needed. To send faster, raise the provider's per-minute limit.")
+
+
+# ---------------------------------------------------------------------- writes
+# Each write moves from statuses checked against TRANSITIONS once, at import (a wrong table entry or a wrong
+# write fails every test run, not a request).
+
+_CLAIMABLE = _legal(WAITING_STATUSES, "sending")
+_EXPIRABLE = _legal(UNSENT_STATUSES, "expired")
+_CANCELLABLE = _legal(UNSENT_STATUSES, "cancelled")
+_RETRYABLE = _legal(("failed", "expired", "held"), "queued")
+_RELEASABLE = _legal(("held",), "queued")
+_DRAFT_TO_QUEUE = _legal(("draft",), "queued")
+_DRAFT_TO_USER = _legal(("draft",), "sent")
+_LEASE_LOST = _legal(("sending",), "retrying")
 
 
 async def insert_messages(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
@@ -57,57 +253,37 @@ async def claim_due(
     now: datetime,
     limit: int,
     lease_seconds: int,
-    batch_enabled: bool,
+    due: ColumnElement[bool],
     postgres: bool,
-) -> list[Row[Any]]:
-    """Compare-and-set many due rows to `sending` with a lease, in one statement.
+) -> Sequence[Row[Any]]:
+    """Compare-and-set many `due` rows (`repository.due`) to `sending` with a lease, in one statement, returning
+    the claimed rows whole (what the worker sends: no second read).
 
     On PostgreSQL the inner SELECT takes `FOR UPDATE SKIP LOCKED`, so concurrent workers claim disjoint
     batches without waiting; SQLite has one writer at a time, which serialises claims by itself.
     """
-    cond = and_(M.c.status.in_(WAITING_STATUSES), M.c.next_attempt_at <= now)
-    if not batch_enabled:
-        # The email distributor batch is off: only interactive mail goes out.
-        cond = and_(cond, M.c.kind == "interactive")
-    inner = select(M.c.id).where(cond).order_by(M.c.next_attempt_at).limit(limit)
+    inner = select(M.c.id).where(due).order_by(M.c.next_attempt_at).limit(limit)
     if postgres:
         inner = inner.with_for_update(skip_locked=True)
     stmt = (
         update(M)
         .where(M.c.id.in_(inner.scalar_subquery()))
-        .where(M.c.status.in_(WAITING_STATUSES))
+        .where(M.c.status.in_(_CLAIMABLE))
         .values(status="sending", lease_until=now + timedelta(seconds=lease_seconds), claimed_by=worker,
                 updated_at=now)
-        .returning(*CLAIM_COLUMNS)
+        .returning(*M.c)
     )
-    return list((await session.execute(stmt)).all())
-
-
-@dataclass
-class Outcome:
-    """What happened to one claimed message; `lifecycle.record` turns a list of these into a few statements."""
-
-    message_id: int
-    status: str  # sent | retrying | deferred | held | failed
-    provider: str
-    sender: str
-    attempt_outcome: str  # sent | partial | transient | permanent | throttled | held | deferred
-    next_attempt_at: datetime | None = None
-    reply_code: int | None = None
-    reply_text: str | None = None
-    error_type: str | None = None
-    explanation: str | None = None
-    fix: str | None = None
-    recipients: dict[str, Any] = field(default_factory=dict)
-    uncertain: bool = False
-    counts_as_attempt: bool = True
-    duration_ms: int | None = None
+    return (await session.execute(stmt)).all()
 
 
 async def record(session: AsyncSession, outcomes: list[Outcome], now: datetime, worker: str) -> None:
-    """Write the outcomes of one batch: one UPDATE for all plain successes, one INSERT for all attempts."""
+    """Write the outcomes of one batch: one UPDATE for all plain successes, one INSERT for all attempts.
+    Only a message still `sending` under this worker's claim changes (a lost lease changes nothing)."""
     if not outcomes:
         return
+    illegal = [o for o in outcomes if o.status not in TRANSITIONS["sending"]]
+    if illegal:
+        raise IllegalTransition(f"sending -> {illegal[0].status} is not a transition of a message")
     plain_sent = [o for o in outcomes if o.status == "sent" and not o.error_type]
     others = [o for o in outcomes if not (o.status == "sent" and not o.error_type)]
     for prov in sorted({o.provider for o in plain_sent}):
@@ -160,16 +336,10 @@ async def record(session: AsyncSession, outcomes: list[Outcome], now: datetime, 
     ])
 
 
-def backoff(attempts: int, base: float, cap: float) -> timedelta:
-    """Exponential backoff with full jitter between half and the whole step (attempts starts at 1)."""
-    step = min(cap, base * (2 ** max(0, attempts - 1)))
-    return timedelta(seconds=step * random.uniform(0.5, 1.0))
-
-
 async def release_stale_leases(session: AsyncSession, now: datetime) -> int:
     """A worker died mid-send: make the message eligible again, flagged as possibly sent (at least once)."""
     res = await session.execute(
-        update(M).where(M.c.status == "sending", M.c.lease_until < now)
+        update(M).where(M.c.status.in_(_LEASE_LOST), M.c.lease_until < now)
         .values(status="retrying", uncertain=True, next_attempt_at=now, lease_until=None, updated_at=now,
                 last_error_type="worker.lease_expired",
                 last_error="A worker stopped while sending this message; it may have reached the server. "
@@ -181,7 +351,7 @@ async def release_stale_leases(session: AsyncSession, now: datetime) -> int:
 
 async def expire_due(session: AsyncSession, now: datetime) -> int:
     res = await session.execute(
-        update(M).where(M.c.status.in_(UNSENT_STATUSES), M.c.expires_at <= now)
+        update(M).where(M.c.status.in_(_EXPIRABLE), M.c.expires_at <= now)
         .values(status="expired", finished_at=now, updated_at=now, last_error_type="message.expired",
                 last_error="The message was not sent within the email expiration period.",
                 last_fix="Check the failure details of earlier attempts, fix the cause, then send it again "
@@ -200,7 +370,7 @@ async def purge_history(session: AsyncSession, before: datetime) -> int:
 
 async def release_held(session: AsyncSession, provider: str | None, now: datetime) -> int:
     """An admin fixed a provider (e.g. re-entered its secret): held messages go out again at once."""
-    cond = M.c.status == "held"
+    cond: ColumnElement[bool] = M.c.status.in_(_RELEASABLE)
     if provider is not None:
         cond = and_(cond, or_(M.c.provider == provider, M.c.provider.is_(None)))
     res = await session.execute(update(M).where(cond).values(status="queued", next_attempt_at=now, updated_at=now))
@@ -209,7 +379,7 @@ async def release_held(session: AsyncSession, provider: str | None, now: datetim
 
 async def cancel(session: AsyncSession, message_id: int, now: datetime) -> bool:
     res = await session.execute(
-        update(M).where(M.c.id == message_id, M.c.status.in_(UNSENT_STATUSES))
+        update(M).where(M.c.id == message_id, M.c.status.in_(_CANCELLABLE))
         .values(status="cancelled", finished_at=now, updated_at=now)
     )
     return bool(res.rowcount)  # type: ignore[attr-defined]
@@ -218,7 +388,7 @@ async def cancel(session: AsyncSession, message_id: int, now: datetime) -> bool:
 async def retry(session: AsyncSession, message_id: int, now: datetime, expires_at: datetime) -> bool:
     """Send a failed or expired message again: a fresh schedule, the same Message-ID."""
     res = await session.execute(
-        update(M).where(M.c.id == message_id, M.c.status.in_(("failed", "expired", "held")))
+        update(M).where(M.c.id == message_id, M.c.status.in_(_RETRYABLE))
         .values(status="queued", next_attempt_at=now, finished_at=None, updated_at=now, attempts=0, deferrals=0,
                 expires_at=expires_at)
     )
@@ -234,14 +404,15 @@ async def queue_draft(
                               "provider": provider}
     if expires_at is not None:
         values["expires_at"] = expires_at
-    res = await session.execute(update(M).where(M.c.id == message_id, M.c.status == "draft").values(**values))
+    res = await session.execute(
+        update(M).where(M.c.id == message_id, M.c.status.in_(_DRAFT_TO_QUEUE)).values(**values))
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
 async def hand_to_user(session: AsyncSession, message_id: int, now: datetime, sender: str) -> bool:
     """'Use an email app': the draft was handed to the user as an .eml file; Outbox's part is done."""
     res = await session.execute(
-        update(M).where(M.c.id == message_id, M.c.status == "draft")
+        update(M).where(M.c.id == message_id, M.c.status.in_(_DRAFT_TO_USER))
         .values(status="sent", provider="email_app", sent_via="email_app", handed_to_user_at=now, sent_at=now,
                 finished_at=now, updated_at=now, next_attempt_at=None, attempts=M.c.attempts + 1,
                 last_error_type=None, last_error=None, last_fix=None)
@@ -254,11 +425,6 @@ async def hand_to_user(session: AsyncSession, message_id: int, now: datetime, se
                     "Outbox does not see whether or when they send it.",
         recipients={}, uncertain=False))
     return True
-
-
-async def counts_by_status(session: AsyncSession) -> dict[str, int]:
-    rows = (await session.execute(select(M.c.status, func.count()).group_by(M.c.status))).all()
-    return {r[0]: int(r[1]) for r in rows}
 
 
 async def renew_leases(session: AsyncSession, ids: list[int], worker: str, now: datetime, lease_seconds: int) -> int:

@@ -4,36 +4,24 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from app.models import ATTACHMENTS
+from app.messages.repository import MessageRow
 from app.transports.base import Attachment, OutgoingMessage
 
-__all__ = ["content_disposition", "load_attachments", "outgoing_from_row"]
+__all__ = ["content_disposition", "outgoing_from_row"]
 
-ATT = ATTACHMENTS
 _ATTR_SAFE = "!#$&+-.^_`|~"  # RFC 8187 attr-char besides letters and digits
 
 
-def outgoing_from_row(row: Any, attachments: list[Attachment]) -> OutgoingMessage:
-    """`row` is a `message` row (any object with its columns as attributes)."""
+def outgoing_from_row(row: MessageRow, attachments: list[Attachment]) -> OutgoingMessage:
+    """A `message` row and its attachments as what a transport sends."""
     return OutgoingMessage(
         message_id=row.message_id_header, sender=row.sender, to=list(row.to_addrs), cc=list(row.cc_addrs),
         bcc=list(row.bcc_addrs), reply_to=list(row.reply_to), sender_name=row.sender_name,
         subject=row.subject, body_text=row.body_text, body_html=row.body_html, attachments=attachments,
         headers=dict(row.headers or {}),
     )
-
-
-async def load_attachments(session: AsyncSession, message_id: int) -> list[Attachment]:
-    rows = (await session.execute(
-        select(ATT.c.filename, ATT.c.content_type, ATT.c.content).where(ATT.c.message_id == message_id)
-        .order_by(ATT.c.position, ATT.c.id))).all()
-    return [Attachment(r.filename, r.content_type, bytes(r.content)) for r in rows]
 
 
 # Letters that do not decompose into an ASCII letter plus accents (NFKD), spelled the usual way.

@@ -11,7 +11,9 @@ from app.core.pagination import DbId, Limit, Offset, Page
 from app.messages import drafts as draft_service
 from app.messages import jobs
 from app.messages import service as message_service
+from app.messages.lifecycle import Status
 from app.messages.outgoing import content_disposition
+from app.messages.repository import MessageFilter
 from app.messages.schemas import (
     BulkAccepted,
     BulkIn,
@@ -22,7 +24,6 @@ from app.messages.schemas import (
     MessagePublic,
     MessageSummary,
     SendRequest,
-    Status,
 )
 from app.users.auth import AnyKeyDep, ServiceOrAdminDep
 
@@ -77,9 +78,9 @@ async def list_messages(
                                                                                 "event")] = None,
 ) -> Page[MessageSummary]:
     """Every message this key may see, newest first, with status, attempts and next attempt."""
-    return await message_service.list_messages(
-        tx.session, principal, statuses=list(status_) if status_ else None, sender=sender, provider=provider,
-        kind=kind, since=since, until=until, limit=limit, offset=offset, workflow_event_id=workflow_event_id)
+    f = MessageFilter(statuses=list(status_) if status_ else None, sender=sender, provider=provider, kind=kind,
+                      since=since, until=until, workflow_event_id=workflow_event_id)
+    return await message_service.list_messages(tx.session, principal, f, limit=limit, offset=offset)
 
 
 @router.get("/{message_id}", response_model=MessagePublic, responses=problem_responses(404),

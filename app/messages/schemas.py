@@ -5,14 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Status = Literal[
-    "draft", "queued", "sending", "deferred", "retrying", "held", "sent", "failed", "expired", "cancelled"
-]
-ACTIVE_STATUSES: tuple[str, ...] = ("queued", "sending", "deferred", "retrying", "held")
-WAITING_STATUSES: tuple[str, ...] = ("queued", "deferred", "retrying")  # claimable when due
-UNSENT_STATUSES: tuple[str, ...] = ("draft", "queued", "deferred", "retrying", "held")
-FINAL_STATUSES: tuple[str, ...] = ("sent", "failed", "expired", "cancelled")
-HISTORY_STATUSES: tuple[str, ...] = ("sent", "failed", "expired")
+from app.messages.lifecycle import Status
 
 
 class AttachmentIn(BaseModel):

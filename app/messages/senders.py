@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError, Conflict, Forbidden, InvalidInput
 from app.core.security import Principal
-from app.mail.validate import MailInputError, check_header_text, normalize_address
+from app.mail.validate import check_header_text, normalize_address
 from app.models import User
 
 __all__ = ["EmailAppNeedsDraft", "ResolvedSender", "SenderNotAllowed", "SenderRules", "UserDisabled",
@@ -115,12 +115,8 @@ def resolve_sender(
     """Apply the sender rules (see the module docstring).
 
     Raises InvalidInput (422) or SenderNotAllowed (403)."""
-    try:
-        address = normalize_address(field, requested) if requested else None
-        name = check_header_text(f"{field}_name", requested_name) if requested_name else None
-    except MailInputError as exc:
-        raise InvalidInput(f"{exc.field}: {exc.reason}",
-                           errors=[{"field": exc.field, "message": exc.reason}]) from exc
+    address = normalize_address(field, requested) if requested else None
+    name = check_header_text(f"{field}_name", requested_name) if requested_name else None
     user = rules.user if rules.kind == "interactive" else None
     if address is not None:
         if rules.caller_role == "user":

@@ -8,10 +8,9 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +27,7 @@ from app.mail.validate import (
     normalize_addresses,
     safe_filename,
 )
-from app.messages import choice, lifecycle
+from app.messages import choice, lifecycle, repository
 from app.messages.ingest import IngestBatcher, insert_prepared
 from app.messages.schemas import (
     AttachmentPublic,
@@ -39,17 +38,13 @@ from app.messages.schemas import (
     MessageSummary,
 )
 from app.messages.senders import EmailAppNeedsDraft, ResolvedSender, SenderRules, acting_user, resolve_sender
-from app.models import ATTACHMENTS, MESSAGES, Attempt, Parameters, User
+from app.models import ATTACHMENTS, MESSAGES, Parameters, User
 from app.parameters import service as parameters_service
 from app.settings import get_settings
 
 M = MESSAGES
 ATT = ATTACHMENTS
 HEADER_NAME = re.compile(r"^X-[A-Za-z0-9][A-Za-z0-9-]{0,75}$")
-
-
-def _input_error(exc: MailInputError) -> InvalidInput:
-    return InvalidInput(f"{exc.field}: {exc.reason}", errors=[{"field": exc.field, "message": exc.reason}])
 
 
 class PreparedMessage:
@@ -92,31 +87,29 @@ def prepare(
     it); `kept_attachment_sizes` are the sizes of a draft's attachments that stay, for the size limit."""
     settings = get_settings()
     p = field_prefix
-    try:
-        to = normalize_addresses(f"{p}to", body.to, max_count=settings.max_recipients)
-        cc = normalize_addresses(f"{p}cc", body.cc, max_count=settings.max_recipients)
-        bcc = normalize_addresses(f"{p}bcc", body.bcc, max_count=settings.max_recipients)
-        reply_to_in = [body.reply_to] if isinstance(body.reply_to, str) else (body.reply_to or [])
-        reply_to = normalize_addresses(f"{p}reply_to", reply_to_in, max_count=10)
-        subject = check_header_text(f"{p}subject", body.subject)
-        headers: dict[str, str] = {}
-        for name, value in body.headers.items():
-            if not HEADER_NAME.match(name):
-                raise MailInputError(f"{p}headers", f"{name!r} is not allowed: only X- headers of letters, "
-                                                    "digits and dashes may be added")
-            headers[name] = check_header_text(f"{p}headers.{name}", value)
-        attachments = []
-        for i, a in enumerate(body.attachments):
-            fname = safe_filename(f"{p}attachments[{i}].filename", a.filename)
-            ctype = check_content_type(f"{p}attachments[{i}].content_type", a.content_type)
-            try:
-                content = base64.b64decode(a.content_base64, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise MailInputError(f"{p}attachments[{i}].content_base64", "is not valid base64") from exc
-            attachments.append({"position": i, "filename": fname, "content_type": ctype, "size": len(content),
-                                "content": content})
-    except MailInputError as exc:
-        raise _input_error(exc) from exc
+    # A MailInputError names the field; the API answers it as 422 invalid-input.
+    to = normalize_addresses(f"{p}to", body.to, max_count=settings.max_recipients)
+    cc = normalize_addresses(f"{p}cc", body.cc, max_count=settings.max_recipients)
+    bcc = normalize_addresses(f"{p}bcc", body.bcc, max_count=settings.max_recipients)
+    reply_to_in = [body.reply_to] if isinstance(body.reply_to, str) else (body.reply_to or [])
+    reply_to = normalize_addresses(f"{p}reply_to", reply_to_in, max_count=10)
+    subject = check_header_text(f"{p}subject", body.subject)
+    headers: dict[str, str] = {}
+    for name, value in body.headers.items():
+        if not HEADER_NAME.match(name):
+            raise MailInputError(f"{p}headers", f"{name!r} is not allowed: only X- headers of letters, "
+                                                "digits and dashes may be added")
+        headers[name] = check_header_text(f"{p}headers.{name}", value)
+    attachments = []
+    for i, a in enumerate(body.attachments):
+        fname = safe_filename(f"{p}attachments[{i}].filename", a.filename)
+        ctype = check_content_type(f"{p}attachments[{i}].content_type", a.content_type)
+        try:
+            content = base64.b64decode(a.content_base64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise MailInputError(f"{p}attachments[{i}].content_base64", "is not valid base64") from exc
+        attachments.append({"position": i, "filename": fname, "content_type": ctype, "size": len(content),
+                            "content": content})
     if len(to) + len(cc) + len(bcc) == 0 and not draft:
         raise InvalidInput(f"{p}to: the message has no recipients; give at least one address in to, cc or bcc",
                            errors=[{"field": f"{p}to", "message": "at least one recipient is required"}])
@@ -135,9 +128,8 @@ def prepare(
     if sender is None:
         rules = SenderRules(kind=kind, caller_role=principal.role, batch_account=default_sender)
         sender = resolve_sender(body.from_, body.from_name, rules, field=f"{p}from")
-    expires = now + timedelta(days=parameters_service.effective_days(params.email_expiration_days))
     row = {
-        "status": "draft" if draft else "queued", "kind": kind, "provider": body.provider,
+        "status": lifecycle.initial_status(draft=draft), "kind": kind, "provider": body.provider,
         "user_id": principal.user_id, "api_key_id": principal.key_id, "sender": sender.address,
         "sender_name": sender.name, "to_addrs": to,
         "cc_addrs": cc, "bcc_addrs": bcc, "reply_to": reply_to, "subject": subject, "body_text": body.body_text,
@@ -146,7 +138,7 @@ def prepare(
         "request_hash": None, "size_bytes": size, "attachment_count": len(attachments), "attempts": 0,
         "deferrals": 0, "uncertain": False, "next_attempt_at": None if draft else now, "created_at": now,
         "updated_at": now,
-        "expires_at": expires,
+        "expires_at": parameters_service.expires_at(params, now),
     }
     return PreparedMessage(row, attachments)
 
@@ -174,13 +166,6 @@ def request_hash(body: MessageIn) -> str:
     return hashlib.sha256(json.dumps(body.model_dump(mode="json", by_alias=True), sort_keys=True).encode()).hexdigest()
 
 
-async def _by_idempotency(session: AsyncSession, key_id: int, key: str) -> Any:
-    return (await session.execute(
-        select(M.c.id, M.c.status, M.c.message_id_header, M.c.request_hash)
-        .where(M.c.api_key_id == key_id, M.c.idempotency_key == key)
-    )).first()
-
-
 async def submit(
     session: AsyncSession, principal: Principal, bodies: list[MessageIn], idempotency_key: str | None,
     *, kind: str = "batch", batcher: IngestBatcher | None = None,
@@ -197,7 +182,7 @@ async def submit(
             raise InvalidInput("Idempotency-Key applies to single-message submissions; bulk submissions carry one "
                                "per message in a later version")
         digest = request_hash(bodies[0])
-        found = await _by_idempotency(session, principal.key_id, idempotency_key)
+        found = await repository.by_idempotency(session, principal.key_id, idempotency_key)
         if found is not None:
             if found.request_hash != digest:
                 raise InvalidInput("Idempotency-Key was already used with a different request body")
@@ -270,24 +255,11 @@ async def _prepare_for_user(
     return prepared
 
 
-def _visible(principal: Principal) -> Any:
-    """The condition on `message` rows this key may see (None: all): admin all, a user key its user's
-    messages, a service key the ones it submitted."""
-    if principal.is_admin:
-        return None
-    if principal.role == "user":
-        return M.c.user_id == principal.user_id
-    return M.c.api_key_id == principal.key_id
-
-
-visibility = _visible
-
-
-def _summary(r: Any) -> dict[str, Any]:
+def _summary(r: repository.MessageRow) -> dict[str, Any]:
     return {
         "id": r.id, "status": r.status, "kind": r.kind, "provider": r.provider, "sender": r.sender,
         "to": r.to_addrs, "subject": r.subject, "attempts": r.attempts, "deferrals": r.deferrals,
-        "next_attempt_at": r.next_attempt_at if r.status in ("queued", "deferred", "retrying") else None,
+        "next_attempt_at": r.next_attempt_at if r.status in lifecycle.WAITING_STATUSES else None,
         "created_at": r.created_at, "sent_at": r.sent_at, "finished_at": r.finished_at,
         "error_type": r.last_error_type, "error": r.last_error, "fix": r.last_fix, "uncertain": r.uncertain,
         "user_id": r.user_id,
@@ -295,19 +267,11 @@ def _summary(r: Any) -> dict[str, Any]:
 
 
 async def get(session: AsyncSession, principal: Principal, message_id: int) -> MessagePublic:
-    cond = M.c.id == message_id
-    vis = _visible(principal)
-    if vis is not None:
-        cond = and_(cond, vis)
-    r = (await session.execute(select(M).where(cond))).first()
+    r = await repository.get(session, principal, message_id)
     if r is None:
         raise NotFound(f"No message {message_id} visible to this key")
-    atts = (await session.execute(
-        select(ATT.c.id, ATT.c.filename, ATT.c.content_type, ATT.c.size).where(ATT.c.message_id == message_id)
-        .order_by(ATT.c.position, ATT.c.id))).all()
-    attempts = (await session.execute(
-        select(Attempt).where(Attempt.message_id == message_id).order_by(Attempt.id)  # type: ignore[arg-type]
-    )).scalars().all()
+    atts = await repository.attachment_list(session, message_id)
+    attempts = await repository.attempts(session, message_id)
     return MessagePublic(
         **_summary(r), message_id=r.message_id_header, sender_name=r.sender_name, cc=r.cc_addrs, bcc=r.bcc_addrs,
         reply_to=r.reply_to, body_text=r.body_text, body_html=r.body_html, size_bytes=r.size_bytes,
@@ -318,45 +282,10 @@ async def get(session: AsyncSession, principal: Principal, message_id: int) -> M
     )
 
 
-async def list_messages(
-    session: AsyncSession,
-    principal: Principal | None,
-    *,
-    statuses: list[str] | None,
-    sender: str | None,
-    provider: str | None,
-    kind: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    limit: int,
-    offset: int,
-    time_column: str = "created_at",
-    workflow_event_id: str | None = None,
-) -> Page[MessageSummary]:
-    conds = []
-    if principal is not None and (vis := _visible(principal)) is not None:
-        conds.append(vis)
-    if statuses:
-        conds.append(M.c.status.in_(statuses))
-    if sender:
-        conds.append(func.lower(M.c.sender) == sender.lower())
-    if provider:
-        conds.append(func.coalesce(M.c.sent_via, M.c.provider) == provider)
-    if kind:
-        conds.append(M.c.kind == kind)
-    if workflow_event_id:
-        conds.append(M.c.workflow_event_id == workflow_event_id)
-    col = M.c[time_column]
-    if since:
-        conds.append(col >= since)
-    if until:
-        conds.append(col < until)
-    where = and_(True, *conds)
-    total = (await session.execute(select(func.count()).select_from(M).where(where))).scalar_one()
-    cols = [c for c in M.c if c.name not in ("body_text", "body_html", "headers")]
-    rows = (await session.execute(
-        select(*cols).where(where).order_by(M.c.id.desc()).limit(limit).offset(offset))).all()
-    return Page[MessageSummary](items=[MessageSummary(**_summary(r)) for r in rows], total=int(total), limit=limit,
+async def list_messages(session: AsyncSession, principal: Principal | None, f: repository.MessageFilter, *,
+                        limit: int, offset: int) -> Page[MessageSummary]:
+    found, total = await repository.page(session, principal, f, limit=limit, offset=offset)
+    return Page[MessageSummary](items=[MessageSummary(**_summary(r)) for r in found], total=total, limit=limit,
                                 offset=offset)
 
 
@@ -371,7 +300,6 @@ async def retry(session: AsyncSession, principal: Principal, message_id: int) ->
     await get(session, principal, message_id)
     params = await parameters_service.get(session)
     now = utcnow()
-    expires = now + timedelta(days=parameters_service.effective_days(params.email_expiration_days))
-    if not await lifecycle.retry(session, message_id, now, expires):
+    if not await lifecycle.retry(session, message_id, now, parameters_service.expires_at(params, now)):
         raise Conflict("Only a failed, expired or held message can be sent again")
     return await get(session, principal, message_id)

@@ -5,22 +5,19 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from datetime import datetime
 from typing import Any
 
 from arq.connections import ArqRedis
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
 from app.delivery import throttle
-from app.messages import lifecycle
-from app.messages.schemas import WAITING_STATUSES
-from app.models import MESSAGES
+from app.messages import repository
+from app.messages.lifecycle import WAITING_STATUSES
 from app.parameters import service as parameters_service
 from app.settings import Settings
 
-M = MESSAGES
 WORKER_KEY_PREFIX = "outbox:worker:"
 
 
@@ -71,15 +68,9 @@ async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settin
     }
     if db:
         params = await parameters_service.get(session)
-        counts = await lifecycle.counts_by_status(session)
-        oldest: datetime | None = (await session.execute(
-            select(func.min(M.c.created_at)).where(M.c.status.in_(WAITING_STATUSES)))).scalar_one()
-        if oldest is not None and oldest.tzinfo is None:
-            from datetime import UTC
-            oldest = oldest.replace(tzinfo=UTC)
-        failures = (await session.execute(
-            select(M.c.id, M.c.finished_at, M.c.last_error_type, M.c.last_error, M.c.sent_via, M.c.provider)
-            .where(M.c.status == "failed").order_by(M.c.finished_at.desc()).limit(5))).all()
+        counts = await repository.counts_by_status(session)
+        oldest = await repository.oldest_waiting(session)
+        failures = await repository.recent_failures(session)
         providers = await providers_service.summaries(session, settings)
         out.update({
             "batch_processing_enabled": params.batch_processing_enabled,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +18,11 @@ DEFAULT_DAYS = 30
 
 def effective_days(value: int) -> int:
     return value or DEFAULT_DAYS
+
+
+def expires_at(params: Parameters, now: datetime) -> datetime:
+    """When a message queued (or a draft sent) at `now` expires unsent: the email expiration days later."""
+    return now + timedelta(days=effective_days(params.email_expiration_days))
 
 
 async def get(session: AsyncSession) -> Parameters:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
 from app.core.errors import InvalidInput
-from app.mail.validate import MailInputError, normalize_address
+from app.mail.validate import normalize_address
 from app.messages import lifecycle
 from app.models import ProviderConfig
 from app.providers import secrets as provider_secrets
@@ -59,10 +59,7 @@ def smtp_limit(host: str | None, configured: int | None) -> tuple[int, str]:
 def _address(field: str, value: str | None) -> str | None:
     if not value:
         return None
-    try:
-        return normalize_address(field, value)
-    except MailInputError as exc:
-        raise InvalidInput(f"{exc.field}: {exc.reason}", errors=[{"field": exc.field, "message": exc.reason}]) from exc
+    return normalize_address(field, value)
 
 
 async def get_row(session: AsyncSession, provider_id: str) -> ProviderConfig | None:

@@ -22,7 +22,7 @@ from sqlmodel import col
 from app.core.clock import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.pagination import Page
-from app.mail.validate import MailInputError, check_header_text, normalize_address
+from app.mail.validate import check_header_text, normalize_address
 from app.models import EmailTemplate, EmailTemplateContent, NotificationRule
 from app.templates.rendering import (
     BUILTIN_PLACEHOLDERS,
@@ -60,33 +60,26 @@ def problem(exc: TemplateProblem, prefix: str = "") -> InvalidInput:
     )
 
 
-def _field_error(field: str, message: str) -> InvalidInput:
-    return InvalidInput(f"{field}: {message}", errors=[{"field": field, "message": message}])
-
-
 def _check(data: TemplateIn) -> tuple[str | None, str | None]:
     """Everything that must hold before a template is stored; returns the normalized sender and name."""
-    try:
-        sender = normalize_address("sender_email", data.sender_email) if data.sender_email else None
-        sender_name = check_header_text("sender_name", data.sender_name) if data.sender_name else None
-    except MailInputError as exc:
-        raise _field_error(exc.field, exc.reason) from exc
+    sender = normalize_address("sender_email", data.sender_email) if data.sender_email else None
+    sender_name = check_header_text("sender_name", data.sender_name) if data.sender_name else None
     for name in data.placeholders:
         if not _PLACEHOLDER.match(name):
-            raise _field_error(
+            raise InvalidInput.for_field(
                 f"placeholders.{name}",
                 "a placeholder name is a letter followed by letters, digits or underscores",
             )
         if name in BUILTIN_PLACEHOLDERS:
-            raise _field_error(
+            raise InvalidInput.for_field(
                 f"placeholders.{name}", "is filled in by Outbox for each recipient; do not declare it"
             )
     languages = [c.language for c in data.contents]
     if len(set(languages)) != len(languages):
         dup = next(lang for lang in languages if languages.count(lang) > 1)
-        raise _field_error("contents", f"the language {dup!r} is given twice")
+        raise InvalidInput.for_field("contents", f"the language {dup!r} is given twice")
     if data.fallback_language not in languages:
-        raise _field_error(
+        raise InvalidInput.for_field(
             "fallback_language",
             f"{data.fallback_language!r} has no content; the template has {', '.join(languages)}",
         )

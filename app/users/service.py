@@ -8,7 +8,7 @@ from sqlmodel import col
 
 from app.core.errors import Forbidden, InvalidInput, NotFound
 from app.core.security import Principal, hash_key
-from app.mail.validate import MailInputError, check_header_text, normalize_address
+from app.mail.validate import check_header_text, normalize_address
 from app.models import ApiKey, User
 from app.users import keys as key_service
 from app.users.schemas import (
@@ -26,25 +26,15 @@ __all__ = ["create", "create_key", "get", "get_options", "list_keys", "list_user
            "revoke_key", "update"]
 
 
-def _invalid(field: str, reason: str) -> InvalidInput:
-    return InvalidInput(f"{field}: {reason}", errors=[{"field": field, "message": reason}])
-
-
 def _address(field: str, value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
-    try:
-        return normalize_address(field, value)
-    except MailInputError as exc:
-        raise _invalid(exc.field, exc.reason) from exc
+    return normalize_address(field, value)
 
 
 def _name(value: str) -> str:
     # The name becomes the display name in the From header of the user's mail.
-    try:
-        name = check_header_text("name", value.strip(), max_len=200)
-    except MailInputError as exc:
-        raise _invalid(exc.field, exc.reason) from exc
+    name = check_header_text("name", value.strip(), max_len=200)
     if not name:
         raise InvalidInput("name: is empty", errors=[{"field": "name", "message": "is empty"}])
     return name
@@ -91,7 +81,7 @@ async def update(session: AsyncSession, user_id: int, body: UserUpdate) -> UserP
         if name in fields:
             value = getattr(body, name)
             if value is None:
-                raise _invalid(name, "may not be null")
+                raise InvalidInput.for_field(name, "may not be null")
             setattr(user, name, _name(value) if name == "name" else value)
     if "email" in fields:
         user.email = _address("email", body.email)
@@ -141,12 +131,12 @@ async def put_options(
         user.sender_email = sender
     if "email_provider" in fields:
         if body.email_provider == "exchange" and user.external:
-            raise _invalid("email_provider", "Exchange is not available to users outside the organization "
-                                             "(this user is external)")
+            raise InvalidInput.for_field("email_provider", "Exchange is not available to users outside the "
+                                                           "organization (this user is external)")
         user.email_provider = body.email_provider
     if "workflow_notifications_by_email" in fields:
         if body.workflow_notifications_by_email is None:
-            raise _invalid("workflow_notifications_by_email", "may not be null")
+            raise InvalidInput.for_field("workflow_notifications_by_email", "may not be null")
         user.workflow_notifications_by_email = body.workflow_notifications_by_email
     session.add(user)
     await session.flush()

@@ -26,7 +26,7 @@ from app.mail.validate import MailInputError, normalize_address
 from app.messages import lifecycle
 from app.messages import service as message_service
 from app.messages.schemas import MessageIn
-from app.models import EmailTemplate, Message, NotificationRule, User, WorkflowEvent
+from app.models import EmailTemplate, NotificationRule, User, WorkflowEvent
 from app.parameters import service as parameters_service
 from app.templates import service as template_service
 from app.workflow.schemas import (
@@ -313,15 +313,8 @@ async def handle_event(
 
     message_ids: list[int] = []
     if created:
-        await lifecycle.insert_messages(session, [row for row, _ in created])
-        # RETURNING of a multi-row insert need not follow the input order: map the ids by Message-ID.
-        found = await session.execute(
-            select(col(Message.message_id_header), col(Message.id)).where(
-                col(Message.workflow_event_id) == ev.event_id
-            )
-        )
-        by_header = {header: mid for header, mid in found.all() if mid is not None}
-        message_ids = [by_header[row["message_id_header"]] for row, _ in created]
+        # insert_messages returns the ids in the rows' order (RETURNING sorted by parameter order).
+        message_ids = await lifecycle.insert_messages(session, [row for row, _ in created])
     result = WorkflowEventResult(
         event_id=ev.event_id,
         duplicate=False,

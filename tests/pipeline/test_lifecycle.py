@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from arq.worker import Worker
 
 from tests.conftest import Env
@@ -180,3 +181,32 @@ async def test_status_and_metrics(env: Env, smtp: SmtpServer) -> None:
     assert "outbox_workers_alive 1.0" in text
     ready = await env.client.get("/readyz")
     assert ready.status_code == 200
+
+
+class TestTransitions:
+    """lifecycle owns the statuses: a write of a transition the table does not have is refused."""
+
+    def test_every_write_moves_along_the_table(self) -> None:
+        from app.messages import lifecycle
+
+        for source, targets in lifecycle.TRANSITIONS.items():
+            assert source in lifecycle.Status.__args__  # type: ignore[attr-defined]
+            assert targets <= set(lifecycle.Status.__args__)  # type: ignore[attr-defined]
+        assert lifecycle.TRANSITIONS["sent"] == frozenset() and lifecycle.TRANSITIONS["cancelled"] == frozenset()
+        with pytest.raises(lifecycle.IllegalTransition):
+            lifecycle._legal(("sent",), "queued")
+        with pytest.raises(lifecycle.IllegalTransition):
+            lifecycle._legal(("queued",), "sent")
+
+    async def test_record_refuses_an_outcome_that_is_not_a_send_result(self, env: Env, smtp: SmtpServer) -> None:
+        from app.core.clock import utcnow
+        from app.messages import lifecycle
+
+        await env.use_smtp(smtp)
+        mid = await _submit(env)
+        bad = lifecycle.Outcome(message_id=mid, status="queued", provider="smtp", sender="a@example.com",
+                                attempt_outcome="sent")
+        async with env.app.state.sessionmaker() as s:
+            with pytest.raises(lifecycle.IllegalTransition):
+                await lifecycle.record(s, [bad], utcnow(), "w1")
+        assert (await _get(env, mid))["status"] == "queued"

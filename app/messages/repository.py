@@ -1,0 +1,245 @@
+"""Every read of `message`, `message_attachment` and `delivery_attempt` rows, and only reads (writes of a
+message's status are `lifecycle`'s).
+
+Who may see what (`visible`), pages with a typed filter, the idempotency lookup, the due condition shared by
+the worker's claim and the reconciler, the attachments the worker sends, and monitoring's counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, cast
+
+from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.security import Principal
+from app.messages.lifecycle import WAITING_STATUSES, Status
+from app.models import ATTACHMENTS, ATTEMPTS, MESSAGES
+from app.transports.base import Attachment
+
+M = MESSAGES
+ATT = ATTACHMENTS
+A = ATTEMPTS
+
+
+class MessageRow(Protocol):
+    """A `message` row as read here (every column); rows on the send path and in the API are this type."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def status(self) -> Status: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def provider(self) -> str | None: ...
+    @property
+    def user_id(self) -> int | None: ...
+    @property
+    def api_key_id(self) -> int | None: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def sender_name(self) -> str | None: ...
+    @property
+    def to_addrs(self) -> list[str]: ...
+    @property
+    def cc_addrs(self) -> list[str]: ...
+    @property
+    def bcc_addrs(self) -> list[str]: ...
+    @property
+    def reply_to(self) -> list[str]: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def body_text(self) -> str | None: ...
+    @property
+    def body_html(self) -> str | None: ...
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def message_id_header(self) -> str: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def attachment_count(self) -> int: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def deferrals(self) -> int: ...
+    @property
+    def uncertain(self) -> bool: ...
+    @property
+    def next_attempt_at(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+    @property
+    def sent_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+    @property
+    def last_error_type(self) -> str | None: ...
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def last_fix(self) -> str | None: ...
+    @property
+    def sent_via(self) -> str | None: ...
+    @property
+    def handed_to_user_at(self) -> datetime | None: ...
+
+
+def rows(result: Sequence[Any]) -> list[MessageRow]:
+    """Rows of `message` (all columns) as typed rows."""
+    return cast(list[MessageRow], list(result))
+
+
+# ---------------------------------------------------------------------- conditions
+
+
+def visible(principal: Principal) -> ColumnElement[bool] | None:
+    """The condition on `message` rows this key may see (None: all): admin all, a user key its user's
+    messages, a service key the ones it submitted."""
+    if principal.is_admin:
+        return None
+    if principal.role == "user":
+        return M.c.user_id == principal.user_id
+    return M.c.api_key_id == principal.key_id
+
+
+def due(now: datetime, *, batch_enabled: bool) -> ColumnElement[bool]:
+    """Waiting messages whose time has come: what the worker claims and what the reconciler wakes it for.
+    With the email distributor batch off, only interactive mail goes out."""
+    cond = and_(M.c.status.in_(WAITING_STATUSES), M.c.next_attempt_at <= now)
+    if not batch_enabled:
+        cond = and_(cond, M.c.kind == "interactive")
+    return cond
+
+
+# ---------------------------------------------------------------------- one message
+
+
+async def get(session: AsyncSession, principal: Principal | None, message_id: int) -> MessageRow | None:
+    """The message if this key may see it (`principal` None: no restriction)."""
+    cond = M.c.id == message_id
+    vis = visible(principal) if principal is not None else None
+    if vis is not None:
+        cond = and_(cond, vis)
+    row = (await session.execute(select(M).where(cond))).first()
+    return cast(MessageRow | None, row)
+
+
+async def attachment_list(session: AsyncSession, message_id: int) -> list[Any]:
+    """id, filename, content_type, size and position of each attachment, in order (no content)."""
+    return list((await session.execute(
+        select(ATT.c.id, ATT.c.filename, ATT.c.content_type, ATT.c.size, ATT.c.position)
+        .where(ATT.c.message_id == message_id).order_by(ATT.c.position, ATT.c.id))).all())
+
+
+async def attachments(session: AsyncSession, message_id: int) -> list[Attachment]:
+    """The files themselves, to send or to put in an .eml."""
+    found = (await session.execute(
+        select(ATT.c.filename, ATT.c.content_type, ATT.c.content).where(ATT.c.message_id == message_id)
+        .order_by(ATT.c.position, ATT.c.id))).all()
+    return [Attachment(r.filename, r.content_type, bytes(r.content)) for r in found]
+
+
+async def attempts(session: AsyncSession, message_id: int) -> list[Any]:
+    """Every attempt and deferral of a message, oldest first."""
+    return list((await session.execute(select(A).where(A.c.message_id == message_id).order_by(A.c.id))).all())
+
+
+async def by_idempotency(session: AsyncSession, key_id: int, key: str) -> Any:
+    """The message this API key already submitted with this Idempotency-Key, if any."""
+    return (await session.execute(
+        select(M.c.id, M.c.status, M.c.message_id_header, M.c.request_hash)
+        .where(M.c.api_key_id == key_id, M.c.idempotency_key == key)
+    )).first()
+
+
+# ---------------------------------------------------------------------- lists
+
+TimeColumn = Literal["created_at", "finished_at"]
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    """What `GET /messages` and `GET /history` filter on."""
+
+    statuses: Sequence[str] | None = None
+    sender: str | None = None
+    provider: str | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    workflow_event_id: str | None = None
+    time_column: TimeColumn = "created_at"
+
+    def where(self, principal: Principal | None) -> ColumnElement[bool]:
+        conds: list[ColumnElement[bool]] = []
+        if principal is not None and (vis := visible(principal)) is not None:
+            conds.append(vis)
+        if self.statuses:
+            conds.append(M.c.status.in_(self.statuses))
+        if self.sender:
+            conds.append(func.lower(M.c.sender) == self.sender.lower())
+        if self.provider:
+            conds.append(func.coalesce(M.c.sent_via, M.c.provider) == self.provider)
+        if self.kind:
+            conds.append(M.c.kind == self.kind)
+        if self.workflow_event_id:
+            conds.append(M.c.workflow_event_id == self.workflow_event_id)
+        col = M.c[self.time_column]
+        if self.since:
+            conds.append(col >= self.since)
+        if self.until:
+            conds.append(col < self.until)
+        return and_(True, *conds)
+
+
+_SUMMARY_COLUMNS = [c for c in M.c if c.name not in ("body_text", "body_html", "headers")]
+
+
+async def page(session: AsyncSession, principal: Principal | None, f: MessageFilter, *, limit: int,
+               offset: int) -> tuple[list[MessageRow], int]:
+    """One page of messages (newest first, without bodies) and the total that match."""
+    where = f.where(principal)
+    total = (await session.execute(select(func.count()).select_from(M).where(where))).scalar_one()
+    found = (await session.execute(
+        select(*_SUMMARY_COLUMNS).where(where).order_by(M.c.id.desc()).limit(limit).offset(offset))).all()
+    return rows(found), int(total)
+
+
+# ---------------------------------------------------------------------- the worker and the reconciler
+
+
+async def any_due(session: AsyncSession, now: datetime, *, batch_enabled: bool) -> bool:
+    return (await session.execute(select(M.c.id).where(due(now, batch_enabled=batch_enabled)).limit(1))).first() \
+        is not None
+
+
+# ---------------------------------------------------------------------- monitoring
+
+
+async def counts_by_status(session: AsyncSession) -> dict[str, int]:
+    found = (await session.execute(select(M.c.status, func.count()).group_by(M.c.status))).all()
+    return {r[0]: int(r[1]) for r in found}
+
+
+async def oldest_waiting(session: AsyncSession) -> datetime | None:
+    oldest: datetime | None = (await session.execute(
+        select(func.min(M.c.created_at)).where(M.c.status.in_(WAITING_STATUSES)))).scalar_one()
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)  # SQLite's MIN() returns the stored text, parsed naive
+    return oldest
+
+
+async def recent_failures(session: AsyncSession, n: int = 5) -> list[Any]:
+    return list((await session.execute(
+        select(M.c.id, M.c.finished_at, M.c.last_error_type, M.c.last_error, M.c.sent_via, M.c.provider)
+        .where(M.c.status == "failed").order_by(M.c.finished_at.desc()).limit(n))).all())
