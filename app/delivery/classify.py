@@ -554,6 +554,16 @@ _TABLE: dict[str, _Row] = {
         + " An admin grants the Mail.Send application permission (not delegated) with admin "
         "consent, and includes this mailbox in any application access policy (changes can take an hour)."),
     "graph.forbidden": _Row("permanent", "Forbidden (403)", _SEED_401_403, _SEED_401_403_FIX),
+    "graph.readwrite_missing": _Row(
+        "permanent", "Large message needs Mail.ReadWrite",
+        "The message does not fit in one sendMail request (an attachment of 3,000,000 bytes or more, or "
+        "attachments totalling about 3 MB), so Outbox sends it as a draft with upload sessions, and Microsoft "
+        "Graph refused to create the draft or the upload session (403 ErrorAccessDenied): the app has Mail.Send "
+        "but not the Mail.ReadWrite application permission these calls need, or an application access policy "
+        "excludes this mailbox. Smaller messages are not affected.",
+        "An admin adds Mail.ReadWrite as an Application permission of the app registration and grants admin "
+        "consent (changes can take an hour), then the message is sent again; or send the files as a link. "
+        "Verify on the Graph provider says whether Mail.ReadWrite is granted."),
     "graph.send_as_denied": _Row(
         "permanent", "No permission to send as this sender",
         _SEND_AS
@@ -577,8 +587,8 @@ _TABLE: dict[str, _Row] = {
     "graph.request_too_large": _Row(
         "permanent", "Request too large for Microsoft Graph",
         "The request is larger than Microsoft Graph accepts in one call (413: 4 MB including base64).",
-        "Send smaller attachments, or enable large attachments (upload sessions, which need "
-        "Mail.ReadWrite)."),
+        "This should not happen: Outbox keeps every request under 4 MiB (larger messages go as a draft, "
+        "which needs Mail.ReadWrite). Report it with the message ID; send smaller attachments meanwhile."),
     "graph.message_too_large": _Row(
         "permanent", "Message too large",
         "The message exceeds the mailbox's maximum message size (ErrorMessageSizeExceeded; 35 MB by "
@@ -586,12 +596,10 @@ _TABLE: dict[str, _Row] = {
         "Send smaller or fewer attachments, or an admin raises the mailbox's message size limit."),
     "graph.upload_sessions_unavailable": _Row(
         "permanent", "Large attachments not available",
-        "The message needs an attachment upload session (over about 3 MB), which this Microsoft cloud or "
-        "this app "
-        "cannot use (not available in US Government clouds, or Mail.ReadWrite is missing).",
-        "Keep the message under 3-4 MB (send a link instead), or grant the app the Mail.ReadWrite "
-        "application "
-        "permission where upload sessions are available."),
+        "The message has an attachment of 3,000,000 bytes or more, which Microsoft Graph only takes through an "
+        "upload session, and this Microsoft cloud offers none (US Government clouds).",
+        "Keep each attachment under 3,000,000 bytes (or send a link instead), or send such messages through "
+        "another provider (SMTP)."),
     "graph.invalid_mime": _Row(
         "permanent", "Message rejected as invalid",
         "Microsoft Graph rejected the message body as malformed (for example "
@@ -859,6 +867,8 @@ def _graph_type(stage: Stage, reply: Reply, retry_after: float | None) -> str:
         if code == "tls_failed":
             return "graph.tls_failed"
         return "graph.timeout" if code == "timeout" else "graph.connect_failed"
+    if stage == "upload" and reply.code == 403 and reply.error_code in (None, "ErrorAccessDenied"):
+        return "graph.readwrite_missing"  # the draft flow's mailbox writes (transports/graph.py)
     if reply.error_code in _GRAPH_CODES:
         return _GRAPH_CODES[reply.error_code]
     status = reply.code

@@ -322,7 +322,7 @@ class GraphSettingsPublic(_MicrosoftPublic):
     sign_in_host: str | None = Field(None, description="The Entra ID host tokens come from")
     graph_host: str | None = Field(None, description="The Graph base URL mail is sent through")
     large_attachments: bool = Field(
-        True, description="Whether this cloud offers upload sessions (attachments of 3 MB or more)")
+        True, description="Whether this cloud offers upload sessions (attachments of 3,000,000 bytes or more)")
 
 
 class ExchangeSettingsPublic(_MicrosoftPublic):

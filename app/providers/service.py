@@ -419,8 +419,8 @@ def graph_public(row: ProviderConfig | None, settings: Settings) -> GraphSetting
     cloud = c.get("cloud", "global")
     authority, graph = cloud_hosts(cloud)
     if not cloud_supports_upload_sessions(cloud):
-        warnings.append(f"The {cloud} cloud offers no upload sessions: messages with an attachment of 3 MB or "
-                        "more cannot be sent through Microsoft Graph (they fail with a clear reason).")
+        warnings.append(f"The {cloud} cloud offers no upload sessions: messages with an attachment of 3,000,000 "
+                        "bytes or more cannot be sent through Microsoft Graph (they fail with a clear reason).")
     return GraphSettingsPublic(
         configured=True, tenant_id=c.get("tenant_id"), client_id=c.get("client_id"),
         client_secret_set="client_secret" in c.get("secrets_set", []) or status == "undecryptable",

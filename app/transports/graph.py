@@ -1,9 +1,12 @@
 """Microsoft Graph transport: `sendMail` with an app-only token (application permission `Mail.Send`).
 
-Messages whose JSON request fits in Graph's 4 MB request limit go out in one `POST /users/{sender}/sendMail`.
-Larger ones use the draft flow (PROVIDERS.md §1.4): create a draft, attach what does not fit (small files
-through `/attachments`, files of 3 MB or more through an upload session), then send the draft. The draft flow
-needs `Mail.ReadWrite` in addition to `Mail.Send`, and always saves to Sent Items.
+A message goes out in one `POST /users/{sender}/sendMail` when its JSON request is under Graph's 4 MiB request
+limit and none of its attachments is 3,000,000 bytes or more. Otherwise it takes the draft flow (PROVIDERS.md
+§1.4): create a draft, attach what does not fit (files under 3,000,000 bytes through `/attachments`, larger ones
+through an upload session, following `nextExpectedRanges`), then send the draft. Every request stays under
+4 MiB. The draft flow needs `Mail.ReadWrite` in addition to `Mail.Send` (creating a draft and an upload session
+are mailbox writes); without it Graph answers 403 `ErrorAccessDenied` at the draft, classified
+`graph.readwrite_missing`. It always saves to Sent Items.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "GraphTransport",
     "cloud_hosts",
     "cloud_supports_upload_sessions",
+    "needs_draft",
 ]
 
 Cloud = Literal["global", "usgov_gcch", "usgov_dod", "china"]
@@ -48,12 +52,12 @@ _CLOUDS: dict[str, tuple[str, str]] = {
 _UPLOAD_SESSION_CLOUDS = frozenset({"global", "china"})
 
 # Graph refuses request bodies over "4MB" with 413 ("The maximum request length supported is 4MB", the
-# ASP.NET maxRequestLength default of 4096 KiB). Files of 3 MiB or more go through an upload session
-# (createUploadSession refuses files "under 3 MB"); a smaller file is under 4 MiB in base64, so it fits in its
-# own JSON request (apart from the last ~200 bytes below 3 MiB, where the JSON framing tips it over: not worth
-# a third path).
+# ASP.NET maxRequestLength default of 4096 KiB). Files of 3,000,000 bytes or more go through an upload session
+# (createUploadSession refuses files "under 3 MB"; read as decimal megabytes, so that `/attachments`, limited to
+# "under 3 MB", is never given a file it could refuse). A file under 3,000,000 bytes is under 4,000,000 bytes in
+# base64, so with its JSON framing it fits in its own request, under 4 MiB.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-UPLOAD_SESSION_MIN_BYTES = 3 * 1024 * 1024
+UPLOAD_SESSION_MIN_BYTES = 3_000_000
 # Upload chunks: at most 4 MB each (§1.4); a multiple of 320 KiB as OneDrive-style sessions require.
 UPLOAD_CHUNK_BYTES = 12 * 320 * 1024  # 3,932,160
 
@@ -67,7 +71,7 @@ def cloud_hosts(cloud: Cloud) -> tuple[str, str]:
 
 
 def cloud_supports_upload_sessions(cloud: Cloud) -> bool:
-    """Whether `createUploadSession` (needed for attachments of 3 MB or more) exists in that cloud."""
+    """Whether `createUploadSession` (needed for attachments of 3,000,000 bytes or more) exists in that cloud."""
     cloud_hosts(cloud)  # validates the name
     return cloud in _UPLOAD_SESSION_CLOUDS
 
@@ -134,13 +138,13 @@ class GraphTransport:
     # ------------------------------------------------------------------ public API
 
     async def send(self, msg: OutgoingMessage) -> SendResult:
-        inline = _message_json(msg, msg.attachments)
-        body = _dumps({"message": inline, "saveToSentItems": True})
-        if len(body) <= MAX_REQUEST_BYTES:
-            response = await self._call(
-                "POST", self._user_url(msg.sender, "sendMail"), "send", body=body, final=True
-            )
-            return self._accepted(response, "send", final=True)
+        if not needs_draft(msg):
+            body = _dumps({"message": _message_json(msg, msg.attachments), "saveToSentItems": True})
+            if len(body) < MAX_REQUEST_BYTES:
+                response = await self._call(
+                    "POST", self._user_url(msg.sender, "sendMail"), "send", body=body, final=True
+                )
+                return self._accepted(response, "send", final=True)
         return await self._send_via_draft(msg)
 
     async def verify(self, mailbox: str) -> Reply:
@@ -170,17 +174,18 @@ class GraphTransport:
                 provider=PROVIDER,
             )
         granted_note = " (Mail.Send granted)" if roles is not None else ""
+        large = _large_message_note(roles, self._config.cloud)
         url = self._user_url(mailbox, "mailFolders/inbox") + "?$select=id"
         response = await self._call("GET", url, "verify", token=token)
         if response.status_code == 200:
-            return Reply(200, f"Token acquired{granted_note}; mailbox {mailbox} is reachable.")
+            return Reply(200, f"Token acquired{granted_note}; mailbox {mailbox} is reachable.{large}")
         code, message = _graph_error(response)
         if response.status_code == 403 and code == "ErrorAccessDenied":
             return Reply(
                 403,
                 f"Token acquired{granted_note}; mailbox {mailbox} resolves but the app may not read it, "
-                "as expected with only Mail.Send. Only a real send proves the right to send from it (an "
-                f"application access policy excluding the mailbox answers the same way): {message}",
+                "as expected without Mail.Read. Only a real send proves the right to send from it (an "
+                f"application access policy excluding the mailbox answers the same way): {message}.{large}",
                 code,
             )
         raise self._error(response, "verify")
@@ -200,7 +205,7 @@ class GraphTransport:
                 "upload",
                 Reply(
                     None,
-                    f"Attachments of 3 MB or more ({names}) need a Graph upload session, which the "
+                    f"Attachments of 3,000,000 bytes or more ({names}) need a Graph upload session, which the "
                     f"{self._config.cloud} cloud does not offer; send them another way or make them smaller.",
                     "upload_sessions_unavailable",
                 ),
@@ -212,33 +217,35 @@ class GraphTransport:
         size = len(_dumps(_message_json(msg, []))) + len(',"attachments":[]')
         for attachment in small:
             extra = len(_dumps(_file_attachment(attachment))) + 1  # + the comma between items
-            if size + extra <= MAX_REQUEST_BYTES:
+            if size + extra < MAX_REQUEST_BYTES:
                 in_draft.append(attachment)
                 size += extra
             else:
                 separate.append(attachment)
 
+        # Stage "upload" until the draft is sent: nothing can have been delivered yet, and a 403 here is the
+        # missing Mail.ReadWrite, not a refusal to send (classify: graph.readwrite_missing).
         created = await self._call(
             "POST",
             self._user_url(msg.sender, "messages"),
-            "send",
+            "upload",
             body=_dumps(_message_json(msg, in_draft)),
         )
         if created.status_code != 201:
-            raise self._error(created, "send")
+            raise self._error(created, "upload")
         draft_id = _json_object(created).get("id")
         if not isinstance(draft_id, str) or not draft_id:
             raise TransportError(
-                "send", Reply(created.status_code, "draft created without an id"), provider=PROVIDER
+                "upload", Reply(created.status_code, "draft created without an id"), provider=PROVIDER
             )
         draft_url = self._user_url(msg.sender, f"messages/{quote(draft_id, safe='')}")
         try:
             for attachment in separate:
                 added = await self._call(
-                    "POST", f"{draft_url}/attachments", "send", body=_dumps(_file_attachment(attachment))
+                    "POST", f"{draft_url}/attachments", "upload", body=_dumps(_file_attachment(attachment))
                 )
                 if added.status_code != 201:
-                    raise self._error(added, "send")
+                    raise self._error(added, "upload")
             for attachment in large:
                 await self._upload(draft_url, attachment)
         except Exception:
@@ -278,7 +285,16 @@ class GraphTransport:
             raise TransportError(
                 "upload", Reply(201, "upload session without an https uploadUrl"), provider=PROVIDER
             )
-        for start in range(0, size, UPLOAD_CHUNK_BYTES):
+        start = 0
+        # Each round sends at least one byte the server did not have, unless it asks again for bytes it had:
+        # bounded so a server that keeps asking for the same range cannot loop us forever.
+        rounds_left = 2 * (size // UPLOAD_CHUNK_BYTES + 1) + 8
+        while True:
+            rounds_left -= 1
+            if rounds_left < 0:
+                raise TransportError(
+                    "upload", Reply(200, f"upload session of {attachment.filename} makes no progress"),
+                    provider=PROVIDER)
             chunk = attachment.content[start : start + UPLOAD_CHUNK_BYTES]
             end = start + len(chunk) - 1
             # The upload URL is pre-authenticated: an Authorization header must not be sent (§1.4).
@@ -293,9 +309,16 @@ class GraphTransport:
                 )
             except httpx.HTTPError as exc:
                 raise self._network_error(exc, "upload", final=False) from exc
-            last = end == size - 1
-            if response.status_code not in ((200, 201) if last else (200,)):
+            if response.status_code == 201:
+                return  # the last byte arrived: the attachment is on the draft
+            if response.status_code != 200:
                 raise self._error(response, "upload")
+            # Continue where the server says it expects bytes (it may have kept less than we sent).
+            start = _next_expected(_json_object(response).get("nextExpectedRanges"), end + 1, size)
+            if start >= size:
+                raise TransportError(
+                    "upload", Reply(200, f"upload session of {attachment.filename} expects no more bytes but "
+                                         "did not confirm the attachment (no 201)"), provider=PROVIDER)
 
     async def _delete_draft(self, draft_url: str) -> None:
         """Best effort: a failed delete must not hide the error that caused it."""
@@ -478,6 +501,44 @@ def _token_roles(token: str) -> set[str] | None:
         return None
     roles = payload.get("roles", [])
     return {str(r) for r in roles} if isinstance(roles, list) else None
+
+
+def needs_draft(msg: OutgoingMessage) -> bool:
+    """Whether `msg` cannot go in one sendMail request: an attachment of 3,000,000 bytes or more, or a JSON body
+    of 4 MiB or more (e.g. several smaller attachments). Such messages need Mail.ReadWrite."""
+    if any(len(a.content) >= UPLOAD_SESSION_MIN_BYTES for a in msg.attachments):
+        return True
+    # base64 grows 3 bytes to 4: a cheap lower bound before building the JSON.
+    return sum(len(a.content) for a in msg.attachments) * 4 // 3 >= MAX_REQUEST_BYTES
+
+
+def _next_expected(ranges: Any, default: int, size: int) -> int:
+    """The first byte an upload session still expects, from `nextExpectedRanges` (["12345-"] or
+    ["12345-20000", ...]); `default` when the answer has none."""
+    if not isinstance(ranges, list) or not ranges:
+        return default
+    starts = []
+    for item in ranges:
+        head = str(item).split("-", 1)[0].strip()
+        if head.isdigit():
+            starts.append(int(head))
+    return min(min(starts), size) if starts else default
+
+
+def _large_message_note(roles: set[str] | None, cloud: Cloud) -> str:
+    """What verify says about messages that need the draft flow (Mail.ReadWrite, upload sessions)."""
+    what = ("Messages that do not fit in one 4 MB sendMail request (an attachment of 3,000,000 bytes or more, or "
+            "attachments totalling about 3 MB) are sent as a draft")
+    if not cloud_supports_upload_sessions(cloud):
+        what += f" (attachments of 3,000,000 bytes or more cannot be sent at all: the {cloud} cloud has no upload "
+        what += "sessions)"
+    if roles is None:
+        return f" {what}, which needs the Mail.ReadWrite application permission (not checked: unreadable token)."
+    if "Mail.ReadWrite" in roles:
+        return f" Mail.ReadWrite granted: {what[0].lower()}{what[1:]}."
+    return (f" Mail.ReadWrite NOT granted: {what[0].lower()}{what[1:]}, which needs Mail.ReadWrite; without it "
+            "they fail (403 ErrorAccessDenied, graph.readwrite_missing). Add Mail.ReadWrite as an Application "
+            "permission and grant admin consent if you send such messages.")
 
 
 def _has_request(exc: httpx.HTTPError) -> bool:

@@ -25,6 +25,7 @@ import base64
 import itertools
 import json
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -87,7 +88,7 @@ __all__ = [
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # Graph answers 413 above this (PROVIDERS.md §1.4)
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
-MIN_UPLOAD_SESSION_BYTES = 3 * 1024 * 1024
+MIN_UPLOAD_SESSION_BYTES = 3_000_000  # "3 MB": /attachments takes less, createUploadSession this or more
 
 GraphRoute = Literal[
     "sendMail",
@@ -256,6 +257,9 @@ class GraphFake(EntraFake):
         self.drafts: dict[str, _Draft] = {}
         self.deleted_drafts: list[str] = []
         self.upload_chunks: list[UploadChunk] = []
+        # For the next upload PUTs: keep only this many bytes of the chunk and answer nextExpectedRanges from
+        # there (a server that stored less than it was sent; the client must resume where it says).
+        self.upload_keep: deque[int] = deque()
         self._uploads: dict[str, _UploadSession] = {}
         self._ids = itertools.count(1)
 
@@ -268,6 +272,7 @@ class GraphFake(EntraFake):
         self.drafts.clear()
         self.deleted_drafts.clear()
         self.upload_chunks.clear()
+        self.upload_keep.clear()
         self._uploads.clear()
 
     @property
@@ -372,6 +377,8 @@ class GraphFake(EntraFake):
         return draft
 
     async def _add_attachment(self, request: Request) -> Response:
+        if not self.can_write_mail:
+            return access_denied().response()
         draft = self._draft(request)
         if draft is None:
             return _item_not_found()
@@ -384,6 +391,8 @@ class GraphFake(EntraFake):
         return JSONResponse({"id": f"att{next(self._ids)}", "name": attachment.name}, status_code=201)
 
     async def _create_upload_session(self, request: Request) -> Response:
+        if not self.can_write_mail:
+            return access_denied().response()
         draft = self._draft(request)
         if draft is None:
             return _item_not_found()
@@ -450,10 +459,12 @@ class GraphFake(EntraFake):
             return graph_error(
                 400, "InvalidContentRange", f"bad Content-Range {content_range!r}; expected start {expected}"
             ).response()
-        session.received.extend(body)
+        keep = self.upload_keep.popleft() if self.upload_keep else len(body)
+        session.received.extend(body[:keep])
         if len(session.received) < session.size:
             return JSONResponse(
-                {"expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": [f"{end + 1}-"]}
+                {"expirationDateTime": "2099-01-01T00:00:00Z",
+                 "nextExpectedRanges": [f"{len(session.received)}-"]}
             )
         del self._uploads[sid]
         draft = self.drafts.get(session.draft_id)
