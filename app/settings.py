@@ -21,8 +21,6 @@ class Settings(BaseSettings):
     secret_keys: str = Field(default="", alias="OUTBOX_SECRET_KEYS", repr=False)  # never in a repr or a log
     environment: str = Field(default="embedded", alias="OUTBOX_ENV")  # "production" refuses to start without keys
     embedded_redis_port: int = Field(default=56379, alias="OUTBOX_EMBEDDED_REDIS_PORT")
-    # Run the worker inside the API process (the one-command embedded run).
-    embedded_worker: bool = Field(default=False, alias="OUTBOX_EMBEDDED_WORKER")
     queue_name: str = Field(default="outbox:queue", alias="OUTBOX_QUEUE")
     message_id_domain: str = Field(default="outbox.local", alias="OUTBOX_MESSAGE_ID_DOMAIN")
     # Logs of the API, the worker and `outbox run`: JSON lines, or readable lines; auto is readable lines only in
@@ -37,7 +35,6 @@ class Settings(BaseSettings):
     drain_slots: int = Field(default=8, alias="OUTBOX_DRAIN_SLOTS")
     worker_max_jobs: int = Field(default=4, alias="OUTBOX_WORKER_MAX_JOBS")
     smtp_connections: int = Field(default=8, alias="OUTBOX_SMTP_CONNECTIONS")
-    smtp_timeout: float = Field(default=30.0, alias="OUTBOX_SMTP_TIMEOUT")
     lease_seconds: int = Field(default=120, alias="OUTBOX_LEASE_SECONDS")
     max_attempts: int = Field(default=8, alias="OUTBOX_MAX_ATTEMPTS")
     retry_base_seconds: float = Field(default=30.0, alias="OUTBOX_RETRY_BASE_SECONDS")

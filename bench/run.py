@@ -59,7 +59,6 @@ BIN = Path(PY).parent
 PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/9")
 CLK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 TARGETS = {
     "ingest_rps": 1000, "ingest_p99_ms": 100, "bulk_msgs_per_s": 10_000, "delivery_1w": 1500,

@@ -88,12 +88,6 @@ class TooLarge(AppError):
     title = "The email is larger than the attachment size limit"
 
 
-class Unavailable(AppError):
-    status_code = 503
-    slug = "unavailable"
-    title = "A dependency is unavailable; try again shortly"
-
-
 def problem_response(
     status: int,
     slug: str,

@@ -14,10 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import AppError
 from app.models import User
 from app.providers import service as providers_service
-from app.users.schemas import UserProvider
 
-__all__ = ["CHOICE_LABELS", "ChooseProvider", "ProviderUnavailable", "UserProvider", "available_choices",
-           "decide_provider"]
+__all__ = ["CHOICE_LABELS", "ChooseProvider", "ProviderUnavailable", "available_choices", "decide_provider"]
 
 # The dialog's wording (reference article, "[User] How would you like to send email dialog box").
 CHOICE_LABELS: dict[str, str] = {
