@@ -58,7 +58,7 @@ class Settings(BaseSettings):
 
     # Limits on input
     max_recipients: int = Field(default=500, alias="OUTBOX_MAX_RECIPIENTS")
-    max_bulk_messages: int = Field(default=1000, alias="OUTBOX_MAX_BULK")
+    max_bulk_messages: int = Field(default=1000, ge=1, alias="OUTBOX_MAX_BULK")  # messages per POST /messages/bulk
     # Request bodies (core.guard): every request not named below, in KB; templates and workflow events, and
     # bulk submission, in MB. Message submission is capped by the attachment size limit (parameters).
     max_body_kb: int = Field(default=64, ge=1, alias="OUTBOX_MAX_BODY_KB")

@@ -60,9 +60,11 @@ async def submit_message(
 @router.post("/bulk", status_code=status.HTTP_202_ACCEPTED, response_model=BulkAccepted,
              responses=problem_responses(413), summary="Submit many messages in one request")
 async def submit_bulk(body: BulkIn, request: Request, tx: TxDep, principal: ServiceOrAdminDep) -> BulkAccepted:
-    """All or nothing: one invalid message refuses the whole request, naming the field (messages[i].to[j])."""
+    """All or nothing: one invalid message refuses the whole request, naming the field (messages[i].to[j]).
+    At most `OUTBOX_MAX_BULK` messages (default 1000) per request: more is refused with 422 naming `messages`."""
     accepted = await message_service.submit(tx.session, principal, body.messages, None,
-                                            batcher=request.app.state.ingest)
+                                            batcher=request.app.state.ingest,
+                                            max_messages=request.app.state.settings.max_bulk_messages)
     jobs.wake_for(tx, [a.id for a in accepted if a.status == "queued"])
     return BulkAccepted(accepted=accepted)
 

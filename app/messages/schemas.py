@@ -58,7 +58,9 @@ class MessageAccepted(BaseModel):
 class BulkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[MessageIn] = Field(min_length=1)
+    messages: list[MessageIn] = Field(
+        min_length=1, description="At most OUTBOX_MAX_BULK messages (default 1000); more is refused with 422 "
+                                  "naming `messages`, and nothing is stored")
 
 
 class BulkAccepted(BaseModel):

@@ -168,10 +168,14 @@ def request_hash(body: MessageIn) -> str:
 
 async def submit(
     session: AsyncSession, principal: Principal, bodies: list[MessageIn], idempotency_key: str | None,
-    *, kind: str = "batch", batcher: IngestBatcher | None = None,
+    *, kind: str = "batch", batcher: IngestBatcher | None = None, max_messages: int | None = None,
 ) -> list[MessageAccepted]:
     """Validate and store messages. With `batcher`, the insert joins other requests' in one group commit
-    (committed before this returns); without, it is part of the caller's transaction."""
+    (committed before this returns); without, it is part of the caller's transaction. More than
+    `max_messages` (a bulk request's limit, OUTBOX_MAX_BULK) is refused, naming `messages`."""
+    if max_messages is not None and len(bodies) > max_messages:
+        raise InvalidInput.for_field("messages", f"{len(bodies)} messages in one request; at most {max_messages} "
+                                                 "are accepted (OUTBOX_MAX_BULK): send the rest in further requests")
     now = utcnow()
     params = await parameters_service.cached(session)
     senders: dict[str, tuple[str | None, str | None]] = {}

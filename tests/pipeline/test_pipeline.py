@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from tests.conftest import Env
+from tests.conftest import Env, running_env
 from tests.support.smtp_server import SmtpServer
 
 
@@ -90,3 +90,20 @@ async def test_bulk_is_all_or_nothing(env: Env) -> None:
     assert r.status_code == 422
     assert "messages[1].to" in r.json()["detail"]
     assert (await env.sql("SELECT count(*) FROM message"))[0][0] == 0
+
+
+async def test_bulk_limit(db_url: str) -> None:
+    """OUTBOX_MAX_BULK: the limit itself is accepted, one more is refused naming `messages`, nothing stored."""
+    async with running_env(db_url, OUTBOX_MAX_BULK=3) as env:
+        msgs = [{"to": [f"r{i}@example.com"], "subject": f"bulk {i}", "from": "s@example.com"} for i in range(4)]
+        r = await env.client.post("/messages/bulk", json={"messages": msgs})
+        assert r.status_code == 422, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        problem = r.json()
+        assert problem["type"].endswith("/invalid-input")
+        assert [e["field"] for e in problem["errors"]] == ["messages"]
+        assert "at most 3" in problem["detail"]
+        assert (await env.sql("SELECT count(*) FROM message"))[0][0] == 0
+        r = await env.client.post("/messages/bulk", json={"messages": msgs[:3]})
+        assert r.status_code == 202, r.text
+        assert (await env.sql("SELECT count(*) FROM message"))[0][0] == 3
