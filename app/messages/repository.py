@@ -92,6 +92,14 @@ class MessageRow(Protocol):
     def sent_via(self) -> str | None: ...
     @property
     def handed_to_user_at(self) -> datetime | None: ...
+    @property
+    def resent_from(self) -> int | None: ...
+    @property
+    def workflow_event_id(self) -> str | None: ...
+    @property
+    def template_id(self) -> int | None: ...
+    @property
+    def language(self) -> str | None: ...
 
 
 def rows(result: Sequence[Any]) -> list[MessageRow]:
@@ -152,6 +160,12 @@ async def attachments(session: AsyncSession, message_id: int) -> list[Attachment
 async def attempts(session: AsyncSession, message_id: int) -> list[Any]:
     """Every attempt and deferral of a message, oldest first."""
     return list((await session.execute(select(A).where(A.c.message_id == message_id).order_by(A.c.id))).all())
+
+
+async def resends(session: AsyncSession, message_id: int) -> list[int]:
+    """The messages made from this one by resend or correct and resend, oldest first."""
+    return [r[0] for r in (await session.execute(
+        select(M.c.id).where(M.c.resent_from == message_id).order_by(M.c.id))).all()]
 
 
 async def by_idempotency(session: AsyncSession, key_id: int, key: str) -> Any:

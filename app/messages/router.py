@@ -10,6 +10,7 @@ from app.core.errors import problem_responses
 from app.core.pagination import DbId, Limit, Offset, Page
 from app.messages import drafts as draft_service
 from app.messages import jobs
+from app.messages import resend as resend_service
 from app.messages import service as message_service
 from app.messages.lifecycle import Status
 from app.messages.outgoing import content_disposition
@@ -23,6 +24,7 @@ from app.messages.schemas import (
     MessageIn,
     MessagePublic,
     MessageSummary,
+    ResendRequest,
     SendRequest,
 )
 from app.users.auth import AnyKeyDep, ServiceOrAdminDep
@@ -102,6 +104,31 @@ async def cancel_message(message_id: MessageId, tx: TxDep, principal: AnyKeyDep)
 async def retry_message(message_id: MessageId, tx: TxDep, principal: AnyKeyDep) -> MessagePublic:
     result = await message_service.retry(tx.session, principal, message_id)
     jobs.wake_for(tx, [message_id])
+    return result
+
+
+@router.post("/{message_id}/resend", status_code=status.HTTP_202_ACCEPTED, response_model=MessagePublic,
+             responses={**problem_responses(404, 413), 409: {"model": ChooseProviderProblem, "description": (
+                 "the message is not finished yet; provider-unavailable (interactive mail whose provider can no "
+                 "longer be used); user-disabled")}},
+             summary="Resend a finished message, or correct and resend it")
+async def resend_message(
+    message_id: MessageId, tx: TxDep, principal: AnyKeyDep,
+    body: Annotated[ResendRequest | None, Body(openapi_examples={
+        "resend": {"summary": "Resend unchanged", "value": {}},
+        "alternate recipient": {"summary": "Mailbox full: use an alternate address for the recipient",
+                                "value": {"to": ["customer.alternate@example.com"]}},
+        "sender": {"summary": "Send from another address (Send As)", "value": {"from": "billing@contoso.com"}},
+    })] = None,
+) -> MessagePublic:
+    """A new message, linked to the original (`resent_from`; the original lists it in `resent_as`), with its
+    own id, Message-ID and history; the original keeps its record. Any finished message (sent, failed,
+    expired, cancelled). The fields given correct it first (recipients, sender, subject, bodies), validated
+    exactly as a submission. Administrators may resend any message; users and services their own. Mail once
+    handed to the user as an .eml file comes back as a draft for the send email dialog."""
+    result = await resend_service.resend(tx.session, principal, message_id, body)
+    if result.status == "queued":
+        jobs.wake_for(tx, [result.id])
     return result
 
 

@@ -107,6 +107,8 @@ class MessageSummary(BaseModel):
     fix: str | None = None
     uncertain: bool = False
     user_id: int | None = None
+    resent_from: int | None = Field(
+        None, description="Resend / correct and resend: the finished message this one was made from")
 
 
 class MessagePublic(MessageSummary):
@@ -124,6 +126,8 @@ class MessagePublic(MessageSummary):
         None, description="When the message was handed to the user as an .eml file (provider email_app)")
     attachments: list[AttachmentPublic]
     attempt_log: list[AttemptPublic] = Field(description="Every attempt and deferral, oldest first")
+    resent_as: list[int] = Field(
+        default_factory=list, description="The messages made from this one by resend or correct and resend")
 
 
 class DraftUpdate(BaseModel):
@@ -152,6 +156,28 @@ class DraftUpdate(BaseModel):
     attachments_add: list[AttachmentIn] = Field(default_factory=list, max_length=100)
     attachments_remove: list[int] = Field(default_factory=list, max_length=100,
                                           description="Ids of attachments to remove")
+
+
+class ResendRequest(BaseModel):
+    """Resend a finished message as a new one; the fields given here correct it first (correct and resend).
+
+    Only the fields sent change; to/cc/bcc/reply_to are replaced whole; `from: null` goes back to the default
+    sender. Everything is validated as a submission is (the same rules, the same 422/403 naming the field);
+    the attachments are those of the original."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"examples": [
+        {}, {"to": ["customer.alternate@example.com"]},
+        {"from": "billing@contoso.com", "subject": "Your invoice 1042 (corrected)"}]})
+
+    to: list[str] | None = Field(None, max_length=1000)
+    cc: list[str] | None = Field(None, max_length=1000)
+    bcc: list[str] | None = Field(None, max_length=1000)
+    from_: str | None = Field(None, alias="from", max_length=320)
+    from_name: str | None = Field(None, max_length=200)
+    reply_to: str | list[str] | None = None
+    subject: str | None = Field(None, max_length=998)
+    body_text: str | None = None
+    body_html: str | None = None
 
 
 class SendRequest(BaseModel):

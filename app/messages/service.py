@@ -266,7 +266,7 @@ def _summary(r: repository.MessageRow) -> dict[str, Any]:
         "next_attempt_at": r.next_attempt_at if r.status in lifecycle.WAITING_STATUSES else None,
         "created_at": r.created_at, "sent_at": r.sent_at, "finished_at": r.finished_at,
         "error_type": r.last_error_type, "error": r.last_error, "fix": r.last_fix, "uncertain": r.uncertain,
-        "user_id": r.user_id,
+        "user_id": r.user_id, "resent_from": r.resent_from,
     }
 
 
@@ -283,6 +283,7 @@ async def get(session: AsyncSession, principal: Principal, message_id: int) -> M
         attachments=[AttachmentPublic(id=a.id, filename=a.filename, content_type=a.content_type, size=a.size)
                      for a in atts],
         attempt_log=[AttemptPublic.model_validate(a, from_attributes=True) for a in attempts],
+        resent_as=await repository.resends(session, message_id),
     )
 
 

@@ -63,6 +63,10 @@ class Message(SQLModel, table=True):
     template_id: int | None = Field(default=None, sa_column=Column(BigId, nullable=True))
     language: str | None = Field(default=None, max_length=16)
     handed_to_user_at: datetime | None = None  # "Use an email app": the .eml was handed to the user
+    # Resend / correct and resend: the finished message this one was made from (it keeps its own record)
+    resent_from: int | None = Field(
+        default=None, sa_column=Column(BigId, ForeignKey("message.id", ondelete="SET NULL"), nullable=True,
+                                       index=True))
 
 
 class MessageAttachment(SQLModel, table=True):
