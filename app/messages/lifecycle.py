@@ -360,6 +360,25 @@ async def expire_due(session: AsyncSession, now: datetime) -> int:
     return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
+async def shift_expiry(session: AsyncSession, days: int) -> int:
+    """The email expiration days changed by `days`: every message not finished yet keeps its own start (its
+    creation, the send of its draft, or an administrator's retry) and expires the new number of days after it.
+    Those already past the new limit expire at the reconciler's next sweep. Not a status write."""
+    if days == 0:
+        return 0
+    cond = and_(M.c.status.notin_(FINAL_STATUSES), M.c.expires_at.is_not(None))
+    if session.get_bind().dialect.name == "postgresql":
+        res = await session.execute(update(M).where(cond).values(expires_at=M.c.expires_at + timedelta(days=days)))
+        return int(res.rowcount or 0)  # type: ignore[attr-defined]
+    # SQLite keeps datetimes as text: shift in Python (embedded deployments hold small queues).
+    found = (await session.execute(select(M.c.id, M.c.expires_at).where(cond))).all()
+    if found:
+        await session.execute(update(M).where(M.c.id == bindparam("b_id"))
+                              .values(expires_at=bindparam("b_exp")),
+                              [{"b_id": r.id, "b_exp": r.expires_at + timedelta(days=days)} for r in found])
+    return len(found)
+
+
 async def purge_history(session: AsyncSession, before: datetime) -> int:
     """Delete finished messages older than the retention period. Never touches unsent or sending ones."""
     res = await session.execute(

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
 from app.core.ttl_cache import TTLCache
+from app.messages import lifecycle
 from app.models import Parameters
 from app.parameters.schemas import ParametersPublic, ParametersUpdate
 
@@ -66,12 +67,16 @@ def to_public(row: Parameters) -> ParametersPublic:
 
 
 async def update(session: AsyncSession, data: ParametersUpdate) -> Parameters:
+    """Save the parameters. A change of the email expiration days applies to the messages not sent yet too
+    (`lifecycle.shift_expiry`): the expiry follows the parameter, counted from each message's creation."""
     row = await get(session)
+    before = effective_days(row.email_expiration_days)
     read_only = {"effective_email_expiration_days", "effective_history_retention_days"}
     for k, v in data.model_dump(exclude=read_only).items():
         setattr(row, k, v)
     row.updated_at = utcnow()
     session.add(row)
     await session.flush()
+    await lifecycle.shift_expiry(session, effective_days(row.email_expiration_days) - before)
     _cache.clear()
     return row
