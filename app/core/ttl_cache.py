@@ -8,18 +8,18 @@ other API processes within the TTL.
 from __future__ import annotations
 
 import time
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
-_ALL: list[TTLCache[object, object]] = []
+_ALL: list[TTLCache[Any, Any]] = []
 
 
 class TTLCache(Generic[K, V]):
     def __init__(self, ttl: float = 2.0) -> None:
         self.ttl = ttl
         self._data: dict[K, tuple[V, float]] = {}
-        _ALL.append(self)  # type: ignore[arg-type]
+        _ALL.append(self)
 
     def get(self, key: K) -> V | None:
         hit = self._data.get(key)

@@ -9,6 +9,7 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
+from app.core.db import rowcount
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import Principal
 from app.mail.build import build_eml, eml_filename
@@ -117,7 +118,7 @@ async def update_draft(
             bcc_addrs=r["bcc_addrs"], reply_to=r["reply_to"], subject=r["subject"], body_text=r["body_text"],
             body_html=r["body_html"], size_bytes=r["size_bytes"],
             attachment_count=len(kept) + len(prepared.attachments), updated_at=now))
-    if not res.rowcount:  # type: ignore[attr-defined]
+    if not rowcount(res):
         raise Conflict(f"Message {message_id} was sent or cancelled meanwhile; it can no longer be edited")
     if removed:
         await session.execute(delete(ATT).where(ATT.c.message_id == message_id, ATT.c.id.in_(removed)))

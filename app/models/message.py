@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -103,6 +103,6 @@ class Attempt(SQLModel, table=True):
 
 
 # Core table handles for the hot paths that use SQL expressions rather than ORM objects.
-MESSAGES: Table = cast(Table, Message.__table__)  # type: ignore[attr-defined]
-ATTACHMENTS: Table = cast(Table, MessageAttachment.__table__)  # type: ignore[attr-defined]
-ATTEMPTS: Table = cast(Table, Attempt.__table__)  # type: ignore[attr-defined]
+MESSAGES: Table = SQLModel.metadata.tables["message"]
+ATTACHMENTS: Table = SQLModel.metadata.tables["message_attachment"]
+ATTEMPTS: Table = SQLModel.metadata.tables["delivery_attempt"]

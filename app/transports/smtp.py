@@ -383,7 +383,7 @@ class _ReplyTap(asyncio.Protocol):
     """Sits between the transport and aiosmtplib's protocol (`transport.set_protocol`, public asyncio API, also
     in uvloop) for one DATA step: passes everything on unchanged and keeps a copy of what the server sent."""
 
-    def __init__(self, transport: asyncio.BaseTransport, inner: asyncio.BaseProtocol) -> None:
+    def __init__(self, transport: asyncio.BaseTransport, inner: asyncio.Protocol) -> None:
         self.transport = transport
         self.inner = inner
         self.received = bytearray()
@@ -392,8 +392,7 @@ class _ReplyTap(asyncio.Protocol):
     def install(cls, client: aiosmtplib.SMTP) -> _ReplyTap | None:
         transport = client.transport
         inner = transport.get_protocol() if transport is not None else None
-        if transport is None or inner is None or isinstance(inner, asyncio.BufferedProtocol) \
-                or not hasattr(inner, "data_received"):
+        if transport is None or not isinstance(inner, asyncio.Protocol):  # aiosmtplib's SMTPProtocol is one
             return None
         tap = cls(transport, inner)
         transport.set_protocol(tap)
@@ -423,10 +422,10 @@ class _ReplyTap(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received += data
-        self.inner.data_received(data)  # type: ignore[attr-defined]
+        self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()  # type: ignore[attr-defined,no-any-return]
+        return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.inner.connection_lost(exc)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.core.clock import utcnow
+from app.core.db import rowcount
 from app.core.security import ROLES, hash_key, new_key
 from app.models import ApiKey, User
 
@@ -29,10 +30,10 @@ async def create(session: AsyncSession, *, role: str, user_id: int | None = None
 
 async def revoke(session: AsyncSession, key_id: int) -> bool:
     res = await session.execute(
-        update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())  # type: ignore[arg-type,union-attr]
+        update(ApiKey).where(col(ApiKey.id) == key_id, col(ApiKey.revoked_at).is_(None)).values(revoked_at=utcnow())
     )
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+    return bool(rowcount(res))
 
 
 async def list_keys(session: AsyncSession) -> list[ApiKey]:
-    return list((await session.execute(select(ApiKey).order_by(ApiKey.id))).scalars().all())  # type: ignore[arg-type]
+    return list((await session.execute(select(ApiKey).order_by(col(ApiKey.id)))).scalars().all())
