@@ -9,6 +9,7 @@ a company needs its own sender or wording. An event without a company uses the s
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -233,7 +234,7 @@ async def get(session: AsyncSession, template_id: int) -> TemplatePublic:
 
 
 async def create(session: AsyncSession, data: TemplateIn) -> TemplatePublic:
-    sender, sender_name = _check(data)
+    sender, sender_name = await asyncio.to_thread(_check, data)  # renders the samples: off the event loop
     await _ensure_free(session, data)
     t = EmailTemplate(
         scope=data.scope,
@@ -260,7 +261,7 @@ async def create(session: AsyncSession, data: TemplateIn) -> TemplatePublic:
 
 async def replace(session: AsyncSession, template_id: int, data: TemplateIn) -> TemplatePublic:
     t = await _row(session, template_id)
-    sender, sender_name = _check(data)
+    sender, sender_name = await asyncio.to_thread(_check, data)  # renders the samples: off the event loop
     await _ensure_free(session, data, template_id)
     t.scope, t.company, t.code, t.description = data.scope, data.company or "", data.code, data.description
     t.sender_email, t.sender_name, t.fallback_language = sender, sender_name, data.fallback_language
@@ -345,7 +346,8 @@ async def render(
     lang = choose_language(list(contents), template.fallback_language, language)
     c = contents[lang]
     try:
-        rendered = render_parts(c.subject, c.body_html, c.body_text, data)
+        # Off the event loop: a template's work is budgeted (rendering), but even within it, not on the loop.
+        rendered = await asyncio.to_thread(render_parts, c.subject, c.body_html, c.body_text, data)
     except TemplateProblem as exc:
         raise problem(exc, f"template {template.code!r} ({lang}) ") from exc
     return RenderedTemplate(template, lang, rendered)
