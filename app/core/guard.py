@@ -2,14 +2,15 @@
 body is read here, counted as it really arrives (chunked included), against a cap that fits the route.
 
 - Protected routes (all but `/healthz`, `/readyz`, the docs and their files, and `/status` and `/metrics`
-  unless `OUTBOX_STATUS_REQUIRES_KEY`): no key, a wrong key or a key of a disabled user is answered 401 before
-  the body is read. Wrong keys are remembered briefly (no database lookup for the same guess again), and a client with
-  too many failed authentications in a minute is answered 429 with `Retry-After` (see `users.auth`).
-- Body caps: message submission and draft edits, the attachment size limit (parameters) as base64 plus 1 MB;
-  bulk submission `OUTBOX_MAX_BULK_BODY_MB`; templates and workflow events `OUTBOX_MAX_TEMPLATE_BODY_MB`; every
-  other request `OUTBOX_MAX_BODY_KB`. Past the cap: 413 at once, the rest of the body is never read.
-- At most `OUTBOX_LARGE_BODIES` bodies over 1 MB are held at once per API process; one more is answered 503 with
-  `Retry-After` before it is read further.
+  unless `OUTBOX_STATUS_REQUIRES_KEY`): no key, a wrong key or a key of a disabled user is answered 401
+  before the body is read. Wrong keys are remembered briefly (no database lookup for the same guess again),
+  and a client with too many failed authentications in a minute gets 429 with `Retry-After` (`users.auth`).
+- Body caps: message submission, draft edits and corrected resends, the attachment size limit (parameters)
+  as base64 plus 1 MB; bulk submission `OUTBOX_MAX_BULK_BODY_MB`; templates and workflow events
+  `OUTBOX_MAX_TEMPLATE_BODY_MB`; every other request `OUTBOX_MAX_BODY_KB`. Past the cap: 413 at once, the
+  rest of the body is never read.
+- At most `OUTBOX_LARGE_BODIES` bodies over 1 MB are held at once per API process; one more is answered 503
+  with `Retry-After` before it is read further.
 
 The route then gets the body in one piece, and the principal in the scope (`users.auth.get_principal`).
 """
@@ -34,6 +35,7 @@ _PUBLIC = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/
 _MONITORING = frozenset({"/status", "/metrics"})
 _MESSAGE = re.compile(r"^/messages/?$")
 _DRAFT = re.compile(r"^/messages/[^/]+/?$")
+_RESEND = re.compile(r"^/messages/[^/]+/resend/?$")  # corrections may carry a whole body
 _BULK = re.compile(r"^/messages/bulk/?$")
 _TEMPLATE = re.compile(r"^/(templates|workflow-events)(/.*)?$")
 
@@ -43,10 +45,15 @@ def is_public(path: str, settings: Settings) -> bool:
             or (path in _MONITORING and not settings.status_requires_key))
 
 
+def _is_message(method: str, path: str) -> bool:
+    return ((method == "POST" and (_MESSAGE.match(path) is not None or _RESEND.match(path) is not None))
+            or (method == "PATCH" and _DRAFT.match(path) is not None))
+
+
 def body_cap(method: str, path: str, settings: Settings, attachment_limit_mb: int | None) -> int:
     if method == "POST" and _BULK.match(path):
         return settings.max_bulk_body_mb * MB
-    if (method == "POST" and _MESSAGE.match(path)) or (method == "PATCH" and _DRAFT.match(path)):
+    if _is_message(method, path):
         # The attachment limit is the size of the whole MIME message; its content arrives as base64 in JSON.
         return math.ceil((attachment_limit_mb or 150) * MB * 4 / 3) + MB
     if _TEMPLATE.match(path):
@@ -76,7 +83,7 @@ class Guard:
                 scope[PRINCIPAL] = await authenticate(
                     state, auth.decode("latin-1") if auth is not None else None, client_of(scope))
             limit_mb = None
-            if method in ("POST", "PATCH") and (_MESSAGE.match(path) or _DRAFT.match(path)):
+            if _is_message(method, path):
                 from app.parameters import service as parameters_service
 
                 async with state.sessionmaker() as session:

@@ -123,6 +123,8 @@ def test_chunked_body_past_the_cap_413_at_once(api: LiveApi) -> None:
     ("POST", "/messages/bulk", int(2.5 * MB), "2 MB"),  # OUTBOX_MAX_BULK_BODY_MB
     ("POST", "/messages", 3 * MB, "2 MB"),  # attachment_size_limit_mb=1: 1.33 MB + 1 MB
     ("PATCH", "/messages/1", 3 * MB, "2 MB"),
+    ("POST", "/messages/1/resend", 3 * MB, "2 MB"),
+    ("POST", "/messages/1/cancel", 5 * 1024, "4 KB"),
 ])
 def test_each_route_has_its_cap(api: LiveApi, method: str, path: str, size: int, limit: str) -> None:
     # Declared too large: refused before anything is read.
