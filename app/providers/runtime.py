@@ -129,8 +129,8 @@ def _microsoft(row: ProviderConfig, secrets: dict[str, str], settings: Settings)
             raise _unusable(provider, "token", "no client secret is stored", "AADSTS7000218")
         config = ExchangeConfig(
             ews_url=c["ews_url"], auth="oauth", tenant_id=c["tenant_id"], client_id=c["client_id"],
-            client_secret=secrets["client_secret"], authority_host=c.get("authority_host"), ca_bundle=ca,
-            timeout=timeout)
+            client_secret=secrets["client_secret"], authority_host=c.get("authority_host"),
+            cloud=c.get("cloud", "global"), ca_bundle=ca, timeout=timeout)
     else:
         if not secrets.get("password"):
             raise _unusable(provider, "auth", "no Exchange password is stored", "not_configured")

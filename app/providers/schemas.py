@@ -282,6 +282,9 @@ class ExchangeSettingsUpdate(_MicrosoftUpdate):
     tenant_id: str | None = Field(None, max_length=253, pattern=_TENANT, description="oauth: Directory (tenant) ID")
     client_id: str | None = Field(None, pattern=_GUID, description="oauth: Application (client) ID")
     client_secret: SecretStr | None = Field(None, description="oauth: write-only; never returned")
+    cloud: Cloud = Field("global", description="oauth: global (also GCC) | usgov_gcch | usgov_dod | china: the "
+                                               "sign-in host (as for Graph) and Exchange Online's resource follow "
+                                               "from it; the EWS URL is the cloud's Exchange Online host")
 
     @field_validator("tenant_id")
     @classmethod
@@ -336,3 +339,5 @@ class ExchangeSettingsPublic(_MicrosoftPublic):
     tenant_id: str | None = None
     client_id: str | None = None
     client_secret_set: bool = False
+    cloud: Cloud = "global"
+    sign_in_host: str | None = Field(None, description="oauth: the Entra ID host tokens come from")

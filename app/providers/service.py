@@ -357,7 +357,7 @@ def _graph_hosts(c: dict[str, Any]) -> set[str]:
 def _exchange_hosts(c: dict[str, Any]) -> set[str]:
     hosts = {_origin(c["ews_url"])}
     if c.get("auth") == "oauth":
-        hosts.add(_origin(c.get("authority_host") or "https://login.microsoftonline.com"))
+        hosts.add(_origin(c.get("authority_host") or cloud_hosts(c.get("cloud", "global"))[0]))
     return hosts
 
 
@@ -446,6 +446,7 @@ async def put_exchange(session: AsyncSession, data: ExchangeSettingsUpdate, sett
         "username": data.username if data.auth == "basic" else None,
         "tenant_id": data.tenant_id if data.auth == "oauth" else None,
         "client_id": data.client_id.lower() if data.auth == "oauth" and data.client_id else None,
+        "cloud": data.cloud if data.auth == "oauth" else "global",
         "batch_account": _address("batch_account", data.batch_account),
         "from_name": data.from_name,
         "authority_host": _url_override("authority_host", data.authority_host, settings, path=False),
@@ -475,7 +476,9 @@ def exchange_public(row: ProviderConfig | None, settings: Settings) -> ExchangeS
     return ExchangeSettingsPublic(
         configured=True, deprecation=DEPRECATION_NOTE, ews_url=c.get("ews_url"), auth=c.get("auth", "basic"),
         username=c.get("username"), password_set="password" in stored, tenant_id=c.get("tenant_id"),
-        client_id=c.get("client_id"), client_secret_set="client_secret" in stored,
+        client_id=c.get("client_id"), client_secret_set="client_secret" in stored, cloud=c.get("cloud", "global"),
+        sign_in_host=(c.get("authority_host") or cloud_hosts(c.get("cloud", "global"))[0])
+        if c.get("auth") == "oauth" else None,
         batch_account=c.get("batch_account"), from_name=c.get("from_name"), authority_host=c.get("authority_host"),
         timeout_seconds=c.get("timeout_seconds", 30.0), secret_status=status, warnings=warnings,
         **_limit_fields(row),

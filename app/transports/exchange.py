@@ -23,6 +23,8 @@ import httpx
 
 from app.transports._msal import TokenSettings, TokenSource, http_failure
 from app.transports.base import OutgoingMessage, Reply, SendResult, Stage, TransportError
+from app.transports.graph import Cloud, cloud_hosts
+from app.transports.oauth import EXCHANGE_ONLINE_RESOURCES
 
 __all__ = ["DEPRECATION_NOTE", "ExchangeConfig", "ExchangeTransport"]
 
@@ -41,7 +43,6 @@ _LOG = logging.getLogger(__name__)
 _SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 _M = "http://schemas.microsoft.com/exchange/services/2006/messages"
 _T = "http://schemas.microsoft.com/exchange/services/2006/types"
-_DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 _EXCHANGE_ONLINE = "outlook.office365.com"
 
 
@@ -54,7 +55,8 @@ class ExchangeConfig:
     tenant_id: str | None = None  # oauth client credentials
     client_id: str | None = None
     client_secret: str | None = None
-    authority_host: str | None = None  # default https://login.microsoftonline.com
+    authority_host: str | None = None  # testing override; else the cloud's Entra ID host
+    cloud: Cloud = "global"  # national cloud: its sign-in host, and its Exchange Online resource as the scope
     ca_bundle: str | None = None
     timeout: float = 30.0
 
@@ -62,7 +64,7 @@ class ExchangeConfig:
         return (
             f"ExchangeConfig(ews_url={self.ews_url!r}, auth={self.auth!r}, username={self.username!r}, "
             f"tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, "
-            f"authority_host={self.authority_host!r})"
+            f"authority_host={self.authority_host!r}, cloud={self.cloud!r})"
         )
 
 
@@ -80,16 +82,18 @@ class ExchangeTransport:
         if config.auth == "oauth":
             if not (config.tenant_id and config.client_id and config.client_secret):
                 raise ValueError("EWS OAuth needs tenant_id, client_id and client_secret")
-            authority_host = (config.authority_host or _DEFAULT_AUTHORITY).rstrip("/")
+            # The cloud's sign-in host, as for Graph (issue 11: EWS always signed in at the public cloud).
+            default_authority = cloud_hosts(config.cloud)[0]
+            authority_host = (config.authority_host or default_authority).rstrip("/")
             self._tokens = TokenSource(
                 TokenSettings(
                     authority=f"{authority_host}/{config.tenant_id}",
                     client_id=config.client_id,
                     client_secret=config.client_secret,
-                    scope=_scope(config.ews_url),
+                    scope=_scope(config.ews_url, config.cloud),
                     ca_bundle=config.ca_bundle,
                     timeout=config.timeout,
-                    local_authority=authority_host != _DEFAULT_AUTHORITY,
+                    local_authority=authority_host != default_authority,
                 ),
                 provider=PROVIDER,
             )
@@ -296,12 +300,14 @@ def _create_item(msg: OutgoingMessage) -> str:
     )
 
 
-def _scope(ews_url: str) -> str:
-    """Exchange Online's resource for any *.office365.com EWS URL; otherwise the EWS host itself (hybrid)."""
+def _scope(ews_url: str, cloud: Cloud = "global") -> str:
+    """The cloud's Exchange Online resource when the EWS URL is an Exchange Online host (any cloud's);
+    otherwise the EWS host itself (hybrid, on-premises with OAuth)."""
     url = urlsplit(ews_url)
     host = (url.hostname or "").lower()
-    if host == _EXCHANGE_ONLINE or host.endswith(".office365.com"):
-        return f"https://{_EXCHANGE_ONLINE}/.default"
+    online = {urlsplit(r).hostname for r in EXCHANGE_ONLINE_RESOURCES.values()}
+    if host in online or host.endswith(".office365.com") or host.endswith(".office365.us"):
+        return f"{EXCHANGE_ONLINE_RESOURCES[cloud]}/.default"
     return f"https://{url.netloc}/.default"
 
 
