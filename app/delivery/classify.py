@@ -11,9 +11,9 @@ kind:
 * ``held``: a configuration problem an administrator must fix (credentials, TLS, undecryptable secret): the
   message waits (until it expires) instead of failing, and is sent once the configuration is fixed.
 
-Account-wide sign-in failures (SMTP 535 / 5.7.139 / 5.7.57 / 5.7.30, Graph 401, Entra ID token errors) are
-``held``: they affect every message of the provider, and the seed's model is that unsent messages wait and
-expire. Failures tied to one message or one sender (Send As, unknown mailbox, recipients, size) are
+Account-wide sign-in failures (SMTP 535 / 5.7.139 / 5.7.57 / 5.7.30, Graph 401, Exchange Basic 401, Entra ID
+token errors) are ``held``: they affect every message of the provider, and the seed's model is that unsent
+messages wait and expire. Failures tied to one message or one sender (Send As, unknown mailbox, recipients, size) are
 ``permanent``.
 
 Sources: ../shared/PROVIDERS.md (§1.6 Graph, §2.3 MSAL/Entra ID, §3 EWS, §4.4 Microsoft 365 SMTP replies)
@@ -23,7 +23,8 @@ Which row answers which seed troubleshooting entry (seed entry -> error_type):
 
 * "(401) Unauthorized" or "(403) Forbidden" error when email is sent via Exchange
   -> exchange.unauthorized (same explanation and fix reused by graph.access_denied, graph.forbidden,
-  exchange.access_denied)
+  exchange.access_denied); a 401 to the service account's Basic sign-in (a wrong password: every message would
+  fail) is exchange.password_rejected, held like SMTP's 535, with the Exchange section's troubleshooting advice
 * "(404) Not found" error when email is sent via Exchange
   -> exchange.mailbox_not_found (reused by graph.mailbox_not_found, graph.mailbox_not_enabled)
 * "Recipient addresses in single label domains not accepted" -> smtp.recipient.single_label_domain
@@ -640,6 +641,15 @@ _TABLE: dict[str, _Row] = {
         + " Exchange Online also blocks EWS from 1 October 2026 unless the tenant allow-lists the "
         "app, and for F1/F3/Kiosk-licensed mailboxes.",
         _SEED_401_403_FIX + " Exchange (EWS) is deprecated: Microsoft Graph is the recommended provider."),
+    "exchange.password_rejected": _Row(
+        "held", "Service account password rejected",
+        "Exchange rejected the user name and password of the service account (HTTP 401 to Basic sign-in) before "
+        "anything was sent. Every message of this provider would fail the same way, so they are held, not "
+        "failed.",
+        "Ensure that it's possible to sign in to the service account (sign in to it in a separate window to make "
+        "sure that the account and password are correct), and that emails can be sent from that account to the "
+        "intended recipients; then re-enter the password in the Exchange settings (PUT /providers/exchange) and "
+        "verify them (POST /providers/exchange/verify). Saving the settings releases the held messages."),
     "exchange.access_denied": _Row("permanent", "Access denied", _SEED_401_403, _SEED_401_403_FIX),
     "exchange.impersonation_denied": _Row(
         "permanent", "Impersonation denied",
@@ -922,6 +932,8 @@ def _exchange_type(stage: Stage, reply: Reply) -> str:
     if reply.error_code in _EWS_CODES:
         return _EWS_CODES[reply.error_code]
     status = reply.code or 0
+    if status == 401 and stage == "auth" and reply.error_code == "password_rejected":
+        return "exchange.password_rejected"
     if status in (401, 403):
         return "exchange.unauthorized"
     if status == 404:

@@ -206,10 +206,13 @@ class ExchangeTransport:
     ) -> TransportError:
         status = response.status_code
         if status == 401:
+            # Basic: the service account's password was refused (the whole provider, held); a token refused
+            # after a fresh one: the seed's "(401) Unauthorized" mailbox entry.
             how = "token" if self._tokens is not None else "user name or password"
+            fallback = "Unauthorized" if self._tokens is not None else "password_rejected"
             return TransportError(
                 "auth",
-                Reply(401, f"Exchange rejected the {how} (HTTP 401)", code or "Unauthorized"),
+                Reply(401, f"Exchange rejected the {how} (HTTP 401)", code or fallback),
                 provider=PROVIDER,
             )
         retry_after = backoff

@@ -80,10 +80,35 @@ async def test_faults(menv: Env, ews: EwsFake) -> None:
     await make_due(menv)
     await menv.deliver()
     assert (await get(menv, m["id"]))["status"] == "sent"
-    ews.script(http_error(401))
+    ews.script(http_error(403))
     m = await send(menv)
     assert m["status"] == "failed" and m["error_type"] == "exchange.unauthorized", m
     assert "exists in Office 365 and has appropriate permissions" in m["fix"]  # the seed's (401)/(403) entry
+
+
+async def test_oauth_401_is_the_seed_mailbox_entry(menv: Env, ews: EwsFake) -> None:
+    await use_exchange(menv, ews, auth="oauth")
+    ews.script(http_error(401), http_error(401))  # refused, and refused again with a fresh token
+    m = await send(menv)
+    assert m["status"] == "failed" and m["error_type"] == "exchange.unauthorized", m
+    assert "exists in Office 365 and has appropriate permissions" in m["fix"]
+
+
+async def test_wrong_service_password_holds_until_fixed(menv: Env, ews: EwsFake) -> None:
+    """Issue 15 item 5: like SMTP's 535, a refused Basic password holds the messages with the fix."""
+    await use_exchange(menv, ews, password="wrong")
+    m = await send(menv)
+    assert (m["status"], m["error_type"], m["attempts"]) == ("held", "exchange.password_rejected", 0), m
+    assert "sign in to the service account" in m["fix"] and "PUT /providers/exchange" in m["fix"]
+    assert ews.sent == []
+    hist = (await menv.client.get("/messages", params={"status": "held"})).json()
+    assert hist["total"] == 1
+    await use_exchange(menv, ews)  # the right password: saving releases the held message
+    await menv.deliver()
+    m = await get(menv, m["id"])
+    assert m["status"] == "sent", m
+    assert [a["outcome"] for a in m["attempt_log"]] == ["held", "sent"]
+    assert len(ews.sent) == 1
 
 
 async def test_verify_and_wrong_password(menv: Env, ews: EwsFake) -> None:
@@ -93,7 +118,7 @@ async def test_verify_and_wrong_password(menv: Env, ews: EwsFake) -> None:
     r = await menv.client.put("/providers/exchange", json=exchange_body(ews, password="wrong"))
     assert r.status_code == 200
     v = (await menv.client.post("/providers/exchange/verify")).json()
-    assert v["ok"] is False and v["reply_code"] == 401 and v["error_type"] == "exchange.unauthorized", v
+    assert v["ok"] is False and v["reply_code"] == 401 and v["error_type"] == "exchange.password_rejected", v
     assert ews.sent == []
 
 

@@ -30,6 +30,13 @@ class TestSeedTroubleshootingEntries:
         assert "user exists in Office 365 and has appropriate permissions" in v.fix
         assert_complete(v)
 
+    def test_exchange_basic_password_rejected_is_held(self) -> None:
+        v = classify("exchange", "auth", Reply(401, "Exchange rejected the user name or password (HTTP 401)",
+                                               "password_rejected"))
+        assert (v.kind, v.error_type) == ("held", "exchange.password_rejected")
+        assert "sign in to the service account" in v.fix
+        assert_complete(v)
+
     def test_exchange_403_forbidden(self) -> None:
         v = classify("exchange", "send", Reply(403, "Forbidden"))
         assert v.error_type == "exchange.unauthorized"
