@@ -19,15 +19,15 @@ run: install
 # One command: install, then the whole suite (unit, API, pipeline on PostgreSQL + SQLite, faults, fuzzing).
 test: install
 	$(BIN)/ruff check app worker tests scripts bench
-	$(BIN)/mypy app worker
+	$(BIN)/mypy app worker tests
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fault: install
 	$(BIN)/pytest -q -m "fault or soak"
 
 lint: install
-	$(BIN)/ruff check app worker tests
-	$(BIN)/mypy app worker
+	$(BIN)/ruff check app worker tests scripts bench
+	$(BIN)/mypy app worker tests
 
 openapi: install
 	$(BIN)/python scripts/export_openapi.py

@@ -28,6 +28,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.users import keys as key_service
 from tests.support.smtp_server import SmtpServer
+from worker.context import WorkerContext
 
 os.environ.setdefault("OUTBOX_TUNE_GC", "false")  # many apps start in this one process
 PG = os.environ.get("TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -87,7 +88,7 @@ class Env:
     app: Any
     redis: ArqRedis
     admin_key: str
-    worker_ctx: dict[str, Any]
+    worker_ctx: WorkerContext
 
     def auth(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -101,12 +102,12 @@ class Env:
     async def deliver(self) -> int:
         from worker.dispatch import deliver
 
-        return await deliver(self.worker_ctx)  # type: ignore[arg-type]
+        return await deliver(self.worker_ctx)
 
     async def reconcile(self) -> dict[str, int]:
         from worker.reconcile import reconcile
 
-        return await reconcile(self.worker_ctx)  # type: ignore[arg-type]
+        return await reconcile(self.worker_ctx)
 
     async def use_smtp(self, server: SmtpServer, **extra: Any) -> None:
         body = {"host": "127.0.0.1", "port": server.port, "tls": "none", "authentication_required": False,
@@ -139,7 +140,7 @@ async def running_env(db: str, redis_url: str = REDIS, **settings_kw: Any) -> As
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://outbox.test",
                                      headers={"Authorization": f"Bearer {admin}"}) as client:
-            env = Env(settings, client, app, redis, admin, ctx)  # type: ignore[arg-type]
+            env = Env(settings, client, app, redis, admin, ctx)
             try:
                 yield env
             finally:

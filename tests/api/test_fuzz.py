@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -55,11 +56,11 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
 @schema.parametrize()
 @settings(max_examples=int(os.environ.get("OUTBOX_FUZZ_EXAMPLES", "12")), deadline=None,
           suppress_health_check=list(HealthCheck))
-def test_no_server_errors(case: schemathesis.Case, live_api: tuple[str, str]) -> None:
+def test_no_server_errors(case: schemathesis.Case[Any], live_api: tuple[str, str]) -> None:
     base, key = live_api
     response = case.call(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
     assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:500])
     if response.status_code >= 400:
-        ctype = response.headers.get("content-type") or [""]
-        ctype = ctype[0] if isinstance(ctype, list) else ctype
+        header = response.headers.get("content-type") or [""]
+        ctype = header[0] if isinstance(header, list) else header
         assert ctype.startswith("application/problem+json"), (case.method, case.path, response.status_code, ctype)

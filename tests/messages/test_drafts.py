@@ -3,6 +3,8 @@ provider chosen in 'How would you like to send email'."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.conftest import Env
 from tests.messages.helpers import PROBLEM, b64, configure, draft, make_user, set_options, user_key
 
@@ -49,10 +51,11 @@ class TestCreateDraft:
             assert r.headers["content-type"] == PROBLEM
             assert text in r.json()["detail"]
         huge = 2**63
-        for method, path, body in (("PATCH", f"/messages/{huge}", {}), ("POST", f"/messages/{huge}/send", {}),
-                                   ("GET", f"/messages/{huge}/eml", None),
-                                   ("POST", "/messages", {"draft": True, "to": [], "user_id": huge})):
-            r = await env.client.request(method, path, json=body, headers=svc)
+        calls: list[tuple[str, str, dict[str, Any] | None]] = [
+            ("PATCH", f"/messages/{huge}", {}), ("POST", f"/messages/{huge}/send", {}),
+            ("GET", f"/messages/{huge}/eml", None), ("POST", "/messages", {"draft": True, "to": [], "user_id": huge})]
+        for method, path, call_body in calls:
+            r = await env.client.request(method, path, json=call_body, headers=svc)
             assert r.status_code == 422, (method, path, r.text)
         await env.client.patch(f"/users/{alice['id']}", json={"enabled": False})
         r = await env.client.post("/messages", json={"draft": True, "to": ["c@example.com"], "user_id": alice["id"]},

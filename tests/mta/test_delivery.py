@@ -52,7 +52,8 @@ async def test_starttls_and_sasl_deliver_a_well_formed_message(mta_env: Env, pos
     parts = list(m.iter_parts())
     assert [p.get_content_type() for p in parts] == ["multipart/alternative", "application/pdf", "text/plain"]
     assert [p.get_content_type() for p in parts[0].iter_parts()] == ["text/plain", "text/html"]
-    assert "Hej Søren" in parts[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    plain = parts[0].get_body(("plain",))
+    assert plain is not None and "Hej Søren" in plain.get_content()
     assert parts[1].get_content() == PDF
     assert parts[2].get_filename() == "Übersicht März.txt"
     assert parts[2].get_payload(decode=True) == "Noter: æøå\r\n".encode()

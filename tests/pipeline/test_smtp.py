@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -15,11 +16,11 @@ from tests.support.smtp_server import SmtpServer
 MSG = {"to": ["a@example.com"], "from": "s@example.com", "subject": "hello", "body_text": "x"}
 
 
-async def _send(env: Env, **extra: object) -> dict[str, object]:
+async def _send(env: Env, **extra: object) -> dict[str, Any]:
     r = await env.client.post("/messages", json={**MSG, **extra})
     assert r.status_code == 202, r.text
     await env.deliver()
-    got: dict[str, object] = (await env.client.get(f"/messages/{r.json()['id']}")).json()
+    got: dict[str, Any] = (await env.client.get(f"/messages/{r.json()['id']}")).json()
     return got
 
 
@@ -57,7 +58,7 @@ async def test_auth_ok_and_wrong_password(env: Env, auth_smtp: SmtpServer) -> No
     bad = await _send(env, subject="second")
     # A rejected password stops every message alike: they are held, not failed, until an admin fixes it.
     assert bad["status"] == "held"
-    [attempt] = bad["attempt_log"]  # type: ignore[misc]
+    [attempt] = bad["attempt_log"]
     assert attempt["reply_code"] == 535
     assert attempt["error_type"].startswith("smtp.auth")
     assert attempt["explanation"] and attempt["fix"]
@@ -130,7 +131,7 @@ async def test_recipient_refused(env: Env, smtp: SmtpServer, reply: str, status:
     smtp.handler.rcpt_replies["a@example.com"] = reply
     msg = await _send(env)
     assert msg["status"] == status
-    [attempt] = msg["attempt_log"]  # type: ignore[misc]
+    [attempt] = msg["attempt_log"]
     rec = attempt["recipients"]["a@example.com"]
     assert rec["code"] == int(reply[:3])
     if fragment:
@@ -144,7 +145,7 @@ async def test_partial_refusal_recorded_per_recipient(env: Env, smtp: SmtpServer
     smtp.handler.rcpt_replies["b@example.com"] = "550 5.1.1 User unknown"
     msg = await _send(env, to=["a@example.com", "b@example.com"])
     assert msg["status"] == "sent"
-    [attempt] = msg["attempt_log"]  # type: ignore[misc]
+    [attempt] = msg["attempt_log"]
     assert attempt["outcome"] == "partial"
     assert list(attempt["recipients"]) == ["b@example.com"]
     assert smtp.received[0].rcpt_tos == ["a@example.com"]

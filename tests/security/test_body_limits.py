@@ -8,6 +8,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -44,7 +45,7 @@ def _chunk(data: bytes) -> bytes:
 
 
 def _send_until_answer(sock: socket.socket, total: int, piece: int = 64 * 1024) -> tuple[int, dict[str, str],
-                                                                                        dict[str, object], int]:
+                                                                                        dict[str, Any], int]:
     """Sends chunks of `piece` bytes (never the terminating chunk) until the server answers."""
     sent = 0
     sock.setblocking(False)

@@ -127,7 +127,7 @@ class Delivered:
     @property
     def message(self) -> EmailMessage:
         # Headers may carry raw UTF-8 (SMTPUTF8 addresses, RFC 6532), which the bytes parser leaves undecoded.
-        return message_from_string(self.raw.decode("utf-8"), policy=policy.default)  # type: ignore[return-value]
+        return message_from_string(self.raw.decode("utf-8"), policy=policy.default)
 
     @property
     def recipient(self) -> str:

@@ -32,7 +32,7 @@ class Received:
 
     @property
     def message(self) -> EmailMessage:
-        return message_from_bytes(self.content, policy=policy.default)  # type: ignore[return-value]
+        return message_from_bytes(self.content, policy=policy.default)
 
 
 @dataclass
@@ -83,6 +83,7 @@ class SinkHandler:
             self.times.append(time.time())
             if self.drop_after_data > 0:
                 self.drop_after_data -= 1
+                assert server.transport is not None
                 server.transport.close()  # accepted, but the client never hears the 250
         return "250 OK queued"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ MIME = (
 
 
 def message(**overrides: object) -> OutgoingMessage:
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "message_id": "<42@outbox.contoso.com>",
         "sender": SENDER,
         "to": ["alice@example.com"],
@@ -38,7 +39,7 @@ def message(**overrides: object) -> OutgoingMessage:
         "mime": MIME,
     }
     fields.update(overrides)
-    return OutgoingMessage(**fields)  # type: ignore[arg-type]
+    return OutgoingMessage(**fields)
 
 
 async def send_error(transport: ExchangeTransport, msg: OutgoingMessage) -> TransportError:

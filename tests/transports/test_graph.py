@@ -7,6 +7,7 @@ import os
 import socket
 import ssl
 import traceback
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from app.transports.graph import (
     cloud_hosts,
     cloud_supports_upload_sessions,
 )
+from tests.fakes._https import Scripted
 from tests.fakes.ews_server import EwsFake
 from tests.fakes.graph_server import (
     GraphFake,
@@ -40,7 +42,7 @@ MiB = 1024 * 1024
 
 
 def message(**overrides: object) -> OutgoingMessage:
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "message_id": "<20261101.1234@outbox.contoso.com>",
         "sender": SENDER,
         "to": ["alice@example.com"],
@@ -48,7 +50,7 @@ def message(**overrides: object) -> OutgoingMessage:
         "body_text": "Hello",
     }
     fields.update(overrides)
-    return OutgoingMessage(**fields)  # type: ignore[arg-type]
+    return OutgoingMessage(**fields)
 
 
 def blob(size: int, seed: int = 0) -> bytes:
@@ -365,10 +367,10 @@ class TestGraphErrors:
         self,
         graph_fake: GraphFake,
         graph_transport: GraphTransport,
-        answer: object,
+        answer: Scripted,
         expected: tuple[int, str],
     ) -> None:
-        graph_fake.script("sendMail", answer)  # type: ignore[arg-type]
+        graph_fake.script("sendMail", answer)
         exc = await send_error(graph_transport, message())
         assert exc.stage == "send"
         assert (exc.reply.code, exc.reply.error_code) == expected

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -31,10 +32,10 @@ def _oauth_config(exo: ExoSmtpServer, **overrides: object) -> SmtpConfig:
         kind="oauth2_client_credentials", tenant_id=exo.entra.tenant_id, client_id=exo.entra.client_id,
         client_secret=str(overrides.pop("client_secret", exo.entra.client_secret)),
         authority_host=exo.entra.authority_host, ca_bundle=exo.ca_path, timeout=10)
-    fields: dict[str, object] = {"host": "127.0.0.1", "port": exo.port, "tls": "starttls",
+    fields: dict[str, Any] = {"host": "127.0.0.1", "port": exo.port, "tls": "starttls",
                                  "username": exo.mailbox, "oauth": oauth, "ca_bundle": exo.ca_path, "timeout": 10}
     fields.update(overrides)
-    return SmtpConfig(**fields)  # type: ignore[arg-type]
+    return SmtpConfig(**fields)
 
 
 def _msg(n: int, sender: str = "batch@contoso.com") -> OutgoingMessage:
@@ -148,9 +149,10 @@ async def test_token_revoked_early_is_replaced_once(exo: ExoSmtpServer) -> None:
          "smtp.auth.smtp_disabled_mailbox", "Set-CASMailbox"),
     ],
 )
-async def test_refusals_are_held_with_the_fix(exo: ExoSmtpServer, setup: object, reason: str, code: int,
+async def test_refusals_are_held_with_the_fix(exo: ExoSmtpServer, setup: Callable[[ExoSmtpServer], object],
+                                              reason: str, code: int,
                                               error_type: str, fix_words: str) -> None:
-    setup(exo)  # type: ignore[operator]
+    setup(exo)
     pool = SmtpPool(_oauth_config(exo), size=1)
     try:
         with pytest.raises(TransportError) as raised:

@@ -226,7 +226,7 @@ class TestBuildMime:
         head = data.split(b"Content-Transfer-Encoding: base64", 1)[0].decode("ascii")
         assert f'filename="{fallback}"' in head and f'name="{fallback}"' in head
         assert head.index("filename*") < head.index(f'filename="{fallback}"')
-        assert parse(data).get_payload()[1].get_filename() == filename
+        assert [a.get_filename() for a in parse(data).iter_attachments()] == [filename]
 
     def test_date_uses_numeric_zone(self) -> None:
         """RFC 5322 §3.3: "+0000", not the obsolete "GMT"."""
