@@ -3,6 +3,10 @@
 The user's `email_provider` option decides; when it is blank ("ask me each time") and the request names no
 provider, `ChooseProvider` (409, type `choose-provider`) lists the choices available to this user now, with
 the one to propose (the last choice made), so that a client can show the dialog and ask again.
+
+The choices are the interactive providers the administrator offers (email parameters, `interactive_providers`,
+the email app included), of those the ones configured (and Exchange only for users inside the organization).
+A provider not offered cannot be chosen here, in the user's options (`not_offered_reason`) or on a submission.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError
 from app.models import User
+from app.parameters import service as parameters_service
 from app.providers import service as providers_service
 
 __all__ = ["CHOICE_LABELS", "ChooseProvider", "ProviderUnavailable", "available_choices", "decide_provider"]
@@ -38,8 +43,22 @@ class ProviderUnavailable(AppError):
     title = "That way of sending email is not available"
 
 
+async def not_offered_reason(session: AsyncSession, provider: str) -> str | None:
+    """Why `provider` cannot be chosen for interactive mail at all (not among the interactive providers the
+    email parameters offer); None when it is offered."""
+    offered = (await parameters_service.cached(session)).interactive_providers
+    if provider in offered:
+        return None
+    label = CHOICE_LABELS.get(provider, provider)
+    return (f"{provider} ({label!r}) is not offered to users: the email parameters' interactive providers are "
+            f"{', '.join(offered)}. An administrator can add it (PUT /parameters, interactive_providers).")
+
+
 async def _unavailable_reason(session: AsyncSession, user: User, provider: str) -> tuple[str, str] | None:
     """(reason code, explanation) when `provider` cannot be used by `user` now; None when it can."""
+    why = await not_offered_reason(session, provider)
+    if why is not None:
+        return ("not_offered", why)
     if provider == "email_app":
         return None
     if provider == "exchange" and user.external:
@@ -52,8 +71,8 @@ async def _unavailable_reason(session: AsyncSession, user: User, provider: str) 
 
 
 async def available_choices(session: AsyncSession, user: User) -> list[dict[str, Any]]:
-    """The choices the dialog offers this user now: the email app always, the others where configured
-    (Exchange only for users inside the organization)."""
+    """The choices the dialog offers this user now: of the interactive providers offered (email parameters),
+    the email app, and the others where configured (Exchange only for users inside the organization)."""
     out = []
     for provider, label in CHOICE_LABELS.items():
         if await _unavailable_reason(session, user, provider) is None:

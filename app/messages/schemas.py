@@ -215,7 +215,7 @@ class ChooseProviderProblem(BaseModel):
     proposed: Literal["smtp", "graph", "exchange", "email_app"] | None = Field(
         description="The last choice made: pre-select it")
     provider: str | None = Field(None, description="provider-unavailable: the provider that cannot be used")
-    reason: Literal["not_configured", "external_user"] | None = Field(
+    reason: Literal["not_offered", "not_configured", "external_user"] | None = Field(
         None, description="provider-unavailable: why")
 
 

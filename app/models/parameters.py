@@ -2,9 +2,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from app.core.clock import utcnow
+
+INTERACTIVE_PROVIDERS = ("email_app", "exchange", "smtp", "graph")  # the dialog's order
 
 
 class Parameters(SQLModel, table=True):
@@ -19,4 +22,7 @@ class Parameters(SQLModel, table=True):
     history_retention_days: int = 0  # 0 = the default 30
     batch_processing_enabled: bool = True
     distributor_interval_seconds: int = 60
+    # The providers the "How would you like to send email" dialog offers (interactive mail); batch is separate.
+    interactive_providers: list[str] = Field(
+        default_factory=lambda: list(INTERACTIVE_PROVIDERS), sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow)

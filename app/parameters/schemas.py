@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ProviderId = Literal["smtp", "graph", "exchange"]
+InteractiveProvider = Literal["email_app", "exchange", "smtp", "graph"]
+ALL_INTERACTIVE: tuple[InteractiveProvider, ...] = ("email_app", "exchange", "smtp", "graph")  # the dialog's order
 
 
 class ParametersBase(BaseModel):
@@ -22,12 +24,25 @@ class ParametersBase(BaseModel):
         60, ge=5, le=3600,
         description="How often the distributor sweeps the queue for due, retried and orphaned messages. New "
                     "messages are sent at once; this paces retries and recovery.")
+    interactive_providers: list[InteractiveProvider] = Field(
+        default_factory=lambda: list(ALL_INTERACTIVE), min_length=1, max_length=4,
+        description="The interactive email providers: what the 'How would you like to send email' dialog offers "
+                    "(the 409 choose-provider choices), what a user may pick as their email provider option, and "
+                    "what mail on behalf of a user may go through. email_app is 'Use an email app, such as "
+                    "Outlook'. Leave one out to turn it off for users (a provider can so be batch-only). "
+                    "Batch mail is not affected: it uses the batch provider.")
+
+    @field_validator("interactive_providers")
+    @classmethod
+    def _unique(cls, v: list[InteractiveProvider]) -> list[InteractiveProvider]:
+        return sorted(set(v), key=ALL_INTERACTIVE.index)
 
 
 class ParametersUpdate(ParametersBase):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "batch_provider": "smtp", "attachment_size_limit_mb": 25, "email_expiration_days": 0,
-        "history_retention_days": 0, "batch_processing_enabled": True, "distributor_interval_seconds": 60}]})
+        "history_retention_days": 0, "batch_processing_enabled": True, "distributor_interval_seconds": 60,
+        "interactive_providers": ["email_app", "exchange", "smtp"]}]})
 
     # Read-only fields of the GET response, accepted (and ignored) so a GET -> edit -> PUT round trip works.
     effective_email_expiration_days: int | None = Field(None, description="Read-only; ignored")

@@ -61,6 +61,7 @@ def to_public(row: Parameters) -> ParametersPublic:
         history_retention_days=row.history_retention_days,
         batch_processing_enabled=row.batch_processing_enabled,
         distributor_interval_seconds=row.distributor_interval_seconds,
+        interactive_providers=row.interactive_providers,
         effective_email_expiration_days=effective_days(row.email_expiration_days),
         effective_history_retention_days=effective_days(row.history_retention_days),
     )

@@ -9,6 +9,7 @@ from sqlmodel import col
 from app.core.errors import Forbidden, InvalidInput, NotFound
 from app.core.security import Principal, hash_key
 from app.mail.validate import check_header_text, normalize_address
+from app.messages import choice
 from app.models import ApiKey, User
 from app.users import keys as key_service
 from app.users.schemas import (
@@ -130,6 +131,9 @@ async def put_options(
                             errors=[{"field": "sender_email", "message": "only an admin may set it"}])
         user.sender_email = sender
     if "email_provider" in fields:
+        why = await choice.not_offered_reason(session, body.email_provider) if body.email_provider else None
+        if why is not None:
+            raise InvalidInput.for_field("email_provider", why)
         if body.email_provider == "exchange" and user.external:
             raise InvalidInput.for_field("email_provider", "Exchange is not available to users outside the "
                                                            "organization (this user is external)")
