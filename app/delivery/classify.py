@@ -311,17 +311,20 @@ _TABLE: dict[str, _Row] = {
         "then re-enter them and send a test email. If they are right, Basic authentication is off: "
         + _BASIC_WAYS_OUT),
     "smtp.oauth.refused": _Row(
-        "held", "Microsoft 365 refused the app's token (XOAUTH2)",
-        "The SMTP server refused the OAuth sign-in (AUTH XOAUTH2). Exchange Online answers 535 5.7.3 "
-        "Authentication unsuccessful for every cause: the app registration lacks the application permission "
-        "SMTP.SendAsApp or its admin consent; the app's service principal is not registered in Exchange Online; "
-        "the service principal has no FullAccess permission on the mailbox it signs in as; or the token was "
-        "issued for another resource than Exchange Online.",
-        "Run verify on the SMTP provider: it reads the token and tells which of these is missing. In the Azure "
-        "portal, app registration > API permissions: add Office 365 Exchange Online > Application permissions "
-        "> SMTP.SendAsApp and grant admin consent. In Exchange Online PowerShell: New-ServicePrincipal -AppId "
-        "<application id> -ObjectId <enterprise application object id>, then Add-MailboxPermission -Identity "
-        "<mailbox> -User <service principal id> -AccessRights FullAccess. Changes can take up to an hour."),
+        "held", "OAuth token refused (XOAUTH2)",
+        "The SMTP server refused the OAuth sign-in (AUTH XOAUTH2). Exchange Online (Microsoft 365) answers 535 "
+        "5.7.3 Authentication unsuccessful for every cause: the app registration lacks the application "
+        "permission SMTP.SendAsApp or its admin consent; the app's service principal is not registered in "
+        "Exchange Online; the service principal has no FullAccess permission on the mailbox it signs in as; or "
+        "the token was issued for another resource than Exchange Online. Another server's reply text may say "
+        "more (a token expired, for another user, or signed by a key it does not trust).",
+        "Run verify on the SMTP provider: it reads the token and tells which of these is missing. Microsoft 365: "
+        "in the Azure portal, app registration > API permissions: add Office 365 Exchange Online > Application "
+        "permissions > SMTP.SendAsApp and grant admin consent; in Exchange Online PowerShell: "
+        "New-ServicePrincipal -AppId <application id> -ObjectId <enterprise application object id>, then "
+        "Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights FullAccess. "
+        "Changes can take up to an hour. Another server: check that it trusts the token endpoint's signing key "
+        "and maps the token to the user name entered."),
     "smtp.oauth.permission_missing": _Row(
         "held", "The app lacks SMTP.SendAsApp (or its admin consent)",
         "The access token carries no SMTP.SendAsApp role: the app registration lacks the application permission "

@@ -63,19 +63,26 @@ def _step_failed(step: str, err: TransportError, *, explanation: str | None = No
                       explanation=explanation or v.explanation, fix=fix or v.fix)
 
 
+# Resources whose tokens no SMTP server can use: Microsoft Graph in each cloud (by URL and by application id).
+_NOT_SMTP_AUDIENCES = {"https://graph.microsoft.com", "https://graph.microsoft.us", "https://dod-graph.microsoft.us",
+                       "https://microsoftgraph.chinacloudapi.cn", "00000003-0000-0000-c000-000000000000"}
+
+
 def _audience_ok(claims: dict[str, object], oauth: SmtpOAuthConfig, host: str) -> bool | None:
-    """Whether the token is for Exchange Online (None: cannot tell, e.g. another provider's server). A token
-    from Microsoft Entra ID is only good for SMTP AUTH when it is for Exchange Online, whatever the host name."""
+    """Whether the token is for the SMTP server's resource (None: cannot tell). Microsoft 365 needs Exchange
+    Online's; another server (e.g. Dovecot validating Entra ID tokens) has its own, but never Graph's."""
     aud = claims.get("aud")
-    issuer = str(claims.get("iss", ""))
+    if not isinstance(aud, str):
+        return None
+    aud = aud.rstrip("/")
     expected: str | None = None
     if oauth.kind == "oauth2_client_credentials":
         expected = EXCHANGE_ONLINE_RESOURCES[oauth.cloud]
-    elif providers_service.is_microsoft365_smtp(host) or "sts.windows.net/" in issuer or "login.microsoft" in issuer:
+    elif providers_service.is_microsoft365_smtp(host):
         expected = EXCHANGE_ONLINE_RESOURCES["global"]
-    if expected is None or not isinstance(aud, str):
-        return None
-    return aud.rstrip("/") in (expected, expected.replace("office365", "office"), _EXCHANGE_ONLINE_APP_ID)
+    if expected is None:
+        return False if aud in _NOT_SMTP_AUDIENCES else None
+    return aud in (expected, expected.replace("office365", "office"), _EXCHANGE_ONLINE_APP_ID)
 
 
 def _token_problem(token: str, oauth: SmtpOAuthConfig, host: str) -> tuple[str, str, str] | None:

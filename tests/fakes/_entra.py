@@ -128,6 +128,7 @@ class FakeAuthority:
         self._default_roles = list(roles)
         self.roles: list[str] = list(roles)
         self.expires_in = 3599
+        self.extra_claims: dict[str, Any] = {}  # added to every token issued (e.g. a user claim for Dovecot)
         self.token_requests: list[TokenRequest] = []
         self.discovery_requests = 0
         self._valid: set[str] = set()
@@ -163,6 +164,7 @@ class FakeAuthority:
 
     def reset(self) -> None:
         self.roles = list(self._default_roles)
+        self.extra_claims.clear()
         self.token_requests.clear()
         self.discovery_requests = 0
         self.expired_secrets.clear()
@@ -229,8 +231,10 @@ class FakeAuthority:
             "tid": tenant,
             "appid": self.client_id,
             "oid": self.service_principal_id,  # the enterprise application (service principal) object id
+            "sub": self.service_principal_id,  # app-only tokens: the subject is the service principal
             "roles": list(self.roles),
             "jti": f"fake-{next(self._counter)}",
+            **self.extra_claims,
         }
         token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
         self._valid.add(token)

@@ -16,6 +16,10 @@ Listeners (one Postfix instance, one `smtpd` per port, each with its own `-o` ov
 * ``idle``: ``smtpd_timeout`` = `IDLE_TIMEOUT` seconds (``421 4.4.2 ... Error: timeout exceeded``, then close).
 * ``blocked``: the client is refused at connect (``smtpd_delay_reject = no``): a 554 greeting.
 
+With `oauth2=True` Dovecot also takes `AUTH XOAUTH2` / `OAUTHBEARER` through its `oauth2` passdb, validating JWTs
+locally (`introspection_mode = local`): signature with a key given to `trust_jwt_key()`, `exp`/`nbf`/`iat`, and
+the claim `OAUTH2_USERNAME_CLAIM` equal to the user signing in.
+
 Postfix delivers every accepted recipient of the ``example.com`` / ``example.org`` domains into one maildir
 (virtual delivery, one file per recipient, with ``X-Original-To`` naming the envelope recipient); `messages()`
 parses it with the standard library's email parser. `sink()` runs Postfix's `smtp-sink` with fault options.
@@ -54,6 +58,7 @@ TEMPFAIL = "busy@example.com"  # 450 4.2.1 at RCPT
 PERMFAIL = "gone@example.com"  # 550 5.1.1 at RCPT
 SERVER_NAME = "mx.outbox.test"
 LISTENERS = ("plain", "submission", "smtps", "helo", "ratelimit", "idle", "blocked")
+OAUTH2_USERNAME_CLAIM = "email"
 
 
 def missing() -> str | None:
@@ -137,8 +142,10 @@ class Delivered:
 class Postfix:
     """One Postfix instance (seven listeners) and one Dovecot auth service; see the module docstring."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, oauth2: bool = False) -> None:
         self.root = root
+        self.oauth2 = oauth2
+        self.jwt_keys = root / "dovecot" / "jwt-keys"
         self.ca = trustme.CA()
         self.ports = {name: free_port() for name in LISTENERS}
         self.ca_file = str(root / "ca.pem")
@@ -248,6 +255,23 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """)
         dv = r / "dovecot"
         (dv / "users").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
+        mechanisms = "plain login"
+        oauth2_passdb = ""
+        if self.oauth2:
+            mechanisms = "plain login xoauth2 oauthbearer"
+            self.jwt_keys.mkdir(parents=True, exist_ok=True)
+            (dv / "oauth2.conf.ext").write_text(f"""\
+introspection_mode = local
+local_validation_key_dict = fs:posix:prefix={self.jwt_keys}/
+username_attribute = {OAUTH2_USERNAME_CLAIM}
+username_format = %Lu
+""")
+            oauth2_passdb = f"""
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {dv / "oauth2.conf.ext"}
+}}"""
         (dv / "dovecot.conf").write_text(f"""\
 protocols =
 base_dir = {dv / "run"}
@@ -255,12 +279,13 @@ state_dir = {dv / "state"}
 log_path = {self.dovecot_log}
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {dv / "users"}
-}}
+}}{oauth2_passdb}
 userdb {{
   driver = static
   args = uid=nobody gid=nogroup home={dv}/home/%u
@@ -274,6 +299,15 @@ service anvil {{
   chroot =
 }}
 """)
+
+    def trust_jwt_key(self, kid: str, public_key_pem: bytes, alg: str = "RS256", azp: str = "default") -> None:
+        """Let Dovecot accept JWTs signed with this key (its local validation dict: <azp>/<alg>/<kid>)."""
+        directory = self.jwt_keys / azp / alg
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / kid).write_bytes(public_key_pem)
+        for d in (self.jwt_keys, self.jwt_keys / azp, directory):
+            d.chmod(0o755)
+        (directory / kid).chmod(0o644)
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
@@ -349,11 +383,11 @@ class Sink:
 
 
 @contextlib.contextmanager
-def running_postfix() -> Iterator[Postfix]:
+def running_postfix(*, oauth2: bool = False) -> Iterator[Postfix]:
     skip_if_missing()
     root = Path(tempfile.mkdtemp(prefix="outbox-postfix-"))
     root.chmod(0o755)  # Postfix's and Dovecot's unprivileged processes open files below it
-    server = Postfix(root)
+    server = Postfix(root, oauth2=oauth2)
     try:
         server.start()
         yield server
