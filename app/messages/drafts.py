@@ -108,9 +108,8 @@ async def update_draft(
                                      draft=True)
     params = await parameters_service.get(session)
     now = utcnow()
-    prepared = message_service.prepare(body, principal=principal, params=params, now=now, kind="interactive",
-                                       sender=sender, draft=True,
-                                       kept_attachment_sizes=[a.size for a in kept])
+    prepared = message_service.prepare(body, message_service.SubmitContext(principal, params, now, "interactive"),
+                                       sender, draft=True, kept_attachment_sizes=[a.size for a in kept])
     r = prepared.row
     res = await session.execute(
         update(M).where(M.c.id == message_id, M.c.status == "draft").values(

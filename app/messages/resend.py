@@ -91,8 +91,8 @@ async def resend(
                                      attachments=[], provider=None, user_id=row.user_id, draft=handed_over)
     params = await parameters_service.get(session)
     now = utcnow()
-    prepared = message_service.prepare(body, principal=principal, params=params, now=now, kind=row.kind,
-                                       sender=sender, draft=handed_over,
+    prepared = message_service.prepare(body, message_service.SubmitContext(principal, params, now, row.kind),
+                                       sender, draft=handed_over,
                                        kept_attachment_sizes=[len(a.content) for a in originals])
     new = prepared.row
     new.update(provider=provider, user_id=row.user_id, api_key_id=row.api_key_id, resent_from=message_id,

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +48,17 @@ ATT = ATTACHMENTS
 HEADER_NAME = re.compile(r"^X-[A-Za-z0-9][A-Za-z0-9-]{0,75}$")
 
 
+@dataclass(frozen=True, slots=True)
+class SubmitContext:
+    """What every message of one request shares: who submits it, the parameters in force, the time, and the
+    kind of mail (batch, workflow, interactive)."""
+
+    principal: Principal
+    params: Parameters
+    now: datetime
+    kind: str = "batch"
+
+
 class PreparedMessage:
     """A validated submission: the row to insert and its decoded attachments."""
 
@@ -69,23 +81,20 @@ def _estimated_size(
 
 def prepare(
     body: MessageIn,
+    ctx: SubmitContext,
+    sender: ResolvedSender | SenderRules,
     *,
-    principal: Principal,
-    params: Parameters,
-    default_sender: tuple[str | None, str | None] = (None, None),
-    now: datetime,
     field_prefix: str = "",
-    kind: str = "batch",
-    sender: ResolvedSender | None = None,
     draft: bool = False,
     kept_attachment_sizes: Sequence[int] = (),
 ) -> PreparedMessage:
     """Validate everything before anything is stored. Raises InvalidInput / TooLarge / SenderNotAllowed.
 
-    `sender` is the From already decided by `senders.resolve_sender`; without it the rules are applied here
-    with `default_sender` as the batch account. A draft may have no recipients yet (they are needed to send
-    it); `kept_attachment_sizes` are the sizes of a draft's attachments that stay, for the size limit."""
+    `sender` is the From already decided by `senders.resolve_sender`, or the rules to decide it with (applied
+    here, after the content is validated). A draft may have no recipients yet (they are needed to send it);
+    `kept_attachment_sizes` are the sizes of a draft's attachments that stay, for the size limit."""
     settings = get_settings()
+    params, now, kind = ctx.params, ctx.now, ctx.kind
     p = field_prefix
     # A MailInputError names the field; the API answers it as 422 invalid-input.
     to = normalize_addresses(f"{p}to", body.to, max_count=settings.max_recipients)
@@ -125,12 +134,11 @@ def prepare(
             f"The email would be about {size / 1048576:.1f} MB once encoded; the attachment size limit (the "
             f"maximum size of one email) is {params.attachment_size_limit_mb} MB.",
         )
-    if sender is None:
-        rules = SenderRules(kind=kind, caller_role=principal.role, batch_account=default_sender)
-        sender = resolve_sender(body.from_, body.from_name, rules, field=f"{p}from")
+    if isinstance(sender, SenderRules):
+        sender = resolve_sender(body.from_, body.from_name, sender, field=f"{p}from")
     row = {
         "status": lifecycle.initial_status(draft=draft), "kind": kind, "provider": body.provider,
-        "user_id": principal.user_id, "api_key_id": principal.key_id, "sender": sender.address,
+        "user_id": ctx.principal.user_id, "api_key_id": ctx.principal.key_id, "sender": sender.address,
         "sender_name": sender.name, "to_addrs": to,
         "cc_addrs": cc, "bcc_addrs": bcc, "reply_to": reply_to, "subject": subject, "body_text": body.body_text,
         "body_html": body.body_html, "headers": headers,
@@ -178,6 +186,7 @@ async def submit(
                                                  "are accepted (OUTBOX_MAX_BULK): send the rest in further requests")
     now = utcnow()
     params = await parameters_service.cached(session)
+    ctx = SubmitContext(principal, params, now, kind)
     senders: dict[str, tuple[str | None, str | None]] = {}
     if idempotency_key is not None:
         if len(idempotency_key) > 255 or not idempotency_key.isprintable():
@@ -196,7 +205,7 @@ async def submit(
         p = f"messages[{i}]." if len(bodies) > 1 else ""
         user = await acting_user(session, principal, body.user_id, field=f"{p}user_id")
         if user is not None:
-            prepared.append(await _prepare_for_user(session, principal, params, body, user, now, p))
+            prepared.append(await _prepare_for_user(session, ctx, body, user, p))
             continue
         if body.draft:
             raise InvalidInput(f"{p}draft: a draft is created on behalf of a user: give user_id (or use a "
@@ -209,8 +218,8 @@ async def submit(
         provider = body.provider or params.batch_provider
         if provider not in senders:
             senders[provider] = await default_sender(session, provider)
-        prepared.append(prepare(body, principal=principal, params=params, default_sender=senders[provider], now=now,
-                                field_prefix=p, kind=kind))
+        rules = SenderRules(kind=kind, caller_role=principal.role, batch_account=senders[provider])
+        prepared.append(prepare(body, ctx, rules, field_prefix=p))
     if idempotency_key is not None:
         prepared[0].row["idempotency_key"] = idempotency_key
         prepared[0].row["request_hash"] = request_hash(bodies[0])
@@ -227,8 +236,7 @@ async def submit(
 
 
 async def _prepare_for_user(
-    session: AsyncSession, principal: Principal, params: Parameters, body: MessageIn, user: User,
-    now: datetime, p: str,
+    session: AsyncSession, ctx: SubmitContext, body: MessageIn, user: User, p: str
 ) -> PreparedMessage:
     """An interactive message on behalf of `user`: a draft for the send email dialog, or sent at once through
     the provider named on the message or the user's email provider option (409 `choose-provider` if
@@ -250,10 +258,9 @@ async def _prepare_for_user(
                 f"User {user.id} sends email through their own email app (email provider option email_app): "
                 "create the message with draft: true, then send it (POST /messages/{id}/send) to get the "
                 ".eml file.")
-    rules = SenderRules(kind="interactive", caller_role=principal.role, user=user)
+    rules = SenderRules(kind="interactive", caller_role=ctx.principal.role, user=user)
     sender = resolve_sender(body.from_, body.from_name, rules, field=f"{p}from")
-    prepared = prepare(body, principal=principal, params=params, now=now, field_prefix=p, kind="interactive",
-                       sender=sender, draft=body.draft)
+    prepared = prepare(body, replace(ctx, kind="interactive"), sender, field_prefix=p, draft=body.draft)
     prepared.row["provider"] = provider
     prepared.row["user_id"] = user.id
     return prepared

@@ -11,6 +11,7 @@ the worker. Messages go through the batch provider, from the template's sender (
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,6 +27,7 @@ from app.mail.validate import MailInputError, normalize_address
 from app.messages import lifecycle
 from app.messages import service as message_service
 from app.messages.schemas import MessageIn
+from app.messages.senders import SenderRules
 from app.models import EmailTemplate, NotificationRule, User, WorkflowEvent
 from app.parameters import service as parameters_service
 from app.templates import service as template_service
@@ -204,13 +206,74 @@ async def handle_event(
     session: AsyncSession, principal: Principal, ev: WorkflowEventIn
 ) -> tuple[WorkflowEventResult, list[int]]:
     """Render and queue the notifications of one event; returns the result and the ids of new messages.
-    All or nothing: a template that cannot be rendered with the event's data refuses the event (422)."""
+    All or nothing: a template that cannot be rendered with the event's data refuses the event (422).
+
+    Steps: claim the event id (a duplicate returns the first result), the recipients of the matching rules,
+    for each the template choice, the rendering and the prepared message, then one insert and the result."""
+    now = utcnow()
+    claimed = await _claim_event(session, principal, ev, now)
+    if isinstance(claimed, WorkflowEventResult):
+        return claimed, []
+    rules = await _matching_rules(session, ev)
+    wanted, users = await _recipients_of(session, rules, ev)
+    params = await parameters_service.get(session)
+    batch_sender = await message_service.default_sender(session, params.batch_provider)
+    sender_rules = SenderRules(kind="workflow", caller_role=principal.role, batch_account=batch_sender)
+    ctx = message_service.SubmitContext(principal, params, now, kind="workflow")
+
+    templates = _TemplateChoice(session, ev.company)
+    done: set[tuple[int, str]] = set()
+    skipped: list[RecipientSkipped] = []
+    skipped_users: set[int] = set()
+    created: list[tuple[dict[str, Any], NotificationCreated]] = []
+    for rule, uid in wanted:
+        assert rule.id is not None
+        if (uid, rule.template_code) in done or uid in skipped_users:
+            continue
+        done.add((uid, rule.template_code))
+        user = users.get(uid)
+        if (reason := _skip_reason(user)) is not None:
+            skipped_users.add(uid)
+            skipped.append(RecipientSkipped(user_id=uid, reason=reason[0], detail=reason[1], rule_id=rule.id))
+            continue
+        assert user is not None
+        template = await templates.find(rule.template_code)
+        if template is None:
+            skipped.append(
+                RecipientSkipped(
+                    user_id=uid,
+                    reason="no_template",
+                    rule_id=rule.id,
+                    detail=f"no template {rule.template_code!r} for this company or the system",
+                )
+            )
+            continue
+        created.append(await _notification(session, ctx, sender_rules, ev, rule, user, template))
+
+    message_ids = await _insert(session, [row for row, _ in created])
+    result = WorkflowEventResult(
+        event_id=ev.event_id,
+        duplicate=False,
+        received_at=now,
+        rules=[r.id for r in rules if r.id is not None],
+        messages=[
+            n.model_copy(update={"message_id": mid}) for mid, (_, n) in zip(message_ids, created, strict=True)
+        ],
+        skipped=skipped,
+    )
+    await _record_result(session, claimed, result)
+    return result, message_ids
+
+
+async def _claim_event(
+    session: AsyncSession, principal: Principal, ev: WorkflowEventIn, now: datetime
+) -> WorkflowEvent | WorkflowEventResult:
+    """The event's record, claimed for this request; or, for an event id seen before, its first result."""
     seen = (
         await session.execute(select(WorkflowEvent).where(col(WorkflowEvent.event_id) == ev.event_id))
     ).scalar()
     if seen is not None:
-        return WorkflowEventResult.model_validate({**seen.result, "duplicate": True}), []
-    now = utcnow()
+        return WorkflowEventResult.model_validate({**seen.result, "duplicate": True})
     record = WorkflowEvent(
         event_id=ev.event_id,
         workflow_id=ev.workflow_id,
@@ -225,107 +288,80 @@ async def handle_event(
         await session.flush()  # claims the event id first: a concurrent duplicate waits here, then fails
     except IntegrityError as exc:
         raise Conflict("This event_id is being handled by another request; retry to get its result") from exc
+    return record
 
-    rules = await _matching_rules(session, ev)
+
+async def _recipients_of(
+    session: AsyncSession, rules: list[NotificationRule], ev: WorkflowEventIn
+) -> tuple[list[tuple[NotificationRule, int]], dict[int, User]]:
+    """(rule, user id) for every recipient each rule names, in rule order, and the users found."""
     wanted = [(rule, uid) for rule in rules for uid in _recipients(rule, ev)]
     ids = {uid for _, uid in wanted}
-    users = (
-        {u.id: u for u in (await session.execute(select(User).where(col(User.id).in_(ids)))).scalars()}
+    users: dict[int, User] = (
+        {u.id: u for u in (await session.execute(select(User).where(col(User.id).in_(ids)))).scalars()
+         if u.id is not None}
         if ids
         else {}
     )
-    params = await parameters_service.get(session)
-    batch_sender = await message_service.default_sender(session, params.batch_provider)
+    return wanted, users
 
-    templates: dict[str, EmailTemplate | None] = {}
-    done: set[tuple[int, str]] = set()
-    skipped: list[RecipientSkipped] = []
-    skipped_users: set[int] = set()
-    created: list[tuple[dict[str, Any], NotificationCreated]] = []
-    for rule, uid in wanted:
-        assert rule.id is not None
-        if (uid, rule.template_code) in done or uid in skipped_users:
-            continue
-        done.add((uid, rule.template_code))
-        user = users.get(uid)
-        if (reason := _skip_reason(user)) is not None:
-            skipped_users.add(uid)
-            skipped.append(
-                RecipientSkipped(
-                    user_id=uid,
-                    reason=reason[0],
-                    detail=reason[1],
-                    rule_id=rule.id,
-                )
-            )
-            continue
-        assert user is not None
-        assert user.email is not None
-        if rule.template_code not in templates:
-            templates[rule.template_code] = await template_service.find_for_event(
-                session, rule.template_code, ev.company
-            )
-        template = templates[rule.template_code]
-        if template is None:
-            skipped.append(
-                RecipientSkipped(
-                    user_id=uid,
-                    reason="no_template",
-                    rule_id=rule.id,
-                    detail=f"no template {rule.template_code!r} for this company or the system",
-                )
-            )
-            continue
-        to = normalize_address("to", user.email)
-        data = {
-            **ev.data,
-            "recipient_name": user.name,
-            "recipient_email": to,
-            "workflow": ev.workflow_id,
-            "event": ev.event,
-            "company": ev.company or "",
-        }
-        r = await template_service.render(session, template, user.language, data)
-        prepared = message_service.prepare(
-            _message_in(template, to, r.rendered.subject, r.rendered.body_html, r.rendered.body_text),
-            principal=principal,
-            params=params,
-            default_sender=batch_sender,
-            now=now,
-            kind="workflow",
-        )
-        prepared.row.update(workflow_event_id=ev.event_id, template_id=template.id, language=r.language)
-        assert template.id is not None
-        created.append(
-            (
-                prepared.row,
-                NotificationCreated(
-                    message_id=0,
-                    user_id=uid,
-                    recipient=to,
-                    language=r.language,
-                    template_id=template.id,
-                    template_scope=template.scope,
-                    rule_id=rule.id,
-                ),
-            )
-        )
 
-    message_ids: list[int] = []
-    if created:
-        # insert_messages returns the ids in the rows' order (RETURNING sorted by parameter order).
-        message_ids = await lifecycle.insert_messages(session, [row for row, _ in created])
-    result = WorkflowEventResult(
-        event_id=ev.event_id,
-        duplicate=False,
-        received_at=now,
-        rules=[r.id for r in rules if r.id is not None],
-        messages=[
-            n.model_copy(update={"message_id": mid}) for mid, (_, n) in zip(message_ids, created, strict=True)
-        ],
-        skipped=skipped,
+class _TemplateChoice:
+    """The template of each code for the event's company (organization, else system), looked up once."""
+
+    def __init__(self, session: AsyncSession, company: str | None) -> None:
+        self._session = session
+        self._company = company
+        self._found: dict[str, EmailTemplate | None] = {}
+
+    async def find(self, code: str) -> EmailTemplate | None:
+        if code not in self._found:
+            self._found[code] = await template_service.find_for_event(self._session, code, self._company)
+        return self._found[code]
+
+
+async def _notification(
+    session: AsyncSession, ctx: message_service.SubmitContext, sender_rules: SenderRules, ev: WorkflowEventIn,
+    rule: NotificationRule, user: User, template: EmailTemplate,
+) -> tuple[dict[str, Any], NotificationCreated]:
+    """One recipient's message: rendered in the user's language with the event's data, validated like a
+    submission; the row to insert and its entry in the result (message id filled in after the insert)."""
+    assert user.email is not None and rule.id is not None
+    to = normalize_address("to", user.email)
+    data = {
+        **ev.data,
+        "recipient_name": user.name,
+        "recipient_email": to,
+        "workflow": ev.workflow_id,
+        "event": ev.event,
+        "company": ev.company or "",
+    }
+    r = await template_service.render(session, template, user.language, data)
+    prepared = message_service.prepare(
+        _message_in(template, to, r.rendered.subject, r.rendered.body_html, r.rendered.body_text),
+        ctx,
+        sender_rules,
     )
+    prepared.row.update(workflow_event_id=ev.event_id, template_id=template.id, language=r.language)
+    assert template.id is not None and user.id is not None
+    return prepared.row, NotificationCreated(
+        message_id=0,
+        user_id=user.id,
+        recipient=to,
+        language=r.language,
+        template_id=template.id,
+        template_scope=template.scope,
+        rule_id=rule.id,
+    )
+
+
+async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+    """The messages, in one insert; their ids in the rows' order (lifecycle.insert_messages keeps it)."""
+    return await lifecycle.insert_messages(session, rows) if rows else []
+
+
+async def _record_result(session: AsyncSession, record: WorkflowEvent, result: WorkflowEventResult) -> None:
+    """Kept on the event's record: a duplicate of the event gets it back."""
     record.result = result.model_dump(mode="json", exclude={"duplicate"})
     session.add(record)
     await session.flush()
-    return result, message_ids
