@@ -23,6 +23,9 @@ class NotificationRule(SQLModel, table=True):
     workflow_id: str | None = Field(default=None, max_length=100, index=True)
     workflow_type: str | None = Field(default=None, max_length=100, index=True)
     company: str | None = Field(default=None, max_length=64)  # None: any company, and system-level workflows
+    # An approval element (step) of the workflow: only that element's events; None: the workflow's own
+    # notifications, which match the events of the workflow and of any of its elements.
+    element: str | None = Field(default=None, max_length=100)
     events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # {"user_ids": [..], "submitter": bool, "assignees": bool}
     recipients: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

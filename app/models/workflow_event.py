@@ -23,6 +23,7 @@ class WorkflowEvent(SQLModel, table=True):
     workflow_id: str = Field(max_length=100)
     workflow_type: str | None = Field(default=None, max_length=100)
     company: str | None = Field(default=None, max_length=64)
+    element: str | None = Field(default=None, max_length=100)  # the approval element the event happened on
     event: str = Field(max_length=64)
     api_key_id: int | None = Field(default=None, sa_column=Column(BigId, nullable=True))
     result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

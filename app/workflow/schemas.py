@@ -56,6 +56,14 @@ class NotificationRuleIn(BaseModel):
                     "enabled": True,
                 },
                 {
+                    "name": "Manager approval step: tell the approver and escalate",
+                    "workflow_type": "ExpenseApproval",
+                    "element": "ManagerApproval",
+                    "events": ["work_item_assigned", "escalated"],
+                    "recipients": {"assignees": True},
+                    "template_code": "expense-approval",
+                },
+                {
                     "name": "Expense outcome: tell the submitter and the controller",
                     "workflow_id": "USMF-EXP-001",
                     "company": "USMF",
@@ -76,6 +84,13 @@ class NotificationRuleIn(BaseModel):
         None,
         pattern=COMPANY_PATTERN,
         description="Only this company's events; null: every company and system-level workflows",
+    )
+    element: str | None = Field(
+        None,
+        pattern=WORKFLOW_PATTERN,
+        description="An approval element (step) of the workflow, by its id: the rule notifies only for events "
+        "of that element (the article's notifications set in an approval element's properties). null: the "
+        "workflow's own notifications, which match its events whatever element they happened on.",
     )
     events: list[str] = Field(
         min_length=1,
@@ -108,6 +123,7 @@ class NotificationRulePublic(BaseModel):
     workflow_id: str | None
     workflow_type: str | None
     company: str | None
+    element: str | None = None
     events: list[str]
     recipients: Recipients
     template_code: str
@@ -129,6 +145,7 @@ class WorkflowEventIn(BaseModel):
                     "workflow_id": "USMF-EXP-001",
                     "workflow_type": "ExpenseApproval",
                     "company": "USMF",
+                    "element": "ManagerApproval",
                     "event": "work_item_assigned",
                     "submitter_user_id": 1,
                     "assignee_user_ids": [2],
@@ -155,6 +172,12 @@ class WorkflowEventIn(BaseModel):
         None,
         pattern=COMPANY_PATTERN,
         description="The company of a company-specific workflow; null for system-level",
+    )
+    element: str | None = Field(
+        None,
+        pattern=WORKFLOW_PATTERN,
+        description="The approval element (step) the event happened on; null for an event of the workflow as a "
+        "whole (submitted, completed, ...). Rules for this element and the workflow's own rules match.",
     )
     event: str = Field(pattern=EVENT_PATTERN, description=EVENT_DESCRIPTION)
     submitter_user_id: UserId | None = None

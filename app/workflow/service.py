@@ -1,12 +1,14 @@
 """Workflow email notifications: notification rules, and turning a workflow event into queued messages.
 
-For an event, every enabled rule of its workflow (by id or type), its company (or any company) and its event
-names recipients. Each recipient gets one message per template code (two rules naming the same user and code
-send one email). A recipient is skipped, with the reason in the response, when the user is unknown, disabled,
-opted out of workflow notifications by email, or has no (valid) email address, or when no template with the
-rule's code exists for the event's company (see app.templates.service for the choice). The message is rendered
-here, in the API, in the recipient's language: a template problem is a 422 to the caller, never a failure in
-the worker. Messages go through the batch provider, from the template's sender (else the batch account).
+For an event, every enabled rule of its workflow (by id or type), its company (or any company), its approval
+element (rules without an element are the workflow's own and match events of any element; a rule for an element
+matches only that element's events) and its event names recipients. Each recipient gets one message per
+template code (two rules naming the same user and code send one email). A recipient is skipped, with the
+reason in the response, when the user is unknown, disabled, opted out of workflow notifications by email, or
+has no (valid) email address, or when no template with the rule's code exists for the event's company (see
+app.templates.service for the choice). The message is rendered here, in the API, in the recipient's language:
+a template problem is a 422 to the caller, never a failure in the worker. Messages go through the batch
+provider, from the template's sender (else the batch account).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def _rule_public(r: NotificationRule) -> NotificationRulePublic:
         workflow_id=r.workflow_id,
         workflow_type=r.workflow_type,
         company=r.company,
+        element=r.element,
         events=r.events,
         recipients=Recipients.model_validate(r.recipients),
         template_code=r.template_code,
@@ -142,11 +145,15 @@ async def _matching_rules(session: AsyncSession, ev: WorkflowEventIn) -> list[No
     company: ColumnElement[bool] = col(NotificationRule.company).is_(None)
     if ev.company:
         company = or_(company, col(NotificationRule.company) == ev.company)
+    # The workflow's own rules (no element) match every event of it; an element's rules only its events.
+    element: ColumnElement[bool] = col(NotificationRule.element).is_(None)
+    if ev.element:
+        element = or_(element, col(NotificationRule.element) == ev.element)
     rules = (
         (
             await session.execute(
                 select(NotificationRule)
-                .where(col(NotificationRule.enabled), or_(*wf), company)
+                .where(col(NotificationRule.enabled), or_(*wf), company, element)
                 .order_by(col(NotificationRule.id))
             )
         )
@@ -279,6 +286,7 @@ async def _claim_event(
         workflow_id=ev.workflow_id,
         workflow_type=ev.workflow_type,
         company=ev.company,
+        element=ev.element,
         event=ev.event,
         api_key_id=principal.key_id,
         received_at=now,
@@ -335,6 +343,7 @@ async def _notification(
         "workflow": ev.workflow_id,
         "event": ev.event,
         "company": ev.company or "",
+        "element": ev.element or "",
     }
     r = await template_service.render(session, template, user.language, data)
     prepared = message_service.prepare(
