@@ -11,6 +11,9 @@ body is read here, counted as it really arrives (chunked included), against a ca
   rest of the body is never read.
 - At most `OUTBOX_LARGE_BODIES` bodies over 1 MB are held at once per API process; one more is answered 503
   with `Retry-After` before it is read further.
+- Strings no field can store or send are a client's mistake, answered 422 naming the field before any route
+  runs: a NUL character in a query value or a JSON string (PostgreSQL cannot store it), a lone UTF-16
+  surrogate in a JSON string (it cannot be encoded as UTF-8), and JSON nested more than `MAX_JSON_DEPTH` levels.
 
 The route then gets the body in one piece, and the principal in the scope (`users.auth.get_principal`).
 """
@@ -18,9 +21,12 @@ The route then gets the body in one piece, and the principal in the scope (`user
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import re
+from typing import Any
+from urllib.parse import parse_qsl
 
 from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,12 +43,65 @@ _MESSAGE = re.compile(r"^/messages/?$")
 _DRAFT = re.compile(r"^/messages/[^/]+/?$")
 _RESEND = re.compile(r"^/messages/[^/]+/resend/?$")  # corrections may carry a whole body
 _BULK = re.compile(r"^/messages/bulk/?$")
+MAX_JSON_DEPTH = 32
+_NUL_ESCAPE = re.compile(rb"\\u0000")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _TEMPLATE = re.compile(r"^/(templates|workflow-events)(/.*)?$")
 
 
 def is_public(path: str, settings: Settings) -> bool:
     return (path in _PUBLIC or path.startswith("/docs-assets/")
             or (path in _MONITORING and not settings.status_requires_key))
+
+
+def _string_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    m = _LONE_SURROGATE.search(value)
+    if m:
+        return (f"contains a lone UTF-16 surrogate (U+{ord(m.group()):04X}), which is not a character: "
+                "send valid surrogate pairs or UTF-8")
+    return None
+
+
+def json_problem(body: bytes) -> tuple[str, str] | None:
+    """(field, reason) for the first string no field can take, or JSON nested too deep; None if fine (or not
+    JSON at all: the route's parser says so). The body is parsed only when a cheap scan finds a suspect."""
+    if not (_NUL_ESCAPE.search(body) or _SURROGATE_ESCAPE.search(body)
+            or body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH):
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[Any, str, int]] = [(doc, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if (reason := _string_problem(value)) is not None:
+                return path or "body", reason
+        elif isinstance(value, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                return path or "body", f"is nested more than {MAX_JSON_DEPTH} levels deep"
+            if isinstance(value, list):
+                stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+                continue
+            for k, v in value.items():
+                here = f"{path}.{k}" if path else str(k)
+                if (reason := _string_problem(k)) is not None:
+                    return here, "the name " + reason
+                stack.append((v, here, depth + 1))
+    return None
+
+
+def query_problem(query_string: bytes) -> tuple[str, str] | None:
+    if b"%00" not in query_string and b"\x00" not in query_string:
+        return None
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in key or "\x00" in value:
+            return f"query.{key.replace(chr(0), '')}", "must not contain a NUL character"
+    return None
 
 
 def _is_message(method: str, path: str) -> bool:
@@ -95,6 +154,9 @@ class Guard:
             await _problem(scope, receive, send, 503, "unavailable", "A dependency is unavailable; try again shortly",
                            f"{type(exc).__name__}: the database could not be reached", {"Retry-After": "5"})
             return
+        if (bad := query_problem(scope.get("query_string", b""))) is not None:
+            await _invalid(scope, receive, send, *bad)
+            return
         length_raw = headers.get(b"content-length")
         chunked = b"transfer-encoding" in headers
         if length_raw is None and not chunked:
@@ -141,6 +203,9 @@ class Guard:
                     break
             body = b"".join(chunks)
             del chunks
+            if b"json" in headers.get(b"content-type", b"") and (bad := json_problem(body)) is not None:
+                await _invalid(scope, receive, send, *bad)
+                return
             delivered = False
 
             async def replay() -> Message:
@@ -160,6 +225,12 @@ class Guard:
 async def _problem(scope: Scope, receive: Receive, send: Send, status: int, slug: str, title: str,
                    detail: str | None, headers: dict[str, str] | None = None) -> None:
     response = problem_response(status, slug, title, detail, scope["path"], headers=headers)
+    await response(scope, receive, send)
+
+
+async def _invalid(scope: Scope, receive: Receive, send: Send, field: str, reason: str) -> None:
+    response = problem_response(422, "invalid-input", "The request is not valid", f"{field}: {reason}",
+                                scope["path"], errors=[{"field": field, "message": reason}])
     await response(scope, receive, send)
 
 

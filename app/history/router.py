@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
 
 from app.core.deps import TxDep
 from app.core.errors import NotFound, problem_responses
@@ -23,7 +23,7 @@ async def list_history(
     status: Annotated[list[Literal["sent", "failed", "expired"]] | None, Query()] = None,
     sender: str | None = None, provider: str | None = None,
     kind: Annotated[Literal["batch", "interactive", "workflow", "test"] | None, Query()] = None,
-    since: datetime | None = None, until: datetime | None = None,
+    since: AwareDatetime | None = None, until: AwareDatetime | None = None,  # with a zone: 2026-01-01T00:00Z
     limit: Limit = 50, offset: Offset = 0,
     workflow_event_id: Annotated[str | None, Query(max_length=200, description="Notifications of one workflow "
                                                                                 "event")] = None,

@@ -55,7 +55,7 @@ _ATOM = re.compile(r"(?!.*=\?)[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+\Z")
 # RFC 2231 attribute-char that need no percent-encoding.
 _ATTR_SAFE = "!#$&+-.^_`|~"
 # Headers the builder writes itself; custom headers may not replace them.
-_RESERVED = frozenset({
+RESERVED_HEADERS = frozenset({
     "bcc", "cc", "content-disposition", "content-transfer-encoding", "content-type", "date", "from",
     "message-id", "mime-version", "reply-to", "resent-bcc", "resent-cc", "resent-from", "resent-to",
     "return-path",
@@ -356,7 +356,7 @@ def _headers(msg: OutgoingMessage, *, eml: bool) -> list[str]:
     for name, value in msg.headers.items():
         if not _HEADER_NAME.match(name):
             raise ValueError(f"invalid header name: {name!r}")
-        if name.lower() in _RESERVED:
+        if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"header {name} is set by Outbox and cannot be given as a custom header")
         lines.append(_unstructured(name, value))
     if eml:

@@ -80,6 +80,7 @@ _CONTENT_TYPE = re.compile(
          )*)[ \t]*;?[ \t]*\Z""",
     re.VERBOSE,
 )
+_PARAM_NAME = re.compile(rf";[ \t]*({_TOKEN})[ \t]*=")
 _SPECIAL_USE_HINT = "localhost, .local, .test, .invalid, .onion and .arpa"
 
 
@@ -266,8 +267,16 @@ def check_content_type(field: str, value: str) -> str:
     value = value.strip()
     if len(value) > MAX_CONTENT_TYPE_LENGTH:
         raise MailInputError(field, f"is too long (at most {MAX_CONTENT_TYPE_LENGTH} characters)")
+    if not value.isascii():
+        raise MailInputError(field, "must be ASCII (a media type and parameters such as charset=utf-8)")
     m = _CONTENT_TYPE.match(value)
     if m is None:
         raise MailInputError(field, f"'{value}' is not a media type like 'application/pdf'")
     params = m.group(3).strip()
+    for param in _PARAM_NAME.findall(params):
+        # The file name comes from `filename` (checked by the file-name rules); a second one here would
+        # reach the recipient unchecked.
+        if param.split("*", 1)[0].lower() in ("name", "filename"):
+            raise MailInputError(field, f"must not carry a {param.split('*', 1)[0].lower()} parameter: "
+                                        "give the file name in `filename`")
     return f"{m.group(1).lower()}/{m.group(2).lower()}{params}"

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from pydantic import AwareDatetime
 
 from app.core.deps import TxDep
 from app.core.errors import problem_responses
@@ -76,7 +76,7 @@ async def list_messages(
     tx: TxDep, principal: AnyKeyDep,
     status_: Annotated[list[Status] | None, Query(alias="status")] = None,
     sender: str | None = None, provider: str | None = None, kind: str | None = None,
-    since: datetime | None = None, until: datetime | None = None,
+    since: AwareDatetime | None = None, until: AwareDatetime | None = None,  # with a zone: 2026-01-01T00:00Z
     limit: Limit = 50, offset: Offset = 0,
     workflow_event_id: Annotated[str | None, Query(max_length=200, description="Notifications of one workflow "
                                                                                 "event")] = None,

@@ -20,7 +20,7 @@ from app.core.errors import Conflict, InvalidInput, NotFound, TooLarge
 from app.core.pagination import Page
 from app.core.security import Principal
 from app.core.ttl_cache import TTLCache
-from app.mail.build import make_message_id
+from app.mail.build import RESERVED_HEADERS, make_message_id
 from app.mail.validate import (
     MailInputError,
     check_content_type,
@@ -108,6 +108,8 @@ def prepare(
         if not HEADER_NAME.match(name):
             raise MailInputError(f"{p}headers", f"{name!r} is not allowed: only X- headers of letters, "
                                                 "digits and dashes may be added")
+        if name.lower() in RESERVED_HEADERS:  # what the builder refuses is refused here, before the 202
+            raise MailInputError(f"{p}headers.{name}", "is set by Outbox and cannot be given as a custom header")
         headers[name] = check_header_text(f"{p}headers.{name}", value)
     attachments = []
     for i, a in enumerate(body.attachments):

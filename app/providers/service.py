@@ -326,15 +326,32 @@ def _url_override(field: str, value: str | None, settings: Settings, *, path: bo
             "deployment does not allow it (OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE is off). Leave it out.",
             errors=[{"field": field, "message": "not allowed in this deployment"}])
     u = urlsplit(value.strip())
-    if (u.scheme != "https" or not u.hostname or u.username or u.password or u.query or u.fragment
-            or (not path and u.path not in ("", "/"))):
+    if (_url_problem(value) or u.scheme != "https" or not u.hostname or u.username or u.password or u.query
+            or u.fragment or (not path and u.path not in ("", "/"))):
         shape = "https://host[:port]/path" if path else "https://host[:port]"
         raise InvalidInput(f"{field}: must look like {shape} (https, no credentials, query or fragment)",
                            errors=[{"field": field, "message": f"must look like {shape}"}])
     return value.strip().rstrip("/")
 
 
+def _url_problem(value: str) -> str | None:
+    """What makes a URL unusable before it is even parsed: controls or spaces (urlsplit silently drops CR, LF
+    and tab), or a port outside 1-65535."""
+    v = value.strip()
+    if any(ord(ch) <= 0x20 or 0x7f <= ord(ch) <= 0x9f for ch in v):
+        return "must not contain spaces or control characters (CR, LF, NUL, tab)"
+    try:
+        port = urlsplit(v).port
+    except ValueError:
+        return "has a port outside 1-65535"
+    if port == 0:
+        return "has a port outside 1-65535"
+    return None
+
+
 def _ews_url(value: str) -> str:
+    if (problem := _url_problem(value)) is not None:
+        raise InvalidInput(f"ews_url: {problem}", errors=[{"field": "ews_url", "message": problem}])
     u = urlsplit(value.strip())
     if u.scheme != "https" or not u.hostname or u.username or u.password or u.fragment:
         raise InvalidInput("ews_url: must be an https URL such as https://mail.contoso.com/EWS/Exchange.asmx "
