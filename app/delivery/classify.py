@@ -711,7 +711,7 @@ _SMTP_ENHANCED = {
     "5.7.57": "smtp.auth.required",
     "5.7.60": "smtp.send_as_denied",
     "5.7.30": "smtp.auth.basic_disabled",
-    "5.7.3": "smtp.auth.failed",
+    "5.7.3": "smtp.auth.password_refused",  # Exchange's "Authentication unsuccessful" (XOAUTH2: handled before)
     "5.7.8": "smtp.auth.failed",
     "5.1.6": "smtp.recipient.single_label_domain",
     "5.1.3": "smtp.recipient.invalid_address",
@@ -727,9 +727,6 @@ _SMTP_ENHANCED = {
     "4.3.2": "smtp.throttled.concurrency",
     "4.7.66": "smtp.tls.version_unsupported",
 }
-
-
-_PASSWORD_MECHANISMS = {"PLAIN", "LOGIN", "CRAM-MD5"}  # Reply.error_code of a refused AUTH (transports/smtp.py)
 
 
 def _smtp_5_7_139(text: str) -> str:
@@ -789,8 +786,6 @@ def _smtp_type(stage: Stage, reply: Reply) -> str:
         return _smtp_5_7_139(text)
     if stage == "auth" and reply.error_code == "XOAUTH2" and reply.code >= 500 and enhanced != "5.7.30":
         return "smtp.oauth.refused"
-    if stage == "auth" and enhanced == "5.7.3" and reply.error_code in _PASSWORD_MECHANISMS:
-        return "smtp.auth.password_refused"
     if enhanced == "5.2.0" or (reply.code >= 500 and "storedrv.submission" in lower):
         if "submissionquotaexceeded" in lower:
             return "smtp.quota.daily_exceeded"

@@ -136,7 +136,7 @@ class TestSmtp:
          "smtp.auth.basic_disabled"),
         ("5.7.139 Authentication unsuccessful, the request did not meet the criteria to be authenticated "
          "successfully. Contact your administrator.", "smtp.auth.mfa_blocked"),
-        ("5.7.3 Authentication unsuccessful", "smtp.auth.failed"),
+        ("5.7.3 Authentication unsuccessful", "smtp.auth.password_refused"),
         ("Authentication credentials invalid", "smtp.auth.failed"),
     ])
     def test_535_variants(self, text: str, expected: str) -> None:
@@ -504,3 +504,38 @@ class TestRealServerReplies:
                                                   "hostname"))
         assert (v.kind, v.error_type) == ("held", "smtp.helo_rejected")
         assert "EHLO name" in v.fix
+
+
+class TestSmtpOAuthAndBasicAuthEnd:
+    """Issue 13: Exchange Online's refusals of a password and of a token, and the two ways out."""
+
+    @pytest.mark.parametrize(("code", "text", "mechanism", "expected"), [
+        (535, "5.7.3 Authentication unsuccessful [AM0PR02CA0001.eurprd02.prod.outlook.com]", "LOGIN",
+         "smtp.auth.password_refused"),
+        (535, "5.7.3 Authentication unsuccessful [AM0PR02CA0001.eurprd02.prod.outlook.com]", None,
+         "smtp.auth.password_refused"),
+        (535, "5.7.139 Authentication unsuccessful, basic authentication is disabled. [X.prod.outlook.com]",
+         "PLAIN", "smtp.auth.basic_disabled"),
+        (550, "5.7.30 Basic authentication is not supported for Client Submission.", "LOGIN",
+         "smtp.auth.basic_disabled"),
+        (535, "5.7.3 Authentication unsuccessful [AM0PR02CA0001.eurprd02.prod.outlook.com]", "XOAUTH2",
+         "smtp.oauth.refused"),
+        (535, "5.7.8 Error: authentication failed: (reason unavailable)", "XOAUTH2", "smtp.oauth.refused"),
+        (535, "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit "
+         "https://aka.ms/smtp_auth_disabled for more information.", "XOAUTH2", "smtp.auth.smtp_disabled_tenant"),
+    ])
+    def test_auth_refusals_are_held(self, code: int, text: str, mechanism: str | None, expected: str) -> None:
+        v = classify("smtp", "auth", Reply(code, text, mechanism))
+        assert (v.kind, v.error_type) == ("held", expected)
+        assert_complete(v)
+        if expected in ("smtp.auth.password_refused", "smtp.auth.basic_disabled"):
+            assert "OAuth" in v.fix and "Microsoft Graph" in v.fix and "December 2026" in v.explanation
+
+    def test_embedded_5_7_3_after_a_failed_sign_in(self) -> None:
+        v = smtp(530, "5.7.57 Client not authenticated to send mail. Error: 535 5.7.3 Authentication unsuccessful",
+                 "mail")
+        assert v.error_type == "smtp.auth.password_refused" and v.kind == "held"
+
+    def test_no_xoauth2_offered(self) -> None:
+        v = classify("smtp", "auth", Reply(None, "the server does not offer AUTH XOAUTH2", "auth_no_xoauth2"))
+        assert (v.kind, v.error_type) == ("held", "smtp.oauth.no_xoauth2")
