@@ -33,6 +33,7 @@ from app.templates.router import router as templates_router
 from app.users import auth_cache
 from app.users.router import keys_router
 from app.users.router import router as users_router
+from app.webhooks.router import router as webhooks_router
 from app.workflow.router import router as workflow_router
 
 log = logging.getLogger("outbox.api")
@@ -72,6 +73,9 @@ TAGS: list[dict[str, str]] = [
      "cancel, retry, edit and send a draft, download it as an `.eml` file."},
     {"name": "history", "description": "Email history: what was sent, failed or expired, with the attempts "
      "and, for each failure, its explanation and fix."},
+    {"name": "webhooks", "description": "Outcomes pushed to your services: signed (Standard Webhooks) events "
+     "for sent, failed, bounced, expired, held and deferred messages, retried for about three days, with a "
+     "delivery log and a test ping. The signing secret is shown once."},
     {"name": "monitoring", "description": "For load balancers and monitoring, without a key: liveness, "
      "readiness, the service status (queue, workers, providers) and Prometheus metrics."},
 ]
@@ -152,7 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_middleware(app)
     install_docs(app)
     for router in (parameters_router, providers_router, users_router, keys_router, templates_router,
-                   workflow_router, messages_router, history_router, monitoring_router):
+                   workflow_router, messages_router, history_router, webhooks_router, monitoring_router):
         app.include_router(router)
     return app
 

@@ -71,6 +71,21 @@ class Settings(BaseSettings):
     # /status and /metrics need an API key (any role) when true.
     status_requires_key: bool = Field(default=False, alias="OUTBOX_STATUS_REQUIRES_KEY")
 
+    # Webhooks (issue 16): endpoint URLs must be http(s) to a public address unless private/loopback
+    # addresses are allowed (a receiver on the same host or network; tests).
+    webhook_allow_private_urls: bool = Field(default=False, alias="OUTBOX_WEBHOOK_ALLOW_PRIVATE_URLS")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, alias="OUTBOX_WEBHOOK_TIMEOUT_SECONDS")
+    # Retries: exponential backoff with jitter from the base to the cap, for this many hours after the event.
+    webhook_retry_hours: float = Field(default=72.0, gt=0, alias="OUTBOX_WEBHOOK_RETRY_HOURS")
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0, alias="OUTBOX_WEBHOOK_RETRY_BASE_SECONDS")
+    webhook_retry_max_seconds: float = Field(default=21600.0, gt=0, alias="OUTBOX_WEBHOOK_RETRY_MAX_SECONDS")
+    webhook_lease_seconds: int = Field(default=60, ge=1, alias="OUTBOX_WEBHOOK_LEASE_SECONDS")
+    webhook_concurrency: int = Field(default=16, ge=1, alias="OUTBOX_WEBHOOK_CONCURRENCY")
+    # Bounces: the VERP Return-Path domain (bounces+<token>@<domain>; empty: the From address is the
+    # envelope sender and no bounce is read), and where `outbox bounces` listens for them.
+    bounce_domain: str = Field(default="", alias="OUTBOX_BOUNCE_DOMAIN")
+    bounce_listen: str = Field(default="127.0.0.1:2525", alias="OUTBOX_BOUNCE_LISTEN")
+
     @property
     def embedded_redis(self) -> bool:
         return not self.redis_url

@@ -34,7 +34,8 @@ os.environ.setdefault("OUTBOX_TUNE_GC", "false")  # many apps start in this one 
 PG = os.environ.get("TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("TEST_REDIS", "redis://127.0.0.1:6379/15")
 TABLES = ("delivery_attempt, message_attachment, message, api_key, app_user, provider_config, email_parameters, "
-          "email_template_content, email_template, notification_rule, workflow_event")
+          "email_template_content, email_template, notification_rule, workflow_event, webhook_delivery, "
+          "webhook_event, webhook_endpoint, suppression, message_bounce")
 
 
 @pytest.fixture(scope="session")

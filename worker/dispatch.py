@@ -24,6 +24,8 @@ from app.messages.repository import MessageRow
 from app.models import ATTACHMENTS, MESSAGES, Parameters
 from app.parameters import service as parameters_service
 from app.transports.base import Attachment, Reply, SendResult, TransportError
+from app.webhooks import events
+from app.webhooks import jobs as webhook_jobs
 from worker.context import WorkerContext
 from worker.routes import Route, route
 
@@ -201,6 +203,9 @@ async def deliver(ctx: WorkerContext, *_: Any, **__: Any) -> int:
         async with ctx["sessionmaker"]() as session:
             await lifecycle.record(session, outcomes, utcnow(), ctx["worker_id"])
             await session.commit()
+            webhook_events = events.emitted(session)
+        if webhook_events:
+            await webhook_jobs.enqueue(ctx["redis"], s.queue_name, "events", ctx["worker_id"])
         await _schedule_wakeup(ctx, outcomes)
         total += len(claimed)
         if loop.time() > deadline:

@@ -21,9 +21,11 @@ from app.core.runtime import tune_gc
 from app.messages import jobs
 from app.monitoring.service import WORKER_KEY_PREFIX
 from app.settings import Settings, get_settings
+from app.webhooks import jobs as webhook_jobs
 from worker.context import WorkerContext
 from worker.dispatch import deliver
 from worker.reconcile import reconcile
+from worker.webhooks import deliver_webhooks
 
 HEARTBEAT_SECONDS = 5
 
@@ -86,7 +88,11 @@ configure_logging(_settings)
 class WorkerSettings:
     # arq types a job's ctx as dict[Any, Any]; ours is the WorkerContext that startup() fills, which a
     # TypedDict cannot express to it, so the jobs are handed over as arq's protocol.
-    functions = [func(cast(WorkerCoroutine, deliver), name=jobs.DELIVER, keep_result=0, timeout=180, max_tries=3)]
+    functions = [
+        func(cast(WorkerCoroutine, deliver), name=jobs.DELIVER, keep_result=0, timeout=180, max_tries=3),
+        func(cast(WorkerCoroutine, deliver_webhooks), name=webhook_jobs.DELIVER, keep_result=0, timeout=180,
+             max_tries=3),
+    ]
     cron_jobs = [
         cron(cast(WorkerCoroutine, reconcile), name="reconcile",
              second=set(range(0, 60, max(1, _settings.reconcile_every_seconds))),

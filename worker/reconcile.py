@@ -1,8 +1,9 @@
 """The reconciler (arq cron): the database says what is still to do, whatever happened to Redis.
 
 Every few seconds: give back messages whose worker died (expired lease), and enqueue a drain when due
-messages exist (their job may be gone: Redis flushed or restarted). Once per distributor interval: expire
-unsent messages past the expiration days, and purge history past the retention period.
+messages, or due webhook deliveries, exist (their job may be gone: Redis flushed or restarted). Once per
+distributor interval: expire unsent messages past the expiration days, and purge history past the retention
+period.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 from app.core.clock import utcnow
 from app.messages import jobs, lifecycle, repository
 from app.parameters import service as parameters_service
+from app.webhooks import delivery as webhook_delivery
+from app.webhooks import jobs as webhook_jobs
 from worker.context import WorkerContext
 
 log = logging.getLogger("outbox.reconcile")
@@ -34,12 +37,16 @@ async def reconcile(ctx: WorkerContext, *_: Any, **__: Any) -> dict[str, int]:
             retention = parameters_service.effective_days(params.history_retention_days)
             purged = await lifecycle.purge_history(session, now - timedelta(days=retention))
         due = await repository.any_due(session, now, batch_enabled=params.batch_processing_enabled)
+        webhooks_due = await webhook_delivery.any_due(session, now)
         await session.commit()
     if due:
         # A fresh job id each time: a job id held by a killed job would otherwise block the drain (TRAPS.md).
         stamp = int(time.time())
         for slot in range(max(1, s.drain_slots)):
             await jobs.enqueue(redis, s.queue_name, "reconcile", stamp, slot)
+    if webhooks_due:
+        await webhook_jobs.enqueue(redis, s.queue_name, "reconcile", int(time.time()))
     if released or expired or purged:
         log.info("reconciled", extra={"released": released, "expired": expired, "purged": purged})
-    return {"released": released, "expired": expired, "purged": purged, "due": int(due)}
+    return {"released": released, "expired": expired, "purged": purged, "due": int(due),
+            "webhooks_due": int(webhooks_due)}

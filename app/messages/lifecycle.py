@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.delivery.classify import Verdict
 from app.models import ATTEMPTS, MESSAGES
 from app.transports.base import Reply
+from app.webhooks import events
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -334,6 +335,7 @@ async def record(session: AsyncSession, outcomes: list[Outcome], now: datetime, 
         }
         for o in outcomes
     ])
+    await events.emit_outcomes(session, outcomes, now, worker)  # webhook events, in this same transaction
 
 
 async def release_stale_leases(session: AsyncSession, now: datetime) -> int:
@@ -353,11 +355,18 @@ async def expire_due(session: AsyncSession, now: datetime) -> int:
     res = await session.execute(
         update(M).where(M.c.status.in_(_EXPIRABLE), M.c.expires_at <= now)
         .values(status="expired", finished_at=now, updated_at=now, last_error_type="message.expired",
-                last_error="The message was not sent within the email expiration period.",
-                last_fix="Check the failure details of earlier attempts, fix the cause, then send it again "
-                         "(POST /messages/{id}/retry).")
+                last_error=_EXPIRED_ERROR, last_fix=_EXPIRED_FIX)
+        .returning(M.c.id)
     )
-    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+    ids = [r[0] for r in res.all()]
+    await events.emit_status(session, ids, "expired", now, error_type="message.expired",
+                             explanation=_EXPIRED_ERROR, fix=_EXPIRED_FIX)
+    return len(ids)
+
+
+_EXPIRED_ERROR = "The message was not sent within the email expiration period."
+_EXPIRED_FIX = ("Check the failure details of earlier attempts, fix the cause, then send it again "
+                "(POST /messages/{id}/retry).")
 
 
 async def shift_expiry(session: AsyncSession, days: int) -> int:
@@ -443,6 +452,7 @@ async def hand_to_user(session: AsyncSession, message_id: int, now: datetime, se
         explanation="Handed to the user as an .eml file to send from their own email app (X-Unsent: 1). "
                     "Outbox does not see whether or when they send it.",
         recipients={}, uncertain=False))
+    await events.emit_status(session, [message_id], "sent", now, provider="email_app")
     return True
 
 

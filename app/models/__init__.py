@@ -7,21 +7,43 @@ from app.models.parameters import Parameters
 from app.models.provider import ProviderConfig
 from app.models.template import EmailTemplate, EmailTemplateContent
 from app.models.user import User
+from app.models.webhook import (
+    BOUNCES,
+    SUPPRESSIONS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_ENDPOINTS,
+    WEBHOOK_EVENTS,
+    MessageBounce,
+    Suppression,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from app.models.workflow_event import WorkflowEvent
 
 __all__ = [
     "ATTACHMENTS",
     "ATTEMPTS",
+    "BOUNCES",
     "MESSAGES",
+    "SUPPRESSIONS",
+    "WEBHOOK_DELIVERIES",
+    "WEBHOOK_ENDPOINTS",
+    "WEBHOOK_EVENTS",
     "ApiKey",
     "Attempt",
     "EmailTemplate",
     "EmailTemplateContent",
     "Message",
     "MessageAttachment",
+    "MessageBounce",
     "NotificationRule",
     "Parameters",
     "ProviderConfig",
+    "Suppression",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "WorkflowEvent",
 ]
