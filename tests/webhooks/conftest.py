@@ -36,4 +36,4 @@ async def add_endpoint(env: Env, r: Receiver, events: list[str] | None = None, k
 async def deliver_webhooks(env: Env) -> int:
     from worker.webhooks import deliver_webhooks as job
 
-    return await job(env.worker_ctx)  # type: ignore[arg-type]
+    return await job(env.worker_ctx)

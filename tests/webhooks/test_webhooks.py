@@ -269,7 +269,7 @@ async def test_test_ping_reports_failure(wenv: Env) -> None:
 
 
 async def test_redis_flushed_and_worker_dying_lose_no_event(db_url: str, smtp: SmtpServer) -> None:
-    async with running_env(db_url, OUTBOX_WEBHOOK_ALLOW_PRIVATE_URLS=True, OUTBOX_WEBHOOK_LEASE_SECONDS=1) as env:
+    async with running_env(db_url, OUTBOX_WEBHOOK_ALLOW_PRIVATE_URLS=True) as env:
         await env.use_smtp(smtp)
         async with receiver() as hook:
             await add_endpoint(env, hook)
@@ -283,11 +283,11 @@ async def test_redis_flushed_and_worker_dying_lose_no_event(db_url: str, smtp: S
             from app.webhooks import delivery
 
             async with env.worker_ctx["sessionmaker"]() as s:
-                claimed = await delivery.claim(s, utcnow(), 100, 1, not db_url.startswith("sqlite"))
+                claimed = await delivery.claim(s, utcnow(), 100, 4, not db_url.startswith("sqlite"))
                 await s.commit()
             assert len(claimed) == 3
             assert (await env.reconcile())["webhooks_due"] == 0  # leased: not due yet
-            await asyncio.sleep(1.1)
+            await asyncio.sleep(4.1)
             assert (await env.reconcile())["webhooks_due"] == 1  # the lease expired: due again, job enqueued
             jobs = await env.redis.queued_jobs(queue_name=env.settings.queue_name)
             assert [j.function for j in jobs] == ["webhooks.deliver"]
