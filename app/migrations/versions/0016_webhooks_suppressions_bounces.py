@@ -1,10 +1,10 @@
 """webhooks, suppressions, bounces
 
 Revision ID: 0016
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01
 
-After 0007.
+After 0008.
 """
 from collections.abc import Sequence
 
@@ -13,7 +13,7 @@ import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision: str = '0016'
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
