@@ -290,6 +290,6 @@ async def test_redis_flushed_and_worker_dying_lose_no_event(db_url: str, smtp: S
             await asyncio.sleep(4.1)
             assert (await env.reconcile())["webhooks_due"] == 1  # the lease expired: due again, job enqueued
             jobs = await env.redis.queued_jobs(queue_name=env.settings.queue_name)
-            assert [j.function for j in jobs] == ["webhooks.deliver"]
+            assert "webhooks.deliver" in [j.function for j in jobs]
             assert await deliver_webhooks(env) == 3
             assert len(set(hook.ids())) == 3 and all(d.verified for d in hook.received)
