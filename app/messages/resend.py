@@ -74,13 +74,16 @@ async def resend(
         provider = await choice.decide_provider(session, user, provider, remember=False)
     if "from_" in fields:
         batch_account: tuple[str | None, str | None] = (None, None)
+        batch_provider: str | None = None
         if user is None:
             params = await parameters_service.cached(session)
-            batch_account = await message_service.default_sender(session, provider or params.batch_provider)
+            batch_provider = provider or params.batch_provider
+            batch_account = await message_service.default_sender(session, batch_provider)
         name = changes.from_name if "from_name" in fields else None
         kind = "interactive" if user is not None else row.kind
         sender = resolve_sender(changes.from_, name, SenderRules(kind=kind, caller_role=principal.role, user=user,
-                                                                 batch_account=batch_account))
+                                                                 batch_account=batch_account,
+                                                                 batch_provider=batch_provider))
     else:
         name = row.sender_name
         if "from_name" in fields:
@@ -95,7 +98,9 @@ async def resend(
                                        sender, draft=handed_over,
                                        kept_attachment_sizes=[len(a.content) for a in originals])
     new = prepared.row
-    new.update(provider=provider, user_id=row.user_id, api_key_id=row.api_key_id, resent_from=message_id,
+    # The batch account as From pins its provider (senders.py, rule 3), as on submission.
+    new.update(provider=provider or sender.provider, user_id=row.user_id, api_key_id=row.api_key_id,
+               resent_from=message_id,
                workflow_event_id=row.workflow_event_id, template_id=row.template_id, language=row.language,
                attachment_count=len(originals))
     attachments = [{"position": i, "filename": a.filename, "content_type": a.content_type,

@@ -9,6 +9,9 @@ The rules, in order (reference article, "[Administrator] User email" and "Sender
 2. Interactive mail (sent on behalf of a user): the user's sender override, else the user's Email. A user with
    neither cannot send (422): falling back to the batch account would send their mail as someone else.
 3. Batch, workflow and test mail: the template's sender, else the batch account (the provider's from_address).
+   A From taken from a provider's batch account pins the message to that provider (`ResolvedSender.provider`):
+   it goes out through the provider whose account it names even if an administrator changes the batch
+   provider before it is sent. Any other batch From follows the batch provider in force at send time.
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ class SenderRules:
     """What the rules need to know besides the requested From.
 
     `user` is the user the message is sent on behalf of (interactive mail only); `caller_role` is the API
-    key's role; `template_sender` and `batch_account` are (address, display name) pairs, either part None.
+    key's role; `template_sender` and `batch_account` are (address, display name) pairs, either part None;
+    `batch_provider` is the provider whose batch account `batch_account` is.
     """
 
     kind: str
@@ -82,6 +86,7 @@ class SenderRules:
     user: User | None = None
     template_sender: tuple[str | None, str | None] = (None, None)
     batch_account: tuple[str | None, str | None] = (None, None)
+    batch_provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,8 @@ class ResolvedSender:
     address: str
     name: str | None
     source: SenderSource
+    # The provider the message must go out through because the From is its batch account; None otherwise.
+    provider: str | None = None
 
 
 def allowed_user_senders(user: User) -> list[str]:
@@ -145,5 +152,5 @@ def resolve_sender(
         return ResolvedSender(t_addr, name or t_name, "template")
     b_addr, b_name = rules.batch_account
     if b_addr:
-        return ResolvedSender(b_addr, name or b_name, "batch_account")
+        return ResolvedSender(b_addr, name or b_name, "batch_account", rules.batch_provider)
     raise _no_sender(field, "no sender: give `from`, or set the batch account (from_address) of the provider")

@@ -139,7 +139,8 @@ def prepare(
     if isinstance(sender, SenderRules):
         sender = resolve_sender(body.from_, body.from_name, sender, field=f"{p}from")
     row = {
-        "status": lifecycle.initial_status(draft=draft), "kind": kind, "provider": body.provider,
+        # A From taken from a provider's batch account pins that provider (senders.py, rule 3).
+        "status": lifecycle.initial_status(draft=draft), "kind": kind, "provider": body.provider or sender.provider,
         "user_id": ctx.principal.user_id, "api_key_id": ctx.principal.key_id, "sender": sender.address,
         "sender_name": sender.name, "to_addrs": to,
         "cc_addrs": cc, "bcc_addrs": bcc, "reply_to": reply_to, "subject": subject, "body_text": body.body_text,
@@ -220,7 +221,8 @@ async def submit(
         provider = body.provider or params.batch_provider
         if provider not in senders:
             senders[provider] = await default_sender(session, provider)
-        rules = SenderRules(kind=kind, caller_role=principal.role, batch_account=senders[provider])
+        rules = SenderRules(kind=kind, caller_role=principal.role, batch_account=senders[provider],
+                            batch_provider=provider)
         prepared.append(prepare(body, ctx, rules, field_prefix=p))
     if idempotency_key is not None:
         prepared[0].row["idempotency_key"] = idempotency_key

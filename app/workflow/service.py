@@ -225,7 +225,8 @@ async def handle_event(
     wanted, users = await _recipients_of(session, rules, ev)
     params = await parameters_service.get(session)
     batch_sender = await message_service.default_sender(session, params.batch_provider)
-    sender_rules = SenderRules(kind="workflow", caller_role=principal.role, batch_account=batch_sender)
+    sender_rules = SenderRules(kind="workflow", caller_role=principal.role, batch_account=batch_sender,
+                               batch_provider=params.batch_provider)
     ctx = message_service.SubmitContext(principal, params, now, kind="workflow")
 
     templates = _TemplateChoice(session, ev.company)

@@ -7,7 +7,8 @@ from typing import Any
 from app.providers.schemas import THROTTLING_NOT_RECOMMENDED
 from tests.conftest import Env
 from tests.fakes.graph_server import GraphFake
-from tests.providers.conftest import BATCH, graph_body, send, use_graph
+from tests.providers.conftest import BATCH, graph_body, send, submit, use_graph
+from tests.support.smtp_server import SmtpServer
 
 
 async def _put(env: Env, body: dict[str, Any]) -> Any:
@@ -112,3 +113,23 @@ async def test_batch_account_is_the_default_sender(menv: Env, graph: GraphFake) 
     assert graph.sent[0].mailbox.lower() == "other@contoso.com"
     await use_graph(menv, graph)
     assert (await send(menv))["sender"] == BATCH
+
+
+async def test_batch_account_pins_its_provider(menv: Env, graph: GraphFake, smtp: SmtpServer) -> None:
+    """Issue 10 item 6: a From taken from the batch provider's account at submit time goes out through that
+    provider even when an admin changes the batch provider before it is sent; a From given on the message
+    follows the batch provider in force at send time."""
+    await menv.use_smtp(smtp, from_address="smtp-batch@example.com")
+    await use_graph(menv, graph, batch=False)
+    assert (await menv.client.put("/parameters", json={"batch_provider": "smtp"})).status_code == 200
+    defaulted = await submit(menv)
+    given = await submit(menv, **{"from": BATCH})
+    assert (await menv.client.get(f"/messages/{defaulted}")).json()["provider"] == "smtp"
+    assert (await menv.client.get(f"/messages/{given}")).json()["provider"] is None
+    assert (await menv.client.put("/parameters", json={"batch_provider": "graph"})).status_code == 200
+    await menv.deliver()
+    sent = {m: (await menv.client.get(f"/messages/{m}")).json() for m in (defaulted, given)}
+    assert sent[defaulted]["status"] == "sent" and sent[defaulted]["attempt_log"][-1]["provider"] == "smtp"
+    assert [(r.mail_from, r.rcpt_tos) for r in smtp.received] == [("smtp-batch@example.com", ["a@example.com"])]
+    assert sent[given]["status"] == "sent" and sent[given]["attempt_log"][-1]["provider"] == "graph"
+    assert [m.mailbox for m in graph.sent] == [BATCH]
