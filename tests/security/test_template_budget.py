@@ -88,7 +88,9 @@ def test_rendering_does_not_block_the_api(api: LiveApi) -> None:
     finally:
         stop.set()
         prober.join(10)
-    assert worst and max(worst) < 0.5, max(worst)
+    # Before: the four renders ran on the event loop one after the other, several seconds each. Now each stops
+    # at its budget, in a thread; a generous bound, as the machine is shared with other test runs.
+    assert worst and max(worst) < 2.5, max(worst)
 
 
 def test_workflow_event_whose_data_exceeds_the_budget_is_422(api: LiveApi) -> None:
