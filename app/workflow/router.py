@@ -33,7 +33,8 @@ RuleId = DbId
 async def post_workflow_event(body: WorkflowEventIn, tx: TxDep, principal: ServiceOrAdminDep) -> WorkflowEventResult:
     """The matching notification rules name the recipients; each gets the template in their language, queued
     through the batch provider. Recipients who cannot be notified are listed under `skipped` with the reason.
-    The same `event_id` again creates nothing and returns the first result (`duplicate: true`). A template
+    The same `event_id` again from the same key creates nothing and returns the first result (`duplicate:
+    true`); with a different body it is a 422. Event ids are scoped to the key. A template
     that     cannot be rendered with `data` refuses the whole event (422, naming the placeholder)."""
     result, message_ids = await workflow_service.handle_event(tx.session, principal, body)
     jobs.wake_for(tx, message_ids)

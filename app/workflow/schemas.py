@@ -133,8 +133,9 @@ class NotificationRulePublic(BaseModel):
 
 
 class WorkflowEventIn(BaseModel):
-    """An event reported by the workflow system. `event_id` makes it retry-safe: the same id posted again
-    creates nothing and returns the first result."""
+    """An event reported by the workflow system. `event_id` makes it retry-safe: the same id posted again by
+    the same API key, with the same body, creates nothing and returns the first result; with another body it is
+    refused (422). Ids are per key: another service's event with the same id is a different event."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -164,7 +165,7 @@ class WorkflowEventIn(BaseModel):
         min_length=1,
         max_length=200,
         pattern=r"^[\x21-\x7e]+$",
-        description="Unique per event (printable ASCII, no spaces)",
+        description="Unique per event and API key (printable ASCII, no spaces)",
     )
     workflow_id: str = Field(pattern=WORKFLOW_PATTERN)
     workflow_type: str | None = Field(None, pattern=WORKFLOW_PATTERN)

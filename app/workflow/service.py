@@ -13,6 +13,8 @@ provider, from the template's sender (else the batch account).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any
 
@@ -276,11 +278,18 @@ async def handle_event(
 async def _claim_event(
     session: AsyncSession, principal: Principal, ev: WorkflowEventIn, now: datetime
 ) -> WorkflowEvent | WorkflowEventResult:
-    """The event's record, claimed for this request; or, for an event id seen before, its first result."""
+    """The event's record, claimed for this request; or, for an event id this key sent before with the same
+    body, its first result. Ids are scoped to the key, as Idempotency-Key is: another service's event with the
+    same id is a different event, and never sees the first one's result."""
+    digest = hashlib.sha256(json.dumps(ev.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
     seen = (
-        await session.execute(select(WorkflowEvent).where(col(WorkflowEvent.event_id) == ev.event_id))
+        await session.execute(select(WorkflowEvent).where(col(WorkflowEvent.event_id) == ev.event_id,
+                                                          col(WorkflowEvent.api_key_id) == principal.key_id))
     ).scalar()
     if seen is not None:
+        if seen.request_hash is not None and seen.request_hash != digest:
+            raise InvalidInput.for_field("event_id", "was already used by this key for a different event (another "
+                                                     "body): give each event its own id")
         return WorkflowEventResult.model_validate({**seen.result, "duplicate": True})
     record = WorkflowEvent(
         event_id=ev.event_id,
@@ -290,6 +299,7 @@ async def _claim_event(
         element=ev.element,
         event=ev.event,
         api_key_id=principal.key_id,
+        request_hash=digest,
         received_at=now,
     )
     session.add(record)
