@@ -1,5 +1,5 @@
 """Issue 12 item 3: workflow event ids are scoped to the submitting key, and the same id with another body is
-a 422, on PostgreSQL and SQLite (migration 0009)."""
+a 422, on PostgreSQL and SQLite (migration 0017)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """workflow_event: event ids scoped to the submitting API key, with the request's hash
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-01
 """
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0008"
+revision: str = "0017"
+down_revision: str | Sequence[str] | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
