@@ -237,6 +237,26 @@ async def any_due(session: AsyncSession, now: datetime, *, batch_enabled: bool) 
         is not None
 
 
+# ---------------------------------------------------------------------- senders
+
+
+async def last_sends(session: AsyncSession, senders: Sequence[str], error_types: Sequence[str]) -> dict[
+        tuple[str, str], Any]:
+    """For each (sender lower-cased, provider): the latest attempt from it that was sent, or that failed with one
+    of `error_types` (a sender's problem: Send As denied, mailbox not found, ...). Row: at, outcome,
+    error_type, message_id."""
+    if not senders:
+        return {}
+    wanted = and_(func.lower(A.c.sender).in_([s.lower() for s in senders]),
+                  (A.c.outcome.in_(("sent", "partial")) | A.c.error_type.in_(list(error_types))))
+    latest = (select(func.lower(A.c.sender).label("s"), A.c.provider.label("p"), func.max(A.c.id).label("id"))
+              .where(wanted).group_by(func.lower(A.c.sender), A.c.provider).subquery())
+    found = (await session.execute(
+        select(latest.c.s, latest.c.p, A.c.at, A.c.outcome, A.c.error_type, A.c.message_id)
+        .join(A, A.c.id == latest.c.id))).all()
+    return {(r.s, r.p): r for r in found}
+
+
 # ---------------------------------------------------------------------- monitoring
 
 

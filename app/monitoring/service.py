@@ -56,6 +56,7 @@ async def workers(redis: ArqRedis) -> list[dict[str, Any]]:
 
 
 async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settings) -> dict[str, Any]:
+    from app.providers import senders
     from app.providers import service as providers_service
 
     db, db_err = await db_ok(session)
@@ -79,6 +80,7 @@ async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settin
                       "waiting": sum(counts.get(s, 0) for s in WAITING_STATUSES),
                       "oldest_waiting_age_seconds": round((utcnow() - oldest).total_seconds(), 1) if oldest else None},
             "providers": [p.model_dump() for p in providers],
+            "senders": (await senders.counts(session, settings)).model_dump(),
             "recent_failures": [
                 {"id": f.id, "at": f.finished_at.isoformat() if f.finished_at else None,
                  "error_type": f.last_error_type, "error": f.last_error, "provider": f.sent_via or f.provider}

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Body, Path, Query, status
 
 from app.core.deps import SettingsDep, Tx, TxDep
 from app.core.errors import problem_responses
 from app.delivery.classify import all_error_types
 from app.messages import jobs
+from app.providers import senders as provider_senders
 from app.providers import service as providers_service
 from app.providers import verify as provider_verify
 from app.providers.schemas import (
@@ -17,10 +18,12 @@ from app.providers.schemas import (
     GraphSettingsPublic,
     GraphSettingsUpdate,
     ProviderSummary,
+    SendersReport,
     SmtpSettingsPublic,
     SmtpSettingsUpdate,
     TestEmailAccepted,
     TestEmailRequest,
+    VerifyRequest,
     VerifyResult,
 )
 from app.users.auth import AdminDep
@@ -95,19 +98,44 @@ async def put_exchange(body: ExchangeSettingsUpdate, tx: TxDep, settings: Settin
     return saved.public
 
 
+@router.get("/senders", response_model=SendersReport, summary="Every sender in use, checked per provider")
+async def list_senders(
+    tx: TxDep, settings: SettingsDep, _: AdminDep,
+    probe: Annotated[bool, Query(description="Also reach each Graph/Exchange mailbox (one request each, at most "
+                                             "100; nothing is sent)")] = False,
+) -> SendersReport:
+    """The reference article's "Verify that all email accounts have appropriate Send As permissions": enabled
+    users' Email and sender email (through the providers each may use), templates' senders and the batch account
+    (through the batch provider). Per sender and provider: what is known before sending, what only a send can
+    prove (and the test email that proves it), and what the latest send from it showed. `/status` shows the
+    counts."""
+    return await provider_senders.report(tx.session, settings, probe=probe)
+
+
 @router.post("/{provider_id}/verify", response_model=VerifyResult, responses=problem_responses(404),
              summary="Check connection and credentials without sending")
-async def verify_provider(provider_id: ProviderPath, tx: TxDep, settings: SettingsDep, _: AdminDep) -> VerifyResult:
+async def verify_provider(
+    provider_id: ProviderPath, tx: TxDep, settings: SettingsDep, _: AdminDep,
+    body: Annotated[VerifyRequest | None, Body(openapi_examples={
+        "connection": {"summary": "Connection and credentials", "value": {}},
+        "sender": {"summary": "And a sender (Send As)", "value": {"from": "sales@contoso.com"}},
+        "mailbox": {"summary": "Graph/Exchange: another mailbox", "value": {"mailbox": "alice@contoso.com"}},
+    })] = None,
+) -> VerifyResult:
     """Connects, negotiates TLS and signs in (SMTP), or gets a token and reaches the batch account's mailbox
-    (Graph, Exchange), and explains what is wrong when that fails. Nothing is sent."""
-    return await provider_verify.verify(tx.session, provider_id, settings)
+    (Graph, Exchange: `mailbox` instead, if given), and explains what is wrong when that fails. With `from` (and
+    `mailbox`), `senders` says what is known before sending from it and what only a send can prove (then send a
+    test email with that `from`). Nothing is sent."""
+    return await provider_verify.verify_with(tx.session, provider_id, settings, body)
 
 
 @router.post("/{provider_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=TestEmailAccepted,
              responses=problem_responses(404, 409), summary="Send a test email through this provider")
 async def test_provider(provider_id: ProviderPath, body: TestEmailRequest, tx: TxDep,
                         principal: AdminDep) -> TestEmailAccepted:
-    """Queues one test message through this provider and returns its id: follow it with GET /messages/{id}."""
+    """Queues one test message through this provider and returns its id: follow it with GET /messages/{id}.
+    With `from`, it goes out from that address: what only a send can prove about a sender (Send As over SMTP, the
+    mailbox's own sending for Graph and Exchange); the senders report then shows the result."""
     accepted = await provider_verify.send_test(tx.session, principal, provider_id, body)
     jobs.wake_for(tx, [accepted.id])
     return accepted

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -144,10 +145,76 @@ class ProviderSummary(BaseModel):
 
 
 class TestEmailRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"to": "admin@contoso.com"}]})
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"examples": [
+        {"to": "admin@contoso.com"}, {"to": "admin@contoso.com", "from": "sales@contoso.com"}]})
 
     to: str = Field(description="Where to send the test email")
     subject: str = Field("Outbox test email", max_length=200)
+    from_: str | None = Field(
+        None, alias="from", max_length=320,
+        description="Send it from this address (a user's Email or sender email, a template's sender) to prove "
+                    "what only a send can: Send As permission (SMTP), the mailbox sending as itself (Graph, "
+                    "Exchange: Outbox sends from the From's own mailbox). Left out: the batch account.")
+
+
+class VerifyRequest(BaseModel):
+    """What to check besides the connection and credentials: a sender (From) and, for Graph and Exchange, a
+    mailbox to reach instead of the batch account."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"examples": [
+        {}, {"from": "sales@contoso.com"}, {"mailbox": "alice@contoso.com"}]})
+
+    from_: str | None = Field(
+        None, alias="from", max_length=320,
+        description="A sender to check: what is known before sending (the sign-in account's own address, the "
+                    "mailbox reachable) and what only a send can prove (Send As), with what earlier sends "
+                    "showed")
+    mailbox: str | None = Field(
+        None, max_length=320,
+        description="Graph and Exchange only: the mailbox to reach (default: the From, else the batch account)")
+
+
+SenderState = Literal["ok", "unproven", "failing"]
+
+
+class LastSend(BaseModel):
+    at: datetime
+    outcome: str = Field(description="sent | partial | permanent | ... (the attempt's outcome)")
+    error_type: str | None = None
+    message_id: int
+
+
+class SenderCheck(BaseModel):
+    """One sender through one provider: what is known before sending, and what only a send can prove."""
+
+    sender: str
+    provider: Literal["smtp", "graph", "exchange"]
+    used_by: list[str] = Field(description="Where the address comes from: user N Email, user N sender email, "
+                                           "template CODE (scope company), batch account, verify")
+    state: SenderState = Field(description="ok: known to work (the account's own address, a mailbox the app "
+                                           "reached, or a message sent from it); unproven: only a send can "
+                                           "tell; failing: a check or the last send from it failed for a "
+                                           "sender reason")
+    before_sending: str = Field(description="What is known before sending")
+    only_a_send_proves: str | None = Field(None, description="What only a send can prove, and how to try it")
+    probe: str | None = Field(None, description="What the mailbox check answered (probe=true, Graph/Exchange)")
+    last_send: LastSend | None = Field(None, description="The latest send from this address through this "
+                                                         "provider that succeeded or failed for a sender reason")
+    error_type: str | None = None
+    fix: str | None = None
+
+
+class SenderCounts(BaseModel):
+    ok: int = 0
+    unproven: int = 0
+    failing: int = 0
+
+
+class SendersReport(BaseModel):
+    checked_at: datetime
+    probed: bool = Field(description="Whether Graph/Exchange mailboxes were reached over the network")
+    counts: SenderCounts
+    items: list[SenderCheck]
 
 
 class TestEmailAccepted(BaseModel):
@@ -185,6 +252,9 @@ class VerifyResult(BaseModel):
     reply_code: int | None = None
     steps: list[VerifyStep] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list, description="The provider's settings warnings")
+    senders: list[SenderCheck] = Field(default_factory=list,
+                                       description="The From / mailbox asked for: what is known before sending "
+                                                   "and what only a send can prove")
 
 
 # ---------------------------------------------------------------------- Microsoft Graph and Exchange

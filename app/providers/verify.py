@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import Conflict
+from app.core.errors import Conflict, InvalidInput
 from app.core.security import Principal
 from app.delivery.classify import classify_error, verdict_for
+from app.mail.validate import normalize_address
 from app.messages import service as message_service
 from app.messages.schemas import MessageIn
-from app.providers import runtime
+from app.providers import runtime, senders
 from app.providers import service as providers_service
-from app.providers.schemas import TestEmailAccepted, TestEmailRequest, VerifyResult, VerifyStep
+from app.providers.schemas import TestEmailAccepted, TestEmailRequest, VerifyRequest, VerifyResult, VerifyStep
 from app.settings import Settings
 from app.transports.base import Reply, TransportError
 from app.transports.oauth import EXCHANGE_ONLINE_RESOURCES, SmtpOAuthConfig, token_claims
@@ -194,12 +196,50 @@ async def _check(rt: runtime.Runtime) -> Reply:
         await transport.aclose()
 
 
+# ---------------------------------------------------------------------- a From and a mailbox
+
+
+async def verify_with(session: AsyncSession, provider_id: str, settings: Settings,
+                      req: VerifyRequest | None) -> VerifyResult:
+    """`verify`, and for a From (and, Graph/Exchange, a mailbox): the mailbox reached instead of the batch
+    account, and per address what is known before sending and what only a send can prove (`senders`)."""
+    req = req or VerifyRequest()
+    sender = normalize_address("from", req.from_) if req.from_ else None
+    mailbox = normalize_address("mailbox", req.mailbox) if req.mailbox else None
+    if mailbox is not None and provider_id == "smtp":
+        raise InvalidInput.for_field("mailbox", "SMTP has no mailbox to reach: give the address to send from as "
+                                                "`from`")
+    if mailbox is None or provider_id == "smtp":
+        result = await verify(session, provider_id, settings)
+    else:
+        result = await _verify_mailbox(session, provider_id, settings, mailbox)
+    addresses = list(dict.fromkeys(a for a in (sender, mailbox) if a is not None))
+    if addresses:
+        result.senders = await senders.check(session, settings, [(a, ["verify"], {provider_id}) for a in addresses],
+                                             probe=provider_id != "smtp")
+    return result
+
+
+async def _verify_mailbox(session: AsyncSession, provider_id: str, settings: Settings, mailbox: str) -> VerifyResult:
+    """Graph/Exchange: credentials, and `mailbox` reached instead of the batch account."""
+    row = await providers_service.get_row(session, provider_id)
+    warnings = providers_service.provider_warnings(provider_id, row, settings)
+    try:
+        rt = dataclasses.replace(runtime.load(row, provider_id, settings), account=mailbox)
+        reply = await _check(rt)
+    except TransportError as err:
+        failed = _failed(provider_id, err)
+        failed.warnings = warnings
+        return failed
+    return VerifyResult(provider=provider_id, ok=True, detail=reply.text, reply_code=reply.code, warnings=warnings)
+
+
 async def send_test(session: AsyncSession, principal: Principal, provider_id: str,
                     body: TestEmailRequest) -> TestEmailAccepted:
     if await providers_service.get_row(session, provider_id) is None:
         raise Conflict(f"{provider_id} is not configured yet: PUT /providers/{provider_id} first")
     msg = MessageIn.model_validate({
-        "to": [body.to], "subject": body.subject, "provider": provider_id,
+        "to": [body.to], "subject": body.subject, "provider": provider_id, "from": body.from_,
         "body_text": f"This is a test email sent by Outbox through the {provider_id} provider.",
     })
     accepted = (await message_service.submit(session, principal, [msg], None, kind="test"))[0]
