@@ -16,7 +16,7 @@ UNDECRYPTABLE_WARNING = (
     "The stored {what} cannot be decrypted with the current keys (the database was probably moved to another "
     "environment). Clear and re-enter the {what}."
 )
-SECRET_NAMES = {"smtp": "SMTP password", "graph": "application key (client secret)",
+SECRET_NAMES = {"smtp": "SMTP password or client secret", "graph": "application key (client secret)",
                 "exchange": "Exchange password or client secret"}
 
 

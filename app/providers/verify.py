@@ -51,7 +51,8 @@ async def verify(session: AsyncSession, provider_id: str, settings: Settings) ->
 # ---------------------------------------------------------------------- SMTP, step by step
 
 _SMTP_STEPS = {"sign_in": "Get an access token", "connect": "Connect and secure the connection (TLS)",
-               "authenticate": "Sign in to the SMTP server"}
+               "authenticate": "Sign in to the SMTP server", "mail": "Sender accepted (MAIL FROM)",
+               "rcpt": "Recipient accepted (RCPT TO)"}
 _STAGE_STEP = {"token": "sign_in", "connect": "connect", "tls": "connect", "auth": "authenticate"}
 SEND_AS_APP = "SMTP.SendAsApp"
 # Exchange Online's application id: an app-only token's audience may name it instead of the URL.
@@ -136,10 +137,12 @@ async def _check_smtp(rt: runtime.Runtime) -> VerifyResult:
         try:
             reply = await pool.verify()
         except TransportError as err:
-            step = _STAGE_STEP.get(err.stage, "authenticate")
-            if step == "authenticate":
+            step = _STAGE_STEP.get(err.stage, err.stage)
+            if step not in ("sign_in", "connect"):  # what came before the failing step worked
                 steps.append(VerifyStep(step="connect", ok=True,
                                         detail=f"connected to {config.host}:{config.port} ({config.tls})"))
+                if step != "authenticate" and config.signs_in:
+                    steps.append(VerifyStep(step="authenticate", ok=True, detail=f"signed in as {config.username}"))
             explanation: str | None = None
             fix: str | None = None
             entra = config.oauth is not None and config.oauth.kind == "oauth2_client_credentials"
@@ -175,7 +178,8 @@ def _smtp_result(rt: runtime.Runtime, steps: list[VerifyStep], *, reply_code: in
     if failed is None:
         return VerifyResult(provider="smtp", ok=True, detail="; ".join(s.detail for s in steps), steps=steps,
                             reply_code=reply_code)
-    return VerifyResult(provider="smtp", ok=False, detail=f"{_SMTP_STEPS[failed.step]}: {failed.detail}",
+    return VerifyResult(provider="smtp", ok=False,
+                        detail=f"{_SMTP_STEPS.get(failed.step, failed.step)}: {failed.detail}",
                         error_type=failed.error_type, explanation=failed.explanation, fix=failed.fix,
                         reply_code=reply_code, steps=steps)
 
