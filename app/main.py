@@ -29,6 +29,7 @@ from app.monitoring.router import router as monitoring_router
 from app.parameters.router import router as parameters_router
 from app.providers.router import router as providers_router
 from app.settings import Settings, get_settings
+from app.suppressions.router import router as suppressions_router
 from app.templates.router import router as templates_router
 from app.users import auth_cache
 from app.users.router import keys_router
@@ -76,6 +77,8 @@ TAGS: list[dict[str, str]] = [
     {"name": "webhooks", "description": "Outcomes pushed to your services: signed (Standard Webhooks) events "
      "for sent, failed, bounced, expired, held and deferred messages, retried for about three days, with a "
      "delivery log and a test ping. The signing secret is shown once."},
+    {"name": "suppressions", "description": "Addresses Outbox no longer sends to: added by a hard bounce or "
+     "by an administrator. A submission to one is refused naming the field, or sent without it on request."},
     {"name": "monitoring", "description": "For load balancers and monitoring, without a key: liveness, "
      "readiness, the service status (queue, workers, providers) and Prometheus metrics."},
 ]
@@ -156,7 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_middleware(app)
     install_docs(app)
     for router in (parameters_router, providers_router, users_router, keys_router, templates_router,
-                   workflow_router, messages_router, history_router, webhooks_router, monitoring_router):
+                   workflow_router, messages_router, history_router, webhooks_router, suppressions_router,
+                   monitoring_router):
         app.include_router(router)
     return app
 

@@ -47,12 +47,17 @@ class MessageIn(BaseModel):
     draft: bool = Field(
         False, description="Create a draft on behalf of a user (the send email dialog): edit it with PATCH "
                            "/messages/{id}, then send it with POST /messages/{id}/send")
+    suppressed: Literal["refuse", "drop"] = Field(
+        "refuse", description="A recipient on the suppression list: refuse the message (422 "
+                              "recipient-suppressed naming the field), or drop that recipient and send to the rest")
 
 
 class MessageAccepted(BaseModel):
     id: int
     status: Status
     message_id: str = Field(description="The RFC 5322 Message-ID header the email carries on every try")
+    dropped_recipients: list[str] = Field(
+        default_factory=list, description="Recipients left out because they are suppressed (\"suppressed\": \"drop\")")
 
 
 class BulkIn(BaseModel):

@@ -42,6 +42,7 @@ from app.messages.senders import EmailAppNeedsDraft, ResolvedSender, SenderRules
 from app.models import ATTACHMENTS, MESSAGES, Parameters, User
 from app.parameters import service as parameters_service
 from app.settings import get_settings
+from app.suppressions import service as suppressions
 
 M = MESSAGES
 ATT = ATTACHMENTS
@@ -174,7 +175,9 @@ async def default_sender(session: AsyncSession, provider: str) -> tuple[str | No
 
 
 def request_hash(body: MessageIn) -> str:
-    return hashlib.sha256(json.dumps(body.model_dump(mode="json", by_alias=True), sort_keys=True).encode()).hexdigest()
+    # `suppressed` at its default is left out: requests stored before the field existed hash as before.
+    dump = body.model_dump(mode="json", by_alias=True, exclude={"suppressed"} if body.suppressed == "refuse" else None)
+    return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
 
 
 async def submit(
@@ -224,6 +227,8 @@ async def submit(
         rules = SenderRules(kind=kind, caller_role=principal.role, batch_account=senders[provider],
                             batch_provider=provider)
         prepared.append(prepare(body, ctx, rules, field_prefix=p))
+    dropped = await suppressions.apply(session, [p.row for p in prepared], [b.suppressed for b in bodies],
+                                       [f"messages[{i}]." if len(bodies) > 1 else "" for i in range(len(bodies))])
     if idempotency_key is not None:
         prepared[0].row["idempotency_key"] = idempotency_key
         prepared[0].row["request_hash"] = request_hash(bodies[0])
@@ -235,8 +240,9 @@ async def submit(
             ids = await insert_prepared(session, rows, attachments)
     except IntegrityError as exc:
         raise Conflict("A request with this Idempotency-Key is being processed; retry in a moment") from exc
-    return [MessageAccepted(id=mid, status=p.row["status"], message_id=p.row["message_id_header"])
-            for mid, p in zip(ids, prepared, strict=True)]
+    return [MessageAccepted(id=mid, status=p.row["status"], message_id=p.row["message_id_header"],
+                            dropped_recipients=d)
+            for mid, p, d in zip(ids, prepared, dropped, strict=True)]
 
 
 async def _prepare_for_user(
