@@ -67,11 +67,15 @@ async def _send_one(ctx: WorkerContext, route: Route, row: MessageRow, note: Ver
     except TransportError as err:
         now = utcnow()
         if err.recipients:
-            # Every recipient refused: retry if any refusal is temporary, else fail.
+            # Every recipient of this try refused, one by one: each gets its own state (see lifecycle.answered),
+            # unless the server only asked us to slow down (every refusal throttling): then pause the provider.
             details = _recipient_details(err.recipients, route.provider)
-            verdicts = [classify_recipient(route.provider, r) for r in err.recipients.values()]
-            v = next((x for x in verdicts if x.kind in ("transient", "throttled")), verdicts[0])
-            return lifecycle.decide(row, route.provider, v, policy, now, reply=err.reply, recipients=details)
+            if all(d["kind"] == "throttled" for d in details.values()):
+                v = classify_recipient(route.provider, next(iter(err.recipients.values())))
+                await throttle.pause(ctx["redis"], route.provider, v.retry_after or policy.max_defer_seconds)
+                return lifecycle.decide(row, route.provider, v, policy, now, reply=err.reply, recipients=details)
+            return lifecycle.answered(row, route.provider, err.reply, policy, now, envelope=msg.recipients,
+                                      refused=details, duration_ms=int((time.monotonic() - started) * 1000))
         v = classify_error(err)
         if v.kind == "throttled" or err.retry_after:
             await throttle.pause(ctx["redis"], route.provider,
@@ -81,15 +85,65 @@ async def _send_one(ctx: WorkerContext, route: Route, row: MessageRow, note: Ver
         return out
     ms = int((time.monotonic() - started) * 1000)
     refused = _recipient_details(result.refused, route.provider) if result.refused else None
-    return lifecycle.sent(row, route.provider, result.reply, note=note, refused=refused, duration_ms=ms)
+    return lifecycle.answered(row, route.provider, result.reply, policy, now=utcnow(), envelope=msg.recipients,
+                              refused=refused, note=note, duration_ms=ms)
 
 
-async def _process_group(ctx: WorkerContext, route: Route, rows: list[MessageRow]) -> list[Outcome]:
+class Recorder:
+    """Writes outcomes as sends complete, in small groups: whatever finished while the previous write ran. A
+    worker killed mid-batch then leaves `sending` (to be sent again, flagged uncertain) only the messages that
+    were on the wire and the few finished in the last milliseconds, not the whole batch."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self._ctx = ctx
+        self._queue: list[Outcome] = []
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self.outcomes: list[Outcome] = []  # everything recorded, for the wake-up schedule
+
+    def add(self, outcomes: list[Outcome]) -> None:
+        self._queue += outcomes
+        self.outcomes += outcomes
+        if self._error is None and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue, []
+            try:
+                async with self._ctx["sessionmaker"]() as session:
+                    await lifecycle.record(session, group, utcnow(), self._ctx["worker_id"])
+                    await session.commit()
+                    webhook_events = events.emitted(session)
+                if webhook_events:  # committed with the status changes: wake the webhook drain
+                    await webhook_jobs.enqueue(self._ctx["redis"], self._ctx["settings"].queue_name, "events",
+                                               self._ctx["worker_id"])
+            except BaseException as exc:
+                # Not recorded: the messages stay `sending` and are sent again when their lease ends.
+                self._error = exc
+                self._queue = group + self._queue
+                return
+
+    async def close(self) -> None:
+        """Wait until everything added is written; raise what a write raised."""
+        while self._task is not None and self._error is None:
+            task = self._task
+            await task
+            if self._task is task:
+                if not self._queue:
+                    break
+                self._task = asyncio.create_task(self._write())
+        if self._error is not None:
+            raise self._error
+
+
+async def _process_group(ctx: WorkerContext, route: Route, rows: list[MessageRow], rec: Recorder) -> None:
     s = ctx["settings"]
     policy = _policy(ctx)
     now = utcnow()
     if route.held is not None:
-        return [lifecycle.decide(r, route.provider, route.held, policy, now) for r in rows]
+        rec.add([lifecycle.decide(r, route.provider, route.held, policy, now) for r in rows])
+        return
     overdue = [r for r in rows if r.deferrals >= policy.send_anyway_after]
     normal = [r for r in rows if r.deferrals < policy.send_anyway_after]
     window = s.throttle_window_seconds
@@ -98,22 +152,21 @@ async def _process_group(ctx: WorkerContext, route: Route, rows: list[MessageRow
     if route.limit > 0 and overdue:
         await throttle.record_sent_regardless(ctx["redis"], route.provider, len(overdue), window)
     to_send += [(r, lifecycle.SENT_ANYWAY if route.limit > 0 else None) for r in overdue]
-    outcomes: list[Outcome] = []
     deferred = normal[granted:]
     if deferred:
         await throttle.count_deferrals(ctx["redis"], route.provider, len(deferred))
         wait = min(window, max(0.2, wait))
-        outcomes += [lifecycle.deferred(r, route.provider, route.limit, wait, now) for r in deferred]
+        rec.add([lifecycle.deferred(r, route.provider, route.limit, wait, now) for r in deferred])
     if to_send:
-        outcomes += await asyncio.gather(*(_send_bounded(ctx, route, r, note) for r, note in to_send))
-    return outcomes
+        await asyncio.gather(*(_send_bounded(ctx, route, r, note, rec) for r, note in to_send))
 
 
 LARGE_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
-async def _send_bounded(ctx: WorkerContext, route: Route, row: MessageRow, note: Verdict | None) -> Outcome:
-    """Send one message with its memory and connections bounded, and always come back with an outcome.
+async def _send_bounded(ctx: WorkerContext, route: Route, row: MessageRow, note: Verdict | None,
+                        rec: Recorder) -> None:
+    """Send one message with its memory and connections bounded, and always record an outcome.
 
     A worker-wide semaphore caps messages being loaded, built or sent at once (so a batch never holds all its
     attachments in memory, nor more database sessions than the pool has), and a tighter one caps large
@@ -124,7 +177,7 @@ async def _send_bounded(ctx: WorkerContext, route: Route, row: MessageRow, note:
     async with ctx["inflight"]:
         async with ctx["large"] if large else contextlib.nullcontext():
             try:
-                return await _send_one(ctx, route, row, note)
+                rec.add([await _send_one(ctx, route, row, note)])
             except Exception as exc:
                 log.exception("unexpected error while sending message %s", row.id)
                 v = Verdict(kind="transient", error_type="worker.internal_error", title="Internal error",
@@ -132,17 +185,16 @@ async def _send_bounded(ctx: WorkerContext, route: Route, row: MessageRow, note:
                                         "message may or may not have reached the server.",
                             fix="It is retried automatically; if this repeats, check the worker's log.",
                             uncertain=True)
-                return lifecycle.decide(row, route.provider, v, _policy(ctx), utcnow())
+                rec.add([lifecycle.decide(row, route.provider, v, _policy(ctx), utcnow())])
 
 
-async def _process(ctx: WorkerContext, claimed: list[MessageRow], params: Parameters) -> list[Outcome]:
+async def _process(ctx: WorkerContext, claimed: list[MessageRow], params: Parameters, rec: Recorder) -> None:
     groups: dict[str, list[MessageRow]] = defaultdict(list)
     for r in claimed:
         groups[r.provider or params.batch_provider].append(r)
     async with ctx["sessionmaker"]() as session:
         routes = {p: await route(ctx, session, p) for p in groups}
-    results = await asyncio.gather(*(_process_group(ctx, routes[p], rs) for p, rs in groups.items()))
-    return [o for group in results for o in group]
+    await asyncio.gather(*(_process_group(ctx, routes[p], rs, rec) for p, rs in groups.items()))
 
 
 async def _renew_leases(ctx: WorkerContext, ids: list[int], stop: asyncio.Event) -> None:
@@ -195,18 +247,14 @@ async def deliver(ctx: WorkerContext, *_: Any, **__: Any) -> int:
             return total
         stop = asyncio.Event()
         renewer = asyncio.create_task(_renew_leases(ctx, [r.id for r in claimed], stop))
+        rec = Recorder(ctx)
         try:
-            outcomes = await _process(ctx, claimed, params)
+            await _process(ctx, claimed, params, rec)
+            await rec.close()
         finally:
             stop.set()
             await renewer
-        async with ctx["sessionmaker"]() as session:
-            await lifecycle.record(session, outcomes, utcnow(), ctx["worker_id"])
-            await session.commit()
-            webhook_events = events.emitted(session)
-        if webhook_events:
-            await webhook_jobs.enqueue(ctx["redis"], s.queue_name, "events", ctx["worker_id"])
-        await _schedule_wakeup(ctx, outcomes)
+        await _schedule_wakeup(ctx, rec.outcomes)
         total += len(claimed)
         if loop.time() > deadline:
             await jobs.enqueue(ctx["redis"], s.queue_name, "more", ctx["worker_id"], int(time.time()))

@@ -19,15 +19,13 @@ from app.core.logging import configure_logging
 from app.core.redis import redis_settings
 from app.core.runtime import tune_gc
 from app.messages import jobs
-from app.monitoring.service import WORKER_KEY_PREFIX
+from app.monitoring.service import HEARTBEAT_SECONDS, HEARTBEAT_TTL_SECONDS, WORKER_KEY_PREFIX
 from app.settings import Settings, get_settings
 from app.webhooks import jobs as webhook_jobs
 from worker.context import WorkerContext
 from worker.dispatch import deliver
 from worker.reconcile import reconcile
 from worker.webhooks import deliver_webhooks
-
-HEARTBEAT_SECONDS = 5
 
 # arq creates its event loop after importing this module: make it uvloop's (the worker is mostly socket I/O).
 with contextlib.suppress(ImportError):
@@ -43,7 +41,7 @@ async def _heartbeat(ctx: WorkerContext) -> None:
         with contextlib.suppress(Exception):
             await ctx["redis"].set(key, json.dumps({
                 "id": ctx["worker_id"], "host": socket.gethostname(), "pid": os.getpid(), "at": time.time(),
-                "started_at": started}), ex=HEARTBEAT_SECONDS * 6)
+                "started_at": started}), ex=HEARTBEAT_TTL_SECONDS)
         await asyncio.sleep(HEARTBEAT_SECONDS)
 
 

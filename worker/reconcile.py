@@ -13,8 +13,11 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.core.clock import utcnow
 from app.messages import jobs, lifecycle, repository
+from app.monitoring.service import HEARTBEAT_TTL_SECONDS, WORKER_KEY_PREFIX
 from app.parameters import service as parameters_service
 from app.webhooks import delivery as webhook_delivery
 from app.webhooks import jobs as webhook_jobs
@@ -22,6 +25,31 @@ from worker.context import WorkerContext
 
 log = logging.getLogger("outbox.reconcile")
 SWEEP_KEY = "outbox:reconcile:sweep"
+SUSPECT_PREFIX = "outbox:reconcile:missing:"  # a worker's heartbeat was first found missing at this time
+
+
+async def _dead_workers(ctx: WorkerContext, session: AsyncSession) -> list[str]:
+    """Workers holding messages whose heartbeat is gone: their messages need not wait for the lease (120 s).
+
+    A missing key is only suspicious the first time it is seen (Redis may have been flushed or restarted: a live
+    worker writes its key again within HEARTBEAT_SECONDS); a worker is dead when its key is still missing at a
+    later round, at least a heartbeat TTL after it was first missed."""
+    redis = ctx["redis"]
+    dead = []
+    for worker in await repository.claimers(session):
+        key = SUSPECT_PREFIX + worker
+        if await redis.exists(WORKER_KEY_PREFIX + worker):
+            await redis.delete(key)
+            continue
+        if await redis.set(key, str(time.time()), ex=300, nx=True):
+            continue
+        first = float(await redis.get(key) or time.time())
+        if time.time() - first >= HEARTBEAT_TTL_SECONDS / 2:
+            dead.append(worker)
+    if dead:
+        log.warning("workers stopped without finishing; their messages are sent again",
+                    extra={"workers": dead})
+    return dead
 
 
 async def reconcile(ctx: WorkerContext, *_: Any, **__: Any) -> dict[str, int]:
@@ -30,7 +58,7 @@ async def reconcile(ctx: WorkerContext, *_: Any, **__: Any) -> dict[str, int]:
     now = utcnow()
     async with ctx["sessionmaker"]() as session:
         params = await parameters_service.get(session)
-        released = await lifecycle.release_stale_leases(session, now)
+        released = await lifecycle.release_stale_leases(session, now, await _dead_workers(ctx, session))
         expired = purged = 0
         if await redis.set(SWEEP_KEY, "1", px=params.distributor_interval_seconds * 1000, nx=True):
             expired = await lifecycle.expire_due(session, now)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import JSON, ColumnElement, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -125,6 +125,8 @@ class SendState(Protocol):
     def attempts(self) -> int: ...
     @property
     def deferrals(self) -> int: ...
+    @property
+    def recipient_state(self) -> dict[str, Any]: ...
 
 
 AttemptOutcome = Literal["sent", "partial", "transient", "permanent", "throttled", "held", "deferred"]
@@ -149,6 +151,7 @@ class Outcome:
     uncertain: bool = False
     counts_as_attempt: bool = True
     duration_ms: int | None = None
+    recipient_state: dict[str, Any] | None = None  # the message's new per-recipient state (None: unchanged)
 
 
 SENT_ANYWAY = Verdict(
@@ -188,22 +191,60 @@ def decide(msg: SendState, provider: str, v: Verdict, policy: RetryPolicy, now: 
     return Outcome(status="failed", attempt_outcome="permanent", **common)
 
 
-def sent(msg: SendState, provider: str, reply: Reply, *, note: Verdict | None = None,
-         refused: dict[str, Any] | None = None, duration_ms: int | None = None) -> Outcome:
-    """The server accepted the message; `note` says why it is worth a line in history (sent regardless of
-    the limit), `refused` lists recipients it refused (with their classification)."""
-    common: dict[str, Any] = {"message_id": msg.id, "status": "sent", "provider": provider, "sender": msg.sender,
+def answered(msg: SendState, provider: str, reply: Reply, policy: RetryPolicy, now: datetime, *,
+         envelope: list[str], refused: dict[str, Any] | None = None, note: Verdict | None = None,
+         duration_ms: int | None = None) -> Outcome:
+    """The server answered the recipients of `envelope`: accepted, or refused one by one (`refused`: address ->
+    its reply and classification). Each recipient gets its own state: accepted ones are never sent again,
+    temporarily refused ones stay pending and are retried with the message's backoff, permanently refused ones
+    failed. The message is `sent` only when no recipient is pending; while some are, it is `retrying`, and
+    once its attempts run out they are given up (the message is then `sent` if anyone accepted it, else
+    `failed`). `note` says why a plain success is worth a line in history (sent regardless of the limit)."""
+    refused = refused or {}
+    common: dict[str, Any] = {"message_id": msg.id, "provider": provider, "sender": msg.sender,
                               "reply_code": reply.code, "reply_text": reply.text, "duration_ms": duration_ms}
-    if refused:
-        first = next(iter(refused.values()))
-        return Outcome(attempt_outcome="partial", error_type=first["error_type"],
-                       explanation=f"Sent, but {len(refused)} recipient(s) were refused: {', '.join(refused)}. "
-                                   f"{first['explanation']}",
-                       fix=first["fix"], recipients=refused, **common)
-    if note is not None:
-        return Outcome(attempt_outcome="sent", error_type=note.error_type, explanation=note.explanation,
-                       fix=note.fix, **common)
-    return Outcome(attempt_outcome="sent", **common)
+    if not refused and not msg.recipient_state:
+        if note is not None:
+            return Outcome(status="sent", attempt_outcome="sent", error_type=note.error_type,
+                           explanation=note.explanation, fix=note.fix, **common)
+        return Outcome(status="sent", attempt_outcome="sent", **common)
+    at = now.isoformat()
+    state = {a: dict(v) for a, v in msg.recipient_state.items()}
+    for address in envelope:
+        if address not in refused:
+            state[address] = {"state": "accepted", "code": reply.code, "text": reply.text, "at": at}
+    for address, d in refused.items():
+        state[address] = {"state": "failed" if d["kind"] == "permanent" else "pending", "code": d["code"],
+                          "text": d["text"], "error_type": d["error_type"], "explanation": d["explanation"],
+                          "fix": d["fix"], "at": at}
+    pending = [a for a, v in state.items() if v["state"] == "pending"]
+    accepted = [a for a, v in state.items() if v["state"] == "accepted"]
+    failed = [a for a, v in state.items() if v["state"] == "failed"]
+    if not refused:  # the last pending recipients were accepted
+        return Outcome(status="sent", attempt_outcome="sent", recipient_state=state, **common)
+    first = next(iter(refused.values()))
+    detail = {"error_type": first["error_type"], "fix": first["fix"], "recipients": refused,
+              "recipient_state": state}
+    attempt_outcome: AttemptOutcome = "partial" if len(refused) < len(envelope) else (
+        "transient" if pending else "permanent")
+    if pending and msg.attempts + 1 < policy.max_attempts:
+        delay = policy.backoff(msg.attempts + 1)
+        return Outcome(status="retrying", attempt_outcome=attempt_outcome, next_attempt_at=now + delay,
+                       explanation=f"Accepted for {len(accepted)} recipient(s); {len(pending)} refused "
+                                   f"temporarily and retried ({', '.join(pending)})"
+                                   + (f"; {len(failed)} refused for good ({', '.join(failed)})" if failed else "")
+                                   + f". {first['explanation']}",
+                       **detail, **common)
+    if pending:  # attempts exhausted: give the pending recipients up
+        for a in pending:
+            state[a] = {**state[a], "state": "failed"}
+        failed += pending
+    status: Status = "sent" if accepted else "failed"
+    gave_up = f" Gave up after {msg.attempts + 1} attempts." if pending else ""
+    explanation = (f"Sent, but {len(failed)} recipient(s) were refused: {', '.join(failed)}. "
+                   if accepted else f"Every recipient was refused: {', '.join(failed)}. ")
+    return Outcome(status=status, attempt_outcome=attempt_outcome, explanation=explanation + first["explanation"]
+                   + gave_up, **detail, **common)
 
 
 def deferred(msg: SendState, provider: str, limit: int, wait: float, now: datetime) -> Outcome:
@@ -228,6 +269,7 @@ _RELEASABLE = _legal(("held",), "queued")
 _DRAFT_TO_QUEUE = _legal(("draft",), "queued")
 _DRAFT_TO_USER = _legal(("draft",), "sent")
 _LEASE_LOST = _legal(("sending",), "retrying")
+_STATE = JSON(none_as_null=True)  # an outcome without a new recipient state binds SQL NULL: keep the stored one
 
 
 async def insert_messages(session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
@@ -285,8 +327,8 @@ async def record(session: AsyncSession, outcomes: list[Outcome], now: datetime, 
     illegal = [o for o in outcomes if o.status not in TRANSITIONS["sending"]]
     if illegal:
         raise IllegalTransition(f"sending -> {illegal[0].status} is not a transition of a message")
-    plain_sent = [o for o in outcomes if o.status == "sent" and not o.error_type]
-    others = [o for o in outcomes if not (o.status == "sent" and not o.error_type)]
+    plain_sent = [o for o in outcomes if o.status == "sent" and not o.error_type and o.recipient_state is None]
+    others = [o for o in outcomes if not (o.status == "sent" and not o.error_type and o.recipient_state is None)]
     for prov in sorted({o.provider for o in plain_sent}):
         await session.execute(
             update(M)
@@ -313,6 +355,7 @@ async def record(session: AsyncSession, outcomes: list[Outcome], now: datetime, 
                 last_error_type=bindparam("b_etype"),
                 last_error=bindparam("b_err"),
                 last_fix=bindparam("b_fix"),
+                recipient_state=func.coalesce(bindparam("b_rstate", type_=_STATE), M.c.recipient_state),
             )
         )
         await session.execute(stmt, [
@@ -323,6 +366,7 @@ async def record(session: AsyncSession, outcomes: list[Outcome], now: datetime, 
                 "b_finished": now if o.status in FINAL_STATUSES else None,
                 "b_via": o.provider if o.status == "sent" else None,
                 "b_uncertain": o.uncertain, "b_etype": o.error_type, "b_err": o.explanation, "b_fix": o.fix,
+                "b_rstate": o.recipient_state,
             }
             for o in others
         ])
@@ -338,10 +382,14 @@ async def record(session: AsyncSession, outcomes: list[Outcome], now: datetime, 
     await events.emit_outcomes(session, outcomes, now, worker)  # webhook events, in this same transaction
 
 
-async def release_stale_leases(session: AsyncSession, now: datetime) -> int:
-    """A worker died mid-send: make the message eligible again, flagged as possibly sent (at least once)."""
+async def release_stale_leases(session: AsyncSession, now: datetime, dead_workers: Sequence[str] = ()) -> int:
+    """A worker died mid-send (its lease ran out, or it is in `dead_workers`): make the message eligible again,
+    flagged as possibly sent (at least once)."""
+    lost = M.c.lease_until < now
+    if dead_workers:
+        lost = or_(lost, M.c.claimed_by.in_(list(dead_workers)))
     res = await session.execute(
-        update(M).where(M.c.status.in_(_LEASE_LOST), M.c.lease_until < now)
+        update(M).where(M.c.status.in_(_LEASE_LOST), lost)
         .values(status="retrying", uncertain=True, next_attempt_at=now, lease_until=None, updated_at=now,
                 last_error_type="worker.lease_expired",
                 last_error="A worker stopped while sending this message; it may have reached the server. "

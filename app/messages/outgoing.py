@@ -21,7 +21,16 @@ def outgoing_from_row(row: MessageRow, attachments: list[Attachment]) -> Outgoin
         bcc=list(row.bcc_addrs), reply_to=list(row.reply_to), sender_name=row.sender_name,
         subject=row.subject, body_text=row.body_text, body_html=row.body_html, attachments=attachments,
         headers=dict(row.headers or {}),
+        envelope=pending_recipients(row),
     )
+
+
+def pending_recipients(row: MessageRow) -> list[str] | None:
+    """The recipients still to deliver to, when a server already answered some of them (None: all)."""
+    state = row.recipient_state
+    if not state:
+        return None
+    return [a for a in [*row.to_addrs, *row.cc_addrs, *row.bcc_addrs] if state.get(a, {}).get("state") == "pending"]
 
 
 # Letters that do not decompose into an ASCII letter plus accents (NFKD), spelled the usual way.

@@ -100,6 +100,8 @@ class MessageRow(Protocol):
     def template_id(self) -> int | None: ...
     @property
     def language(self) -> str | None: ...
+    @property
+    def recipient_state(self) -> dict[str, Any]: ...
 
 
 def rows(result: Sequence[Any]) -> list[MessageRow]:
@@ -230,6 +232,12 @@ async def page(session: AsyncSession, principal: Principal | None, f: MessageFil
 
 
 # ---------------------------------------------------------------------- the worker and the reconciler
+
+
+async def claimers(session: AsyncSession) -> list[str]:
+    """The workers holding messages in `sending`."""
+    found = (await session.execute(select(M.c.claimed_by).where(M.c.status == "sending").distinct())).all()
+    return [r[0] for r in found if r[0]]
 
 
 async def any_due(session: AsyncSession, now: datetime, *, batch_enabled: bool) -> bool:

@@ -116,6 +116,24 @@ class MessageSummary(BaseModel):
         None, description="Resend / correct and resend: the finished message this one was made from")
 
 
+class RecipientStatus(BaseModel):
+    """One recipient of a message and where its delivery stands."""
+
+    address: str
+    field: Literal["to", "cc", "bcc"] = Field(description="Where the address is on the message")
+    state: Literal["pending", "accepted", "failed"] = Field(
+        description="pending: not delivered yet (a temporarily refused recipient is retried with the message's "
+                    "backoff); accepted: the server took the message for it (never sent to it again); failed: "
+                    "refused for good, or given up when the message ran out of attempts")
+    reply_code: int | None = Field(None, description="The server's reply for this recipient, when it answered it "
+                                                     "apart from the others")
+    reply_text: str | None = None
+    error_type: str | None = Field(None, description="The classification of a refusal (GET /providers/errors)")
+    explanation: str | None = None
+    fix: str | None = None
+    at: datetime | None = Field(None, description="When the server answered for this recipient")
+
+
 class MessagePublic(MessageSummary):
     message_id: str
     sender_name: str | None
@@ -130,6 +148,9 @@ class MessagePublic(MessageSummary):
     handed_to_user_at: datetime | None = Field(
         None, description="When the message was handed to the user as an .eml file (provider email_app)")
     attachments: list[AttachmentPublic]
+    recipients: list[RecipientStatus] = Field(
+        default_factory=list, description="Per-recipient delivery: the message is `sent` only when no recipient "
+                                          "is pending; while some are, it is `retrying` with the others accepted")
     attempt_log: list[AttemptPublic] = Field(description="Every attempt and deferral, oldest first")
     resent_as: list[int] = Field(
         default_factory=list, description="The messages made from this one by resend or correct and resend")

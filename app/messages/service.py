@@ -37,6 +37,7 @@ from app.messages.schemas import (
     MessageIn,
     MessagePublic,
     MessageSummary,
+    RecipientStatus,
 )
 from app.messages.senders import EmailAppNeedsDraft, ResolvedSender, SenderRules, acting_user, resolve_sender
 from app.models import ATTACHMENTS, MESSAGES, Parameters, User
@@ -301,7 +302,23 @@ async def get(session: AsyncSession, principal: Principal, message_id: int) -> M
                      for a in atts],
         attempt_log=[AttemptPublic.model_validate(a, from_attributes=True) for a in attempts],
         resent_as=await repository.resends(session, message_id),
+        recipients=_recipients(r),
     )
+
+
+def _recipients(r: repository.MessageRow) -> list[RecipientStatus]:
+    """Every recipient with its state. Until a server answers recipients apart (no per-recipient state), they
+    share the message's fate: accepted once it is sent, failed once it failed or expired, else pending."""
+    shared = "accepted" if r.status == "sent" else "failed" if r.status in ("failed", "expired") else "pending"
+    out = []
+    for where, addresses in (("to", r.to_addrs), ("cc", r.cc_addrs), ("bcc", r.bcc_addrs)):
+        for a in addresses:
+            s = r.recipient_state.get(a) or {}
+            out.append(RecipientStatus(
+                address=a, field=where, state=s.get("state", shared), reply_code=s.get("code"),
+                reply_text=s.get("text"), error_type=s.get("error_type"), explanation=s.get("explanation"),
+                fix=s.get("fix"), at=s.get("at")))
+    return out
 
 
 async def list_messages(session: AsyncSession, principal: Principal | None, f: repository.MessageFilter, *,

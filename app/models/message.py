@@ -67,6 +67,11 @@ class Message(SQLModel, table=True):
     resent_from: int | None = Field(
         default=None, sa_column=Column(BigId, ForeignKey("message.id", ondelete="SET NULL"), nullable=True,
                                        index=True))
+    # Per-recipient delivery, written by lifecycle once a server answered recipients differently: address ->
+    # {"state": "accepted" | "pending" | "failed", "code", "text", "error_type", "explanation", "fix", "at"}.
+    # Empty: every recipient shares the message's fate. Pending recipients are the envelope of the next try.
+    recipient_state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False,
+                                                                                 server_default="{}"))
 
 
 class MessageAttachment(SQLModel, table=True):

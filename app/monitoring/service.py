@@ -19,6 +19,8 @@ from app.parameters import service as parameters_service
 from app.settings import Settings
 
 WORKER_KEY_PREFIX = "outbox:worker:"
+HEARTBEAT_SECONDS = 2  # a worker writes its key this often...
+HEARTBEAT_TTL_SECONDS = 10  # ...and the key lives this long: gone means the worker stopped (or Redis lost it)
 
 
 async def db_ok(session: AsyncSession) -> tuple[bool, str | None]:

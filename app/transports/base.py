@@ -38,10 +38,12 @@ class OutgoingMessage:
     attachments: list[Attachment] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     mime: bytes | None = None
+    envelope: list[str] | None = None  # only these recipients (a retry of those still pending); None: all
 
     @property
     def recipients(self) -> list[str]:
-        return [*self.to, *self.cc, *self.bcc]
+        """Who this send delivers to (the SMTP envelope); the headers still name everyone."""
+        return self.envelope if self.envelope is not None else [*self.to, *self.cc, *self.bcc]
 
 
 @dataclass(frozen=True, slots=True)

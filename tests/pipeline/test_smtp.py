@@ -225,3 +225,20 @@ async def test_implicit_tls(db_url: str, ca: trustme.CA, ca_file: str) -> None:
             msg = await _send(env)
             assert msg["status"] == "sent", msg
             assert len(server.received) == 1
+
+
+async def test_temporarily_refused_recipient_is_sent_later_and_alone(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    smtp.handler.rcpt_once["b@example.com"] = "450 4.2.1 Mailbox busy"
+    msg = await _send(env, to=["a@example.com", "b@example.com"])
+    assert msg["status"] == "retrying"
+    assert [(r["address"], r["state"]) for r in msg["recipients"]] == [  # type: ignore[attr-defined]
+        ("a@example.com", "accepted"), ("b@example.com", "pending")]
+    await env.sql("UPDATE message SET next_attempt_at = created_at WHERE status = 'retrying'")
+    await env.deliver()
+    got = (await env.client.get(f"/messages/{msg['id']}")).json()
+    assert got["status"] == "sent" and got["attempts"] == 2
+    assert {r["state"] for r in got["recipients"]} == {"accepted"}
+    assert [r.rcpt_tos for r in smtp.received] == [["a@example.com"], ["b@example.com"]]
+    assert smtp.received[0].message["Message-ID"] == smtp.received[1].message["Message-ID"]
+    assert smtp.received[1].message["To"] == "a@example.com, b@example.com"  # the headers still name everyone
