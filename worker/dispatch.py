@@ -68,11 +68,15 @@ async def _send_one(ctx: WorkerContext, route: Route, row: MessageRow, note: Ver
         now = utcnow()
         if err.recipients:
             # Every recipient of this try refused, one by one: each gets its own state (see lifecycle.answered),
-            # unless the server only asked us to slow down (every refusal throttling): then pause the provider.
+            # unless the refusals are about us, not the recipients: a configuration problem (not signed in) holds
+            # the message; a server that only asked us to slow down pauses the provider.
             details = _recipient_details(err.recipients, route.provider)
-            if all(d["kind"] == "throttled" for d in details.values()):
-                v = classify_recipient(route.provider, next(iter(err.recipients.values())))
-                await throttle.pause(ctx["redis"], route.provider, v.retry_after or policy.max_defer_seconds)
+            verdicts = [classify_recipient(route.provider, r) for r in err.recipients.values()]
+            held = next((v for v in verdicts if v.kind == "held"), None)
+            if held is not None or all(v.kind == "throttled" for v in verdicts):
+                v = held or verdicts[0]
+                if v.kind == "throttled":
+                    await throttle.pause(ctx["redis"], route.provider, v.retry_after or policy.max_defer_seconds)
                 return lifecycle.decide(row, route.provider, v, policy, now, reply=err.reply, recipients=details)
             return lifecycle.answered(row, route.provider, err.reply, policy, now, envelope=msg.recipients,
                                       refused=details, duration_ms=int((time.monotonic() - started) * 1000))

@@ -209,7 +209,7 @@ def test_worker_killed_mid_batch_resends_only_what_was_on_the_wire(
         assert counts.get("sent") == 300, counts
         ids = _message_ids(live)
         duplicates = sum(n - 1 for n in ids.values())
-        print(f"killed after {before} deliveries; {duplicates} delivered twice; all 300 sent "
+        print(f"killed after {before} deliveries; {duplicates} delivered twice; all 300 sent "  # noqa: T201
               f"{recovered:.1f} s after the kill")
         assert len(ids) == 300
         # At most the messages in flight in the worker (8 connections, 16 in flight) were delivered twice.
