@@ -306,10 +306,10 @@ class Live:
                          env=self.env, cwd=self.src)
         self.wait_for("sink", lambda: self.sink() is not None, 20)
         self.wait_for("API /healthz", lambda: self.http("GET", "/healthz", timeout=2)[0] == 200, 60)
-        code, body = self.http("PUT", "/providers/smtp", {
+        code, body = self.http("PATCH", "/providers/smtp", {
             "host": "127.0.0.1", "port": self.smtp_port, "tls": "none", "authentication_required": False,
             "from_address": "bench@example.com", "per_minute_limit": 0})
-        assert code < 300, ("PUT /providers/smtp", code, body)
+        assert code < 300, ("PATCH /providers/smtp", code, body)
         code, params = self.http("GET", "/parameters")
         assert code == 200, ("GET /parameters", code, params)
         params.update(batch_provider="smtp", attachment_size_limit_mb=30, batch_processing_enabled=True)

@@ -113,7 +113,7 @@ class Env:
     async def use_smtp(self, server: SmtpServer, **extra: Any) -> None:
         body = {"host": "127.0.0.1", "port": server.port, "tls": "none", "authentication_required": False,
                 "from_address": "outbox@example.com", "per_minute_limit": 0, "timeout_seconds": 5, **extra}
-        r = await self.client.put("/providers/smtp", json=body)
+        r = await self.client.patch("/providers/smtp", json=body)
         assert r.status_code == 200, r.text
 
     async def sql(self, statement: str, **params: Any) -> list[Any]:

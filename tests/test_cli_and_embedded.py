@@ -63,7 +63,7 @@ def test_one_command_embedded_run_delivers(embedded_env: dict[str, str], tmp_pat
         key = _cli(embedded_env, tmp_path, "api-key", "create", "--role", "admin").stdout.strip().splitlines()[-1]
         h = {"Authorization": f"Bearer {key}"}
         with SmtpServer() as smtp, httpx.Client(base_url=base, headers=h, timeout=10) as c:
-            r = c.put("/providers/smtp", json={"host": "127.0.0.1", "port": smtp.port, "tls": "none",
+            r = c.patch("/providers/smtp", json={"host": "127.0.0.1", "port": smtp.port, "tls": "none",
                                                "from_address": "outbox@example.com"})
             assert r.status_code == 200, r.text
             mid = c.post("/messages", json={"to": ["a@example.com"], "subject": "embedded",

@@ -119,12 +119,21 @@ _HTTP_SLUGS = {
 }
 
 
-def _jsonable_errors(errs: Any) -> list[dict[str, Any]]:
+def jsonable_errors(errs: Any) -> list[dict[str, Any]]:
     out = []
     for e in errs:
         loc = [str(p) for p in e.get("loc", ()) if p != "body"]
         out.append({"field": ".".join(loc) or None, "message": str(e.get("msg", "")), "type": e.get("type")})
     return out
+
+
+def validation_detail(errors: list[dict[str, Any]]) -> str | None:
+    """One line for `detail`: every missing field at once (a PUT that left some out), else the first error."""
+    missing = [str(e["field"]) for e in errors if e.get("type") == "missing"]
+    if missing:
+        return f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}"
+    first = errors[0] if errors else None
+    return f"{first.get('field') or 'request'}: {first.get('message')}" if first else None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -136,10 +145,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _jsonable_errors(exc.errors())
-        first = errors[0] if errors else {}
-        detail = f"{first.get('field') or 'request'}: {first.get('message')}" if first else None
-        return problem_response(422, "invalid-input", "The request is not valid", detail, request.url.path, errors)
+        errors = jsonable_errors(exc.errors())
+        return problem_response(422, "invalid-input", "The request is not valid", validation_detail(errors),
+                                request.url.path, errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

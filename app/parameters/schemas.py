@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.core.merge_patch import patch_model
 
 ProviderId = Literal["smtp", "graph", "exchange"]
 InteractiveProvider = Literal["email_app", "exchange", "smtp", "graph"]
@@ -11,17 +13,17 @@ ALL_INTERACTIVE: tuple[InteractiveProvider, ...] = ("email_app", "exchange", "sm
 
 class ParametersBase(BaseModel):
     batch_provider: ProviderId = Field(
-        "smtp", description="Provider used for email sent by processes in batch (non-interactive).")
+        description="Provider used for email sent by processes in batch (non-interactive): smtp | graph | exchange")
     attachment_size_limit_mb: int = Field(
-        25, ge=1, le=150, description="Maximum size of one email (MIME size, attachments included), in MB.")
+        ge=1, le=150, description="Maximum size of one email (MIME size, attachments included), in MB.")
     email_expiration_days: int = Field(
-        0, ge=0, le=3650, description="Days before an unsent message is set to expired. 0 means the default 30.")
+        ge=0, le=3650, description="Days before an unsent message is set to expired. 0 means the default 30.")
     history_retention_days: int = Field(
-        0, ge=0, le=3650, description="Days email history is kept. 0 means the default 30.")
+        ge=0, le=3650, description="Days email history is kept. 0 means the default 30.")
     batch_processing_enabled: bool = Field(
-        True, description="The email distributor batch: when off, batch messages wait and are sent when it is on.")
+        description="The email distributor batch: when off, batch messages wait and are sent when it is on.")
     distributor_interval_seconds: int = Field(
-        60, ge=5, le=3600,
+        ge=5, le=3600,
         description="How often the distributor sweeps the queue for due, retried and orphaned messages. New "
                     "messages are sent at once; this paces retries and recovery.")
     interactive_providers: list[InteractiveProvider] = Field(
@@ -39,6 +41,9 @@ class ParametersBase(BaseModel):
 
 
 class ParametersUpdate(ParametersBase):
+    """The email parameters, whole (PUT): every field is required; a field left out is refused (422 naming it),
+    never reset to a default. To change some fields only, use PATCH."""
+
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "batch_provider": "smtp", "attachment_size_limit_mb": 25, "email_expiration_days": 0,
         "history_retention_days": 0, "batch_processing_enabled": True, "distributor_interval_seconds": 60,
@@ -47,8 +52,21 @@ class ParametersUpdate(ParametersBase):
     # Read-only fields of the GET response, accepted (and ignored) so a GET -> edit -> PUT round trip works.
     effective_email_expiration_days: int | None = Field(None, description="Read-only; ignored")
     effective_history_retention_days: int | None = Field(None, description="Read-only; ignored")
+    warnings: list[str] | None = Field(None, description="Read-only; ignored")
 
 
 class ParametersPublic(ParametersBase):
-    effective_email_expiration_days: int
-    effective_history_retention_days: int
+    effective_email_expiration_days: int = Field(description="The expiration in force, in days (0 means 30)")
+    effective_history_retention_days: int = Field(description="The retention in force, in days (0 means 30)")
+    warnings: list[str] = Field(
+        default_factory=list, description="What needs attention, e.g. a batch provider that is not configured")
+
+
+if TYPE_CHECKING:
+    ParametersPatch = BaseModel
+else:
+    ParametersPatch = patch_model(
+        ParametersBase, "ParametersPatch",
+        doc="A JSON merge patch (RFC 7396) of the email parameters: the fields given replace the stored ones, the "
+            "fields left out keep their values.",
+        examples=[{"batch_provider": "graph"}, {"batch_processing_enabled": False}])

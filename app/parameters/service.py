@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from pydantic import BaseModel
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import merge_patch
 from app.core.clock import utcnow
 from app.core.ttl_cache import TTLCache
 from app.messages import lifecycle
-from app.models import Parameters
+from app.models import Parameters, ProviderConfig
 from app.parameters.schemas import ParametersPublic, ParametersUpdate
 
 DEFAULT_DAYS = 30
@@ -53,7 +55,14 @@ async def cached(session: AsyncSession) -> Parameters:
     return hit
 
 
-def to_public(row: Parameters) -> ParametersPublic:
+async def public(session: AsyncSession, row: Parameters | None = None) -> ParametersPublic:
+    row = row or await get(session)
+    warnings = []
+    if await session.get(ProviderConfig, row.batch_provider) is None:
+        warnings.append(f"batch_provider is {row.batch_provider}, which is not configured: batch email waits until "
+                        f"it is (PUT or PATCH /providers/{row.batch_provider}).")
+    if not row.batch_processing_enabled:
+        warnings.append("batch_processing_enabled is off: batch email waits until it is turned on.")
     return ParametersPublic(
         batch_provider=row.batch_provider,
         attachment_size_limit_mb=row.attachment_size_limit_mb,
@@ -64,7 +73,17 @@ def to_public(row: Parameters) -> ParametersPublic:
         interactive_providers=row.interactive_providers,
         effective_email_expiration_days=effective_days(row.email_expiration_days),
         effective_history_retention_days=effective_days(row.history_retention_days),
+        warnings=warnings,
     )
+
+
+async def patch(session: AsyncSession, body: BaseModel) -> Parameters:
+    """JSON merge patch: the fields given replace the stored ones."""
+    current = (await public(session)).model_dump(include=set(ParametersUpdate.model_fields) - _READ_ONLY)
+    return await update(session, merge_patch.apply(ParametersUpdate, current, body))
+
+
+_READ_ONLY = {"effective_email_expiration_days", "effective_history_retention_days", "warnings"}
 
 
 async def update(session: AsyncSession, data: ParametersUpdate) -> Parameters:
@@ -72,8 +91,7 @@ async def update(session: AsyncSession, data: ParametersUpdate) -> Parameters:
     (`lifecycle.shift_expiry`): the expiry follows the parameter, counted from each message's creation."""
     row = await get(session)
     before = effective_days(row.email_expiration_days)
-    read_only = {"effective_email_expiration_days", "effective_history_retention_days"}
-    for k, v in data.model_dump(exclude=read_only).items():
+    for k, v in data.model_dump(exclude=_READ_ONLY).items():
         setattr(row, k, v)
     row.updated_at = utcnow()
     session.add(row)

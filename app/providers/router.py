@@ -6,6 +6,7 @@ from fastapi import APIRouter, Body, Path, Query, status
 
 from app.core.deps import SettingsDep, Tx, TxDep
 from app.core.errors import problem_responses
+from app.core.merge_patch import MEDIA_TYPE as MERGE_PATCH
 from app.delivery.classify import all_error_types
 from app.messages import jobs
 from app.providers import senders as provider_senders
@@ -13,12 +14,15 @@ from app.providers import service as providers_service
 from app.providers import verify as provider_verify
 from app.providers.schemas import (
     ErrorType,
+    ExchangeSettingsPatch,
     ExchangeSettingsPublic,
     ExchangeSettingsUpdate,
+    GraphSettingsPatch,
     GraphSettingsPublic,
     GraphSettingsUpdate,
     ProviderSummary,
     SendersReport,
+    SmtpSettingsPatch,
     SmtpSettingsPublic,
     SmtpSettingsUpdate,
     TestEmailAccepted,
@@ -54,11 +58,24 @@ async def get_smtp(tx: TxDep, settings: SettingsDep, _: AdminDep) -> SmtpSetting
     return providers_service.smtp_public(await providers_service.get_row(tx.session, "smtp"), settings)
 
 
-@router.put("/smtp", response_model=SmtpSettingsPublic, summary="Change the SMTP settings")
+@router.put("/smtp", response_model=SmtpSettingsPublic, summary="Replace the SMTP settings (every field)")
 async def put_smtp(body: SmtpSettingsUpdate, tx: TxDep, settings: SettingsDep, _: AdminDep) -> SmtpSettingsPublic:
-    """Saving releases messages held for this provider (for example after re-entering a password). Changing the
-    host requires entering the password again."""
+    """The whole representation: a field left out is refused (422 naming it), never reset to a default. The
+    exception is `password`, which is write-only: left out, the stored one is kept; null clears it. To change
+    some fields only, use PATCH. Saving releases messages held for this provider (for example after re-entering
+    a password). Changing the host requires entering the password again."""
     saved = await providers_service.save_smtp(tx.session, body, settings)
+    _release(tx, saved.released)
+    return saved.public
+
+
+@router.patch("/smtp", response_model=SmtpSettingsPublic, summary="Change some SMTP settings (JSON merge patch)")
+async def patch_smtp(body: Annotated[SmtpSettingsPatch, Body(media_type=MERGE_PATCH)], tx: TxDep,
+                     settings: SettingsDep, _: AdminDep) -> SmtpSettingsPublic:
+    """RFC 7396: the fields given replace the stored ones, the others keep their values; null clears a field
+    that may be null. `password`: left out, kept; null, cleared. The result is checked as a PUT would be.
+    Send it as `application/merge-patch+json` (or `application/json`)."""
+    saved = await providers_service.patch_smtp(tx.session, body, settings)
     _release(tx, saved.released)
     return saved.public
 
@@ -69,13 +86,26 @@ async def get_graph(tx: TxDep, settings: SettingsDep, _: AdminDep) -> GraphSetti
     return providers_service.graph_public(await providers_service.get_row(tx.session, "graph"), settings)
 
 
-@router.put("/graph", response_model=GraphSettingsPublic, summary="Change the Microsoft Graph settings")
+@router.put("/graph", response_model=GraphSettingsPublic, summary="Replace the Microsoft Graph settings (every field)")
 async def put_graph(body: GraphSettingsUpdate, tx: TxDep, settings: SettingsDep,
                     _: AdminDep) -> GraphSettingsPublic:
     """The recommended provider for Microsoft 365: app-only `sendMail` with the Mail.Send application
-    permission. Saving releases messages held for Graph (for example after re-entering the application key).
-    A nonzero `per_minute_limit` is saved with a warning: Graph throttles by itself."""
+    permission. The whole representation: a field left out is refused (422 naming it); `client_secret` is
+    write-only (left out: kept; null: cleared). To change some fields only, use PATCH. Saving releases messages
+    held for Graph (for example after re-entering the application key). A nonzero `per_minute_limit` is saved
+    with a warning: Graph throttles by itself."""
     saved = await providers_service.save_graph(tx.session, body, settings)
+    _release(tx, saved.released)
+    return saved.public
+
+
+@router.patch("/graph", response_model=GraphSettingsPublic,
+              summary="Change some Microsoft Graph settings (JSON merge patch)")
+async def patch_graph(body: Annotated[GraphSettingsPatch, Body(media_type=MERGE_PATCH)], tx: TxDep,
+                      settings: SettingsDep, _: AdminDep) -> GraphSettingsPublic:
+    """RFC 7396: the fields given replace the stored ones, the others keep their values; null clears a field
+    that may be null. `client_secret`: left out, kept; null, cleared. The result is checked as a PUT would be."""
+    saved = await providers_service.patch_graph(tx.session, body, settings)
     _release(tx, saved.released)
     return saved.public
 
@@ -89,10 +119,12 @@ async def get_exchange(tx: TxDep, settings: SettingsDep, _: AdminDep) -> Exchang
 
 
 @router.put("/exchange", response_model=ExchangeSettingsPublic, deprecated=True,
-            summary="Change the Exchange (EWS) settings: deprecated, use Microsoft Graph")
+            summary="Replace the Exchange (EWS) settings (every field): deprecated, use Microsoft Graph")
 async def put_exchange(body: ExchangeSettingsUpdate, tx: TxDep, settings: SettingsDep,
                        _: AdminDep) -> ExchangeSettingsPublic:
-    """Deprecated (see the `deprecation` field). Saving releases messages held for Exchange."""
+    """Deprecated (see the `deprecation` field). The whole representation: a field left out is refused (422
+    naming it); `password` and `client_secret` are write-only (left out: kept; null: cleared). To change some
+    fields only, use PATCH. Saving releases messages held for Exchange."""
     saved = await providers_service.save_exchange(tx.session, body, settings)
     _release(tx, saved.released)
     return saved.public
@@ -110,6 +142,17 @@ async def list_senders(
     prove (and the test email that proves it), and what the latest send from it showed. `/status` shows the
     counts."""
     return await provider_senders.report(tx.session, settings, probe=probe)
+
+
+@router.patch("/exchange", response_model=ExchangeSettingsPublic, deprecated=True,
+              summary="Change some Exchange (EWS) settings (JSON merge patch): deprecated, use Microsoft Graph")
+async def patch_exchange(body: Annotated[ExchangeSettingsPatch, Body(media_type=MERGE_PATCH)], tx: TxDep,
+                         settings: SettingsDep, _: AdminDep) -> ExchangeSettingsPublic:
+    """RFC 7396: the fields given replace the stored ones, the others keep their values; null clears a field
+    that may be null. `password`, `client_secret`: left out, kept; null, cleared."""
+    saved = await providers_service.patch_exchange(tx.session, body, settings)
+    _release(tx, saved.released)
+    return saved.public
 
 
 @router.post("/{provider_id}/verify", response_model=VerifyResult, responses=problem_responses(404),

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from app.core.merge_patch import patch_model
 from app.mail.validate import MailInputError, check_header_text
 
 TlsMode = Literal["none", "starttls", "tls"]
@@ -25,65 +26,74 @@ def _hostname(v: str) -> str:
     return v
 
 
+SECRET_DOC = ("Write-only: never returned. Leave it out to keep the stored one (the examples do); null clears it. "
+              "Must be entered again when the server it is sent to changes.")
+
+
 class SmtpSettingsUpdate(BaseModel):
-    """SMTP settings. `password` and `client_secret` are write-only: leave one out to keep the stored value, send
-    null to clear it. Changing the host (or, with OAuth, the sign-in host) requires entering them again."""
+    """The SMTP settings, whole (PUT): every field is required (null where it may be null) except `password`
+    and `client_secret`, which are write-only and kept when left out. To change some fields only, use PATCH.
+    Changing the host (or, with OAuth, the sign-in host) requires entering the secrets again."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "host": "smtp.office365.com", "port": 587, "tls": "starttls", "auth_method": "oauth2_client_credentials",
+        "authentication_required": True, "username": "batch@contoso.com", "auth_mechanism": None,
         "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "client_id": "0b5e1c4a-6f1e-4b5f-9d52-1c2b3a4d5e6f",
-        "client_secret": "the secret's Value (not its Secret ID)", "cloud": "global",
-        "username": "batch@contoso.com", "from_address": "batch@contoso.com", "from_name": "Contoso ERP",
-        "per_minute_limit": None}, {
-        "host": "smtp.example.com", "port": 587, "tls": "starttls", "authentication_required": True,
-        "username": "batch@example.com", "password": "app-password", "from_address": "batch@example.com",
-        "from_name": "Contoso ERP", "per_minute_limit": None}, {
-        "host": "127.0.0.1", "port": 1025, "tls": "none", "authentication_required": False,
-        "from_address": "outbox@example.com", "per_minute_limit": 0}]})
+        "cloud": "global", "authority_host": None, "token_url": None, "scope": None,
+        "from_address": "batch@contoso.com", "from_name": "Contoso ERP", "per_minute_limit": None,
+        "validate_certificates": True, "timeout_seconds": 30}, {
+        "host": "smtp.example.com", "port": 587, "tls": "starttls", "auth_method": "password",
+        "authentication_required": True, "username": "batch@example.com", "auth_mechanism": None,
+        "tenant_id": None, "client_id": None, "cloud": "global", "authority_host": None, "token_url": None,
+        "scope": None, "from_address": "batch@example.com", "from_name": "Contoso ERP", "per_minute_limit": None,
+        "validate_certificates": True, "timeout_seconds": 30}, {
+        "host": "127.0.0.1", "port": 1025, "tls": "none", "auth_method": "password",
+        "authentication_required": False, "username": None, "auth_mechanism": None, "tenant_id": None,
+        "client_id": None, "cloud": "global", "authority_host": None, "token_url": None, "scope": None,
+        "from_address": "outbox@example.com", "from_name": None, "per_minute_limit": 0,
+        "validate_certificates": True, "timeout_seconds": 30}]})
 
-    host: str = Field(description="Outgoing mail server, e.g. smtp.office365.com")
-    port: int = Field(587, ge=1, le=65535, description="587 with STARTTLS is typical")
-    tls: TlsMode = Field("starttls", description="none | starttls (required, never downgraded) | tls (implicit, 465)")
+    host: str = Field(description="Outgoing mail server (host name or IP address), e.g. smtp.office365.com")
+    port: int = Field(ge=1, le=65535, description="TCP port: 587 with STARTTLS is typical, 465 with implicit TLS")
+    tls: TlsMode = Field(description="none | starttls (required, never downgraded) | tls (implicit, 465)")
     auth_method: SmtpAuthMethod = Field(
-        "password", description="password (user name and password) | oauth2_client_credentials (Microsoft 365: "
-                                "AUTH XOAUTH2 with an app-only token from Microsoft Entra ID) | "
-                                "oauth2_token_endpoint (AUTH XOAUTH2 with a token from any OAuth 2.0 token "
-                                "endpoint, client credentials)")
+        description="password (user name and password) | oauth2_client_credentials (Microsoft 365: AUTH XOAUTH2 "
+                    "with an app-only token from Microsoft Entra ID) | oauth2_token_endpoint (AUTH XOAUTH2 with a "
+                    "token from any OAuth 2.0 token endpoint, client credentials)")
     authentication_required: bool = Field(
-        False, description="password: sign in (implied by a user name, and always true with OAuth)")
+        description="password: sign in (implied by a user name, and always true with OAuth)")
     username: str | None = Field(
-        None, max_length=320, description="password: the account's user name. OAuth: the mailbox to sign in and "
-                                          "send as (the XOAUTH2 user)")
-    password: SecretStr | None = Field(None, description="password: write-only; never returned")
+        max_length=320, description="password: the account's user name. OAuth: the mailbox to sign in and send as "
+                                    "(the XOAUTH2 user). Null: none")
+    password: SecretStr | None = Field(None, description="password: the account's password. " + SECRET_DOC)
     auth_mechanism: PasswordMechanism | None = Field(
-        None, description="password: the one SASL mechanism to use (PLAIN | LOGIN | CRAM-MD5); null = the first "
-                          "of these the server offers. Only one sign-in is attempted per connection")
-    tenant_id: str | None = Field(None, max_length=253, pattern=_TENANT,
-                                  description="oauth2_client_credentials: Directory (tenant) ID or domain")
-    client_id: str | None = Field(None, max_length=200,
+        description="password: the one SASL mechanism to use (PLAIN | LOGIN | CRAM-MD5); null = the first of "
+                    "these the server offers. Only one sign-in is attempted per connection")
+    tenant_id: str | None = Field(max_length=253, pattern=_TENANT,
+                                  description="oauth2_client_credentials: Directory (tenant) ID or domain (else null)")
+    client_id: str | None = Field(max_length=200,
                                   description="OAuth: Application (client) ID (a GUID for Microsoft Entra ID)")
     client_secret: SecretStr | None = Field(
-        None, description="OAuth: the client secret's Value (not its Secret ID). Write-only; never returned")
-    cloud: Cloud = Field("global", description="oauth2_client_credentials: global (also GCC) | usgov_gcch | "
-                                               "usgov_dod | china: the sign-in host and the token's resource "
-                                               "follow from it")
+        None, description="OAuth: the client secret's Value (not its Secret ID). " + SECRET_DOC)
+    cloud: Cloud = Field(description="oauth2_client_credentials: global (also GCC) | usgov_gcch | usgov_dod | "
+                                     "china: the sign-in host and the token's resource follow from it")
     authority_host: str | None = Field(
-        None, max_length=300,
-        description="Testing only (oauth2_client_credentials): the Microsoft Entra ID sign-in host "
-                    "(`https://host:port`) instead of the cloud's. Refused unless "
+        max_length=300,
+        description="Testing only (oauth2_client_credentials; null in production): the Microsoft Entra ID sign-in "
+                    "host (`https://host:port`) instead of the cloud's. Refused unless "
                     "OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE=true")
-    token_url: str | None = Field(None, max_length=500,
-                                  description="oauth2_token_endpoint: the https token endpoint URL")
-    scope: str | None = Field(None, max_length=500,
-                              description="oauth2_token_endpoint: the scope to ask for (space-separated)")
+    token_url: str | None = Field(max_length=500,
+                                  description="oauth2_token_endpoint: the https token endpoint URL (else null)")
+    scope: str | None = Field(max_length=500,
+                              description="oauth2_token_endpoint: the scope to ask for (space-separated; else null)")
     from_address: str | None = Field(
-        None, max_length=320, description="The batch account: the From of batch email when no other sender applies")
-    from_name: str | None = Field(None, max_length=200)
+        max_length=320, description="The batch account: the From of batch email when no other sender applies")
+    from_name: str | None = Field(max_length=200, description="Display name for `from_address` (null: none)")
     per_minute_limit: int | None = Field(
-        None, ge=0, le=100000,
+        ge=0, le=100000,
         description="Messages per minute; 0 = no limit; null = automatic (30 for smtp.office365.com, else none)")
-    validate_certificates: bool = Field(True, description="Check the server's TLS certificate")
-    timeout_seconds: float = Field(30.0, ge=1, le=300)
+    validate_certificates: bool = Field(description="Check the server's TLS certificate (leave on)")
+    timeout_seconds: float = Field(ge=1, le=300, description="Seconds to wait for the server at each step")
 
     @field_validator("host")
     @classmethod
@@ -287,15 +297,16 @@ class _MicrosoftUpdate(BaseModel):
     batch_account: str = Field(
         max_length=320, description="The mailbox that sends batch email (the default sender): "
                                     "email sent by processes in batch goes out as this account")
-    from_name: str | None = Field(None, max_length=200, description="Display name for the batch account")
+    from_name: str | None = Field(max_length=200, description="Display name for the batch account (null: none)")
     per_minute_limit: int = Field(
-        0, ge=0, le=100000, description="Messages per minute; 0 (recommended) = no limit of our own. A nonzero "
-                                        "value is saved, with a warning")
+        ge=0, le=100000, description="Messages per minute; 0 (recommended) = no limit of our own. A nonzero "
+                                     "value is saved, with a warning")
     authority_host: str | None = Field(
-        None, max_length=300,
-        description="Testing only: the Microsoft Entra ID sign-in host (`https://host:port`) to use instead of "
-                    "the cloud's, e.g. a local fake. Refused unless OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE=true")
-    timeout_seconds: float = Field(30.0, ge=1, le=300)
+        max_length=300,
+        description="Testing only (null in production): the Microsoft Entra ID sign-in host (`https://host:port`) "
+                    "to use instead of the cloud's, e.g. a local fake. Refused unless "
+                    "OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE=true")
+    timeout_seconds: float = Field(ge=1, le=300, description="Seconds to wait for Microsoft's answer")
 
     @field_validator("from_name")
     @classmethod
@@ -304,26 +315,25 @@ class _MicrosoftUpdate(BaseModel):
 
 
 class GraphSettingsUpdate(_MicrosoftUpdate):
-    """Microsoft Graph settings. `client_secret` (the application key) is write-only: leave it out to keep the
-    stored one, send null to clear it. Changing the cloud or a host requires entering it again."""
+    """The Microsoft Graph settings, whole (PUT): every field is required except `client_secret` (the
+    application key), which is write-only and kept when left out. To change some fields only, use PATCH."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "client_id": "0b5e1c4a-6f1e-4b5f-9d52-1c2b3a4d5e6f",
-        "client_secret": "the secret's Value (not its Secret ID)", "cloud": "global",
-        "batch_account": "batch@contoso.com", "from_name": "Contoso ERP", "per_minute_limit": 0}]})
+        "cloud": "global", "batch_account": "batch@contoso.com", "from_name": "Contoso ERP", "per_minute_limit": 0,
+        "authority_host": None, "graph_base": None, "timeout_seconds": 30}]})
 
     tenant_id: str = Field(max_length=253, pattern=_TENANT,
                            description="Directory (tenant) ID, or the tenant's domain name")
     client_id: str = Field(pattern=_GUID, description="Application (client) ID of the app registration")
     client_secret: SecretStr | None = Field(
-        None, description="Application key: the client secret's Value (not its Secret ID). Write-only; never "
-                          "returned")
-    cloud: Cloud = Field("global", description="global (also GCC) | usgov_gcch (GCC High) | usgov_dod | china: "
-                                               "the Graph and sign-in hosts follow from it")
+        None, description="Application key: the client secret's Value (not its Secret ID). " + SECRET_DOC)
+    cloud: Cloud = Field(description="global (also GCC) | usgov_gcch (GCC High) | usgov_dod | china: the Graph "
+                                     "and sign-in hosts follow from it")
     graph_base: str | None = Field(
-        None, max_length=300,
-        description="Testing only: the Graph base URL (`https://host:port/v1.0`) to use instead of the cloud's. "
-                    "Refused unless OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE=true")
+        max_length=300,
+        description="Testing only (null in production): the Graph base URL (`https://host:port/v1.0`) to use "
+                    "instead of the cloud's. Refused unless OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE=true")
 
     @field_validator("tenant_id")
     @classmethod
@@ -332,29 +342,32 @@ class GraphSettingsUpdate(_MicrosoftUpdate):
 
 
 class ExchangeSettingsUpdate(_MicrosoftUpdate):
-    """Exchange (EWS) settings: deprecated. `password` and `client_secret` are write-only (left out: kept; null:
-    cleared). Changing the EWS URL or the sign-in host requires entering them again."""
+    """The Exchange (EWS) settings, whole (PUT; deprecated provider): every field is required except `password`
+    and `client_secret`, which are write-only and kept when left out. To change some fields only, use PATCH."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "ews_url": "https://mail.contoso.com/EWS/Exchange.asmx", "auth": "basic",
-        "username": "svc-outbox@contoso.com", "password": "...", "batch_account": "batch@contoso.com",
-        "per_minute_limit": 0}, {
-        "ews_url": "https://outlook.office365.com/EWS/Exchange.asmx", "auth": "oauth",
+        "username": "svc-outbox@contoso.com", "tenant_id": None, "client_id": None,
+        "batch_account": "batch@contoso.com", "from_name": None, "per_minute_limit": 0, "authority_host": None,
+        "timeout_seconds": 30}, {
+        "ews_url": "https://outlook.office365.com/EWS/Exchange.asmx", "auth": "oauth", "username": None,
         "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "client_id": "0b5e1c4a-6f1e-4b5f-9d52-1c2b3a4d5e6f",
-        "client_secret": "...", "batch_account": "batch@contoso.com", "per_minute_limit": 0}]})
+        "batch_account": "batch@contoso.com", "from_name": None, "per_minute_limit": 0, "authority_host": None,
+        "timeout_seconds": 30}]})
 
     ews_url: str = Field(max_length=500, description="https://<server>/EWS/Exchange.asmx")
     auth: Literal["oauth", "basic"] = Field(
-        "basic", description="basic (on-premises: user name and password over HTTPS) | oauth (client "
-                             "credentials with impersonation, application permission full_access_as_app)")
-    username: str | None = Field(None, max_length=320, description="basic: the account's user name")
-    password: SecretStr | None = Field(None, description="basic: write-only; never returned")
-    tenant_id: str | None = Field(None, max_length=253, pattern=_TENANT, description="oauth: Directory (tenant) ID")
-    client_id: str | None = Field(None, pattern=_GUID, description="oauth: Application (client) ID")
-    client_secret: SecretStr | None = Field(None, description="oauth: write-only; never returned")
-    cloud: Cloud = Field("global", description="oauth: global (also GCC) | usgov_gcch | usgov_dod | china: the "
-                                               "sign-in host (as for Graph) and Exchange Online's resource follow "
-                                               "from it; the EWS URL is the cloud's Exchange Online host")
+        description="basic (on-premises: user name and password over HTTPS) | oauth (client credentials with "
+                    "impersonation, application permission full_access_as_app)")
+    username: str | None = Field(max_length=320, description="basic: the account's user name (oauth: null)")
+    password: SecretStr | None = Field(None, description="basic: the account's password. " + SECRET_DOC)
+    tenant_id: str | None = Field(max_length=253, pattern=_TENANT,
+                                  description="oauth: Directory (tenant) ID (basic: null)")
+    client_id: str | None = Field(pattern=_GUID, description="oauth: Application (client) ID (basic: null)")
+    client_secret: SecretStr | None = Field(None, description="oauth: the client secret's Value. " + SECRET_DOC)
+    cloud: Cloud = Field(description="oauth: global (also GCC) | usgov_gcch | usgov_dod | china: the sign-in host "
+                                     "(as for Graph) and Exchange Online's resource follow from it; the EWS URL is the "
+                                     "cloud's Exchange Online host")
 
     @field_validator("tenant_id")
     @classmethod
@@ -411,3 +424,28 @@ class ExchangeSettingsPublic(_MicrosoftPublic):
     client_secret_set: bool = False
     cloud: Cloud = "global"
     sign_in_host: str | None = Field(None, description="oauth: the Entra ID host tokens come from")
+
+
+# ---------------------------------------------------------------------- PATCH bodies (JSON merge patch)
+
+PATCH_DOC = ("A JSON merge patch (RFC 7396) of the {what} settings: the fields given replace the stored ones, the "
+             "fields left out keep their values, null clears a field that may be null. Secrets are write-only: "
+             "left out, the stored one is kept; null clears it.")
+SMTP_SECRETS = frozenset({"password", "client_secret"})
+GRAPH_SECRETS = frozenset({"client_secret"})
+EXCHANGE_SECRETS = frozenset({"password", "client_secret"})
+
+if TYPE_CHECKING:  # built from the PUT models below; to mypy they are plain models
+    SmtpSettingsPatch = BaseModel
+    GraphSettingsPatch = BaseModel
+    ExchangeSettingsPatch = BaseModel
+else:
+    SmtpSettingsPatch = patch_model(
+        SmtpSettingsUpdate, "SmtpSettingsPatch", doc=PATCH_DOC.format(what="SMTP"),
+        examples=[{"from_address": "batch@contoso.com", "from_name": "Contoso ERP"}, {"per_minute_limit": 30}])
+    GraphSettingsPatch = patch_model(
+        GraphSettingsUpdate, "GraphSettingsPatch", doc=PATCH_DOC.format(what="Microsoft Graph"),
+        examples=[{"batch_account": "batch@contoso.com", "from_name": "Contoso ERP"}])
+    ExchangeSettingsPatch = patch_model(
+        ExchangeSettingsUpdate, "ExchangeSettingsPatch", doc=PATCH_DOC.format(what="Exchange (EWS)"),
+        examples=[{"batch_account": "batch@contoso.com"}])

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import merge_patch
 from app.core.clock import utcnow
 from app.core.errors import InvalidInput
 from app.mail.validate import normalize_address
@@ -17,6 +18,9 @@ from app.messages import lifecycle
 from app.models import ProviderConfig
 from app.providers import secrets as provider_secrets
 from app.providers.schemas import (
+    EXCHANGE_SECRETS,
+    GRAPH_SECRETS,
+    SMTP_SECRETS,
     THROTTLING_NOT_RECOMMENDED,
     ExchangeSettingsPublic,
     ExchangeSettingsUpdate,
@@ -303,6 +307,32 @@ async def save_exchange(session: AsyncSession, data: ExchangeSettingsUpdate,
                         settings: Settings) -> Saved[ExchangeSettingsPublic]:
     row = await put_exchange(session, data, settings)
     return Saved(exchange_public(row, settings), await _released(session, "exchange"))
+
+
+def _current(public: BaseModel, model: type[BaseModel], secrets: frozenset[str]) -> dict[str, Any]:
+    """The stored settings as the PUT body would give them (secrets aside), for a PATCH to merge into; the
+    defaults where the provider is not configured yet."""
+    return {k: getattr(public, k) for k in model.model_fields if k not in secrets}
+
+
+async def patch_smtp(session: AsyncSession, patch: BaseModel, settings: Settings) -> Saved[SmtpSettingsPublic]:
+    current = _current(smtp_public(await get_row(session, "smtp"), settings), SmtpSettingsUpdate, SMTP_SECRETS)
+    return await save_smtp(session, merge_patch.apply(SmtpSettingsUpdate, current, patch, write_only=SMTP_SECRETS),
+                           settings)
+
+
+async def patch_graph(session: AsyncSession, patch: BaseModel, settings: Settings) -> Saved[GraphSettingsPublic]:
+    current = _current(graph_public(await get_row(session, "graph"), settings), GraphSettingsUpdate, GRAPH_SECRETS)
+    data = merge_patch.apply(GraphSettingsUpdate, current, patch, write_only=GRAPH_SECRETS)
+    return await save_graph(session, data, settings)
+
+
+async def patch_exchange(session: AsyncSession, patch: BaseModel,
+                         settings: Settings) -> Saved[ExchangeSettingsPublic]:
+    current = _current(exchange_public(await get_row(session, "exchange"), settings), ExchangeSettingsUpdate,
+                       EXCHANGE_SECRETS)
+    data = merge_patch.apply(ExchangeSettingsUpdate, current, patch, write_only=EXCHANGE_SECRETS)
+    return await save_exchange(session, data, settings)
 
 
 # ---------------------------------------------------------------------- Microsoft Graph and Exchange

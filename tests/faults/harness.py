@@ -157,7 +157,7 @@ class Live:
         self.key = self.outbox("api-key", "create", "--role", "admin").strip().splitlines()[-1]
         self.start_api()
         with self.client() as c:
-            r = c.put("/providers/smtp", json={"host": "127.0.0.1", "port": self.smtp.port, "tls": "none",
+            r = c.patch("/providers/smtp", json={"host": "127.0.0.1", "port": self.smtp.port, "tls": "none",
                                                "from_address": "outbox@example.com", "per_minute_limit": 0,
                                                "timeout_seconds": 5, **(smtp_extra or {})})
             assert r.status_code == 200, r.text
@@ -176,9 +176,9 @@ class Live:
                 "batch_account": batch_account, "authority_host": fake.authority_host,
                 "graph_base": fake.graph_base, "per_minute_limit": 0, "timeout_seconds": 5, **extra}
         with self.client() as c:
-            r = c.put("/providers/graph", json=body)
+            r = c.patch("/providers/graph", json=body)
             assert r.status_code == 200, r.text
-            r = c.put("/parameters", json={"batch_provider": "graph"})
+            r = c.patch("/parameters", json={"batch_provider": "graph"})
             assert r.status_code == 200, r.text
 
     def submit(self, n: int, subject: str = "fault") -> list[int]:

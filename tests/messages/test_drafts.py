@@ -117,7 +117,7 @@ class TestEditDraft:
         assert after == before
 
     async def test_too_large_after_edit(self, env: Env) -> None:
-        await env.client.put("/parameters", json={"attachment_size_limit_mb": 1})
+        await env.client.patch("/parameters", json={"attachment_size_limit_mb": 1})
         alice = await make_user(env)
         h = await user_key(env, alice)
         d = await draft(env, h, attachments=[

@@ -35,7 +35,7 @@ async def use_postfix(env: Env, postfix: Postfix, listener: str, **extra: Any) -
     body = {"host": "127.0.0.1", "port": postfix.ports[listener], "tls": TLS_OF[listener],
             "authentication_required": False, "from_address": "batch@example.com", "per_minute_limit": 0,
             "timeout_seconds": 5, **extra}
-    r = await env.client.put("/providers/smtp", json=body)
+    r = await env.client.patch("/providers/smtp", json=body)
     assert r.status_code == 200, r.text
 
 

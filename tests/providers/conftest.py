@@ -64,10 +64,10 @@ def graph_body(fake: GraphFake, **extra: Any) -> dict[str, Any]:
 
 
 async def use_graph(env: Env, fake: GraphFake, *, batch: bool = True, **extra: Any) -> dict[str, Any]:
-    r = await env.client.put("/providers/graph", json=graph_body(fake, **extra))
+    r = await env.client.patch("/providers/graph", json=graph_body(fake, **extra))
     assert r.status_code == 200, r.text
     if batch:
-        p = await env.client.put("/parameters", json={"batch_provider": "graph"})
+        p = await env.client.patch("/parameters", json={"batch_provider": "graph"})
         assert p.status_code == 200, p.text
     out: dict[str, Any] = r.json()
     return out
@@ -84,9 +84,9 @@ def exchange_body(fake: EwsFake, auth: str = "basic", **extra: Any) -> dict[str,
 
 
 async def use_exchange(env: Env, fake: EwsFake, auth: str = "basic", **extra: Any) -> dict[str, Any]:
-    r = await env.client.put("/providers/exchange", json=exchange_body(fake, auth, **extra))
+    r = await env.client.patch("/providers/exchange", json=exchange_body(fake, auth, **extra))
     assert r.status_code == 200, r.text
-    p = await env.client.put("/parameters", json={"batch_provider": "exchange"})
+    p = await env.client.patch("/parameters", json={"batch_provider": "exchange"})
     assert p.status_code == 200, p.text
     out: dict[str, Any] = r.json()
     return out

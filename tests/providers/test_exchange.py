@@ -115,7 +115,7 @@ async def test_verify_and_wrong_password(menv: Env, ews: EwsFake) -> None:
     await use_exchange(menv, ews)
     v = (await menv.client.post("/providers/exchange/verify")).json()
     assert v["ok"] is True and BATCH in v["detail"], v
-    r = await menv.client.put("/providers/exchange", json=exchange_body(ews, password="wrong"))
+    r = await menv.client.patch("/providers/exchange", json=exchange_body(ews, password="wrong"))
     assert r.status_code == 200
     v = (await menv.client.post("/providers/exchange/verify")).json()
     assert v["ok"] is False and v["reply_code"] == 401 and v["error_type"] == "exchange.password_rejected", v
@@ -123,14 +123,14 @@ async def test_verify_and_wrong_password(menv: Env, ews: EwsFake) -> None:
 
 
 async def test_settings_validation(menv: Env, ews: EwsFake) -> None:
-    r = await menv.client.put("/providers/exchange", json=exchange_body(ews, ews_url="http://mail.contoso.com/EWS"))
+    r = await menv.client.patch("/providers/exchange", json=exchange_body(ews, ews_url="http://mail.contoso.com/EWS"))
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     assert r.json()["errors"][0]["field"] == "ews_url"
-    r = await menv.client.put("/providers/exchange", json=exchange_body(ews, username=None))
+    r = await menv.client.patch("/providers/exchange", json=exchange_body(ews, username=None))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "username"
     body = exchange_body(ews, auth="oauth")
     del body["client_id"]
-    r = await menv.client.put("/providers/exchange", json=body)
+    r = await menv.client.patch("/providers/exchange", json=body)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "client_id"
     saved = await use_exchange(menv, ews, per_minute_limit=20)
     assert any("isn't recommended" in w for w in saved["warnings"]) and saved["per_minute_limit_in_force"] == 20

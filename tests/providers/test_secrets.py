@@ -101,11 +101,11 @@ async def test_no_secret_in_logs_responses_or_problems(db_url: str, ms_ca: str, 
             # SMTP: a wrong password (535, held), verify, then the right one (released, sent).
             smtp_body = {"host": "127.0.0.1", "port": smtp.port, "tls": "none", "authentication_required": True,
                          "username": SMTP_USER, "from_address": "outbox@example.com", "timeout_seconds": 5}
-            assert (await c.put("/providers/smtp", json={**smtp_body, "password": SMTP_WRONG})).status_code == 200
+            assert (await c.patch("/providers/smtp", json={**smtp_body, "password": SMTP_WRONG})).status_code == 200
             held = await send(env)
             assert held["status"] == "held" and held["error_type"].startswith("smtp.auth"), held
             assert (await c.post("/providers/smtp/verify")).json()["ok"] is False
-            assert (await c.put("/providers/smtp", json={**smtp_body, "password": SMTP_PASSWORD})).status_code == 200
+            assert (await c.patch("/providers/smtp", json={**smtp_body, "password": SMTP_PASSWORD})).status_code == 200
             await env.deliver()
             assert (await get(env, held["id"]))["status"] == "sent"
             assert (await c.post("/providers/smtp/verify")).json()["ok"] is True
@@ -131,17 +131,17 @@ async def test_no_secret_in_logs_responses_or_problems(db_url: str, ms_ca: str, 
             assert (await get(env, g["id"]))["status"] == "sent"
             assert (await c.post("/providers/graph/verify")).json()["ok"] is True
             # Exchange: basic with a wrong password (401), then OAuth.
-            await c.put("/providers/exchange", json=exchange_body(ews, password=SMTP_WRONG))
+            await c.patch("/providers/exchange", json=exchange_body(ews, password=SMTP_WRONG))
             assert (await c.post("/providers/exchange/verify")).json()["ok"] is False
             await use_exchange(env, ews)
             assert (await send(env))["status"] == "sent"
             await use_exchange(env, ews, auth="oauth")
             assert (await send(env))["status"] == "sent"
             # Invalid input that carries secrets: problem bodies must not echo them.
-            assert (await c.put("/providers/graph", json=graph_body(graph, tenant_id="common"))).status_code == 422
-            assert (await c.put("/providers/smtp", json={**smtp_body, "port": 0, "password": SMTP_PASSWORD})
+            assert (await c.patch("/providers/graph", json=graph_body(graph, tenant_id="common"))).status_code == 422
+            assert (await c.patch("/providers/smtp", json={**smtp_body, "port": 0, "password": SMTP_PASSWORD})
                     ).status_code == 422
-            assert (await c.put("/providers/smtp", json={**smtp_body, "password": {"x": SMTP_PASSWORD}})
+            assert (await c.patch("/providers/smtp", json={**smtp_body, "password": {"x": SMTP_PASSWORD}})
                     ).status_code == 422
             for path in ("/providers", "/providers/smtp", "/providers/graph", "/providers/exchange", "/status",
                          "/history", "/messages", f"/messages/{g['id']}"):

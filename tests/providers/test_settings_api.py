@@ -12,7 +12,7 @@ from tests.support.smtp_server import SmtpServer
 
 
 async def _put(env: Env, body: dict[str, Any]) -> Any:
-    return await env.client.put("/providers/graph", json=body)
+    return await env.client.patch("/providers/graph", json=body)
 
 
 async def test_secret_is_write_only(menv: Env, graph: GraphFake) -> None:
@@ -81,19 +81,19 @@ async def test_host_change_requires_the_secret_again(menv: Env, graph: GraphFake
     r = await _put(menv, graph_body(graph, authority_host="https://127.0.0.1:1"))
     assert r.status_code == 200
     # The same rule for SMTP: a new host needs the password again.
-    await menv.client.put("/providers/smtp", json={"host": "smtp.example.com", "authentication_required": True,
+    await menv.client.patch("/providers/smtp", json={"host": "smtp.example.com", "authentication_required": True,
                                                    "username": "u", "password": "pw"})
-    r = await menv.client.put("/providers/smtp", json={"host": "evil.example.net", "authentication_required": True,
+    r = await menv.client.patch("/providers/smtp", json={"host": "evil.example.net", "authentication_required": True,
                                                        "username": "u"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "password"
 
 
 async def test_overrides_refused_by_default(env: Env, graph: GraphFake) -> None:
     """`env` runs with default settings: OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE is off."""
-    r = await env.client.put("/providers/graph", json=graph_body(graph))
+    r = await env.client.patch("/providers/graph", json=graph_body(graph))
     assert r.status_code == 422
     assert "OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE" in r.json()["detail"]
-    ok = await env.client.put("/providers/graph", json=graph_body(graph, authority_host=None, graph_base=None))
+    ok = await env.client.patch("/providers/graph", json=graph_body(graph, authority_host=None, graph_base=None))
     assert ok.status_code == 200 and ok.json()["sign_in_host"] == "https://login.microsoftonline.com"
 
 
