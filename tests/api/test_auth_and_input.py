@@ -133,7 +133,9 @@ async def test_parameters_validation(env: Env) -> None:
 async def test_smtp_password_is_write_only(env: Env) -> None:
     body = {"host": "smtp.office365.com", "port": 587, "tls": "starttls", "authentication_required": True,
             "username": "batch@example.com", "password": "s3cr3t-Pa55", "from_address": "batch@example.com",
-            "from_name": None, "per_minute_limit": None, "validate_certificates": True, "timeout_seconds": 30}
+            "from_name": None, "per_minute_limit": None, "validate_certificates": True, "timeout_seconds": 30,
+            "auth_method": "password", "auth_mechanism": None, "tenant_id": None, "client_id": None, "cloud": "global",
+            "authority_host": None, "token_url": None, "scope": None}
     r = await env.client.put("/providers/smtp", json=body)
     assert r.status_code == 200, r.text
     out = r.json()

@@ -28,14 +28,20 @@ async def oenv(db_url: str, exo: ExoSmtpServer) -> AsyncIterator[Env]:
         yield e
 
 
+# Every field of a PUT (the whole representation), nulls included.
+WHOLE: dict[str, Any] = {
+    "host": None, "port": 587, "tls": "starttls", "auth_method": "password", "authentication_required": False,
+    "username": None, "auth_mechanism": None, "tenant_id": None, "client_id": None, "cloud": "global",
+    "authority_host": None, "token_url": None, "scope": None, "from_address": None, "from_name": None,
+    "per_minute_limit": None, "validate_certificates": True, "timeout_seconds": 30}
+
+
 def oauth_body(exo: ExoSmtpServer, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "host": "127.0.0.1", "port": exo.port, "tls": "starttls", "auth_method": "oauth2_client_credentials",
-        "tenant_id": exo.entra.tenant_id, "client_id": exo.entra.client_id, "client_secret": SECRET,
-        "authority_host": exo.entra.authority_host, "username": exo.mailbox, "from_address": exo.mailbox,
-        "per_minute_limit": 0, "timeout_seconds": 10}
-    body.update(extra)
-    return {k: v for k, v in body.items() if v is not None}
+    return {**WHOLE, "host": "127.0.0.1", "port": exo.port, "tls": "starttls",
+            "auth_method": "oauth2_client_credentials", "tenant_id": exo.entra.tenant_id,
+            "client_id": exo.entra.client_id, "client_secret": SECRET, "authority_host": exo.entra.authority_host,
+            "username": exo.mailbox, "from_address": exo.mailbox, "per_minute_limit": 0, "timeout_seconds": 10,
+            **extra}
 
 
 async def _submit(env: Env, n: int, subject: str = "hello") -> list[int]:
@@ -178,7 +184,7 @@ async def test_bad_settings_name_the_field_and_change_nothing(oenv: Env, exo: Ex
     assert (await oenv.client.put("/providers/smtp", json=oauth_body(exo))).status_code == 200
     before = (await oenv.client.get("/providers/smtp")).json()
     body = {**oauth_body(exo), **change}
-    r = await oenv.client.put("/providers/smtp", json={k: v for k, v in body.items() if v is not None})
+    r = await oenv.client.put("/providers/smtp", json=body)
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert field in r.text
@@ -190,7 +196,7 @@ async def test_secret_must_be_reentered_when_hosts_change(oenv: Env, exo: ExoSmt
     for change in ({"host": "smtp.evil.example"}, {"cloud": "usgov_gcch", "authority_host": None}):
         body = {**oauth_body(exo), **change}
         del body["client_secret"]
-        r = await oenv.client.put("/providers/smtp", json={k: v for k, v in body.items() if v is not None})
+        r = await oenv.client.put("/providers/smtp", json=body)
         assert r.status_code in (400, 422), r.text
         assert "client_secret" in r.text
     # Same hosts, secret left out: kept.
@@ -214,7 +220,7 @@ async def test_no_client_secret_holds_without_asking(oenv: Env, exo: ExoSmtpServ
 
 
 async def test_password_to_microsoft365_warns_in_settings_status_and_verify(oenv: Env) -> None:
-    body = {"host": "smtp.office365.com", "port": 587, "tls": "starttls", "authentication_required": True,
+    body = {**WHOLE, "host": "smtp.office365.com", "port": 587, "tls": "starttls", "authentication_required": True,
             "username": "batch@contoso.com", "password": "pw", "from_address": "batch@contoso.com"}
     r = await oenv.client.put("/providers/smtp", json=body)
     assert r.status_code == 200

@@ -23,7 +23,7 @@ MB = 1024 * 1024
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     with LiveApi(tmp_path_factory.mktemp("guard"), OUTBOX_MAX_BODY_KB="4", OUTBOX_MAX_TEMPLATE_BODY_MB="1",
                  OUTBOX_MAX_BULK_BODY_MB="2", OUTBOX_LARGE_BODIES="1") as live:
-        r = httpx.put(live.base + "/parameters", headers={"Authorization": f"Bearer {live.key}"},
+        r = httpx.patch(live.base + "/parameters", headers={"Authorization": f"Bearer {live.key}"},
                       json={"attachment_size_limit_mb": 1})
         assert r.status_code == 200, r.text
         yield live
@@ -148,7 +148,7 @@ def test_under_the_cap_still_works(api: LiveApi) -> None:
 
     r = httpx.post(api.base + "/messages", headers={**auth, "Content-Type": "application/json"}, content=gen())
     assert r.status_code == 202, r.text
-    r = httpx.put(api.base + "/parameters", headers=auth, json={"attachment_size_limit_mb": 1})
+    r = httpx.patch(api.base + "/parameters", headers=auth, json={"attachment_size_limit_mb": 1})
     assert r.status_code == 200, r.text
 
 
