@@ -348,12 +348,12 @@ class ExchangeSettingsUpdate(_MicrosoftUpdate):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "ews_url": "https://mail.contoso.com/EWS/Exchange.asmx", "auth": "basic",
         "username": "svc-outbox@contoso.com", "tenant_id": None, "client_id": None,
-        "batch_account": "batch@contoso.com", "from_name": None, "per_minute_limit": 0, "authority_host": None,
-        "timeout_seconds": 30}, {
+        "cloud": "global", "batch_account": "batch@contoso.com", "from_name": None, "per_minute_limit": 0,
+        "authority_host": None, "timeout_seconds": 30}, {
         "ews_url": "https://outlook.office365.com/EWS/Exchange.asmx", "auth": "oauth", "username": None,
         "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "client_id": "0b5e1c4a-6f1e-4b5f-9d52-1c2b3a4d5e6f",
-        "batch_account": "batch@contoso.com", "from_name": None, "per_minute_limit": 0, "authority_host": None,
-        "timeout_seconds": 30}]})
+        "cloud": "global", "batch_account": "batch@contoso.com", "from_name": None, "per_minute_limit": 0,
+        "authority_host": None, "timeout_seconds": 30}]})
 
     ews_url: str = Field(max_length=500, description="https://<server>/EWS/Exchange.asmx")
     auth: Literal["oauth", "basic"] = Field(

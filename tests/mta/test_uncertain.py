@@ -81,7 +81,7 @@ async def test_message_is_flagged_possible_duplicate_only_after_the_dot(mta_env:
                                                                         uncertain: bool) -> None:
     body = {"host": "127.0.0.1", "port": sink.port, "tls": "none", "authentication_required": False,
             "from_address": "batch@example.com", "per_minute_limit": 0, "timeout_seconds": 5}
-    assert (await mta_env.client.put("/providers/smtp", json=body)).status_code == 200
+    assert (await mta_env.client.patch("/providers/smtp", json=body)).status_code == 200
     msg = await send(mta_env, subject="sink fault")
     assert msg["uncertain"] is uncertain, msg
     assert msg["attempt_log"][-1]["uncertain"] is uncertain

@@ -141,14 +141,14 @@ async def test_oauth_cloud_setting(menv: Env, ews: EwsFake) -> None:
     means entering the client secret again (it would be sent to another sign-in host)."""
     body = exchange_body(ews, "oauth", cloud="usgov_gcch")
     del body["authority_host"]
-    r = await menv.client.put("/providers/exchange", json=body)
+    r = await menv.client.patch("/providers/exchange", json=body)
     assert r.status_code == 200, r.text
     assert (r.json()["cloud"], r.json()["sign_in_host"]) == ("usgov_gcch", "https://login.microsoftonline.us")
     again = {**body, "cloud": "global"}
     del again["client_secret"]
-    r = await menv.client.put("/providers/exchange", json=again)
+    r = await menv.client.patch("/providers/exchange", json=again)
     assert r.status_code == 422 and "client_secret" in r.text
-    r = await menv.client.put("/providers/exchange", json={**body, "cloud": "mars"})
+    r = await menv.client.patch("/providers/exchange", json={**body, "cloud": "mars"})
     assert r.status_code == 422 and "cloud" in r.text
     # The worker signs in through the configured host (the local fake here) and sends.
     await use_exchange(menv, ews, "oauth", cloud="usgov_gcch")

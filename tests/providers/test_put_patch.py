@@ -51,7 +51,8 @@ RESOURCES = {
     "exchange": Resource(
         "/providers/exchange",
         {"ews_url": "https://mail.contoso.com/EWS/Exchange.asmx", "auth": "basic", "username": "svc@contoso.com",
-         "password": "Ews-Pa55-w0rd", "tenant_id": None, "client_id": None, "batch_account": "batch@contoso.com",
+         "password": "Ews-Pa55-w0rd", "tenant_id": None, "client_id": None, "cloud": "global",
+         "batch_account": "batch@contoso.com",
          "from_name": "Contoso ERP", "per_minute_limit": 0, "authority_host": None, "timeout_seconds": 11},
         {"from_name": "Contoso Sales"}, ["password", "client_secret"], nullable="from_name"),
 }
