@@ -33,10 +33,11 @@ def merge(target: Any, patch: Any) -> Any:
 
 def patch_model(model: type[BaseModel], name: str, *, doc: str, examples: list[dict[str, Any]]) -> type[BaseModel]:
     """The PATCH body of `model`: every field optional, same types, constraints and descriptions."""
-    fields: dict[str, Any] = {
-        field_name: (info.annotation | None, FieldInfo.merge_field_infos(info, default=None))  # type: ignore[operator]
-        for field_name, info in model.model_fields.items()
-    }
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        copy = FieldInfo.merge_field_infos(info)
+        copy.default, copy.default_factory = None, None  # left out means kept, not defaulted
+        fields[field_name] = (info.annotation | None, copy)  # type: ignore[operator]
 
     def schema_extra(schema: dict[str, Any]) -> None:
         # Nothing is defaulted in a patch: a field left out keeps its stored value.
