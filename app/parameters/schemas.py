@@ -27,7 +27,7 @@ class ParametersBase(BaseModel):
         description="How often the distributor sweeps the queue for due, retried and orphaned messages. New "
                     "messages are sent at once; this paces retries and recovery.")
     interactive_providers: list[InteractiveProvider] = Field(
-        default_factory=lambda: list(ALL_INTERACTIVE), min_length=1, max_length=4,
+        min_length=1, max_length=4,
         description="The interactive email providers: what the 'How would you like to send email' dialog offers "
                     "(the 409 choose-provider choices), what a user may pick as their email provider option, and "
                     "what mail on behalf of a user may go through. email_app is 'Use an email app, such as "

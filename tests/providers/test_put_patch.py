@@ -31,7 +31,8 @@ RESOURCES = {
     "parameters": Resource(
         "/parameters",
         {"batch_provider": "smtp", "attachment_size_limit_mb": 12, "email_expiration_days": 7,
-         "history_retention_days": 90, "batch_processing_enabled": True, "distributor_interval_seconds": 30},
+         "history_retention_days": 90, "batch_processing_enabled": True, "distributor_interval_seconds": 30,
+         "interactive_providers": ["email_app", "smtp"]},
         {"batch_provider": "graph"}, not_nullable="attachment_size_limit_mb"),
     "smtp": Resource(
         "/providers/smtp",
