@@ -60,7 +60,7 @@ def _body(postfix: Postfix, entra: EntraAuthority, **extra: Any) -> dict[str, An
 
 async def test_xoauth2_through_postfix_and_dovecot(xenv: Env, oauth_postfix: Postfix,
                                                    entra: EntraAuthority) -> None:
-    r = await xenv.client.put("/providers/smtp", json=_body(oauth_postfix, entra))
+    r = await xenv.client.patch("/providers/smtp", json=_body(oauth_postfix, entra))
     assert r.status_code == 200, r.text
     v = (await xenv.client.post("/providers/smtp/verify")).json()
     assert v["ok"] is True, v
@@ -85,7 +85,7 @@ async def test_xoauth2_through_postfix_and_dovecot(xenv: Env, oauth_postfix: Pos
 async def test_refused_token_holds_with_the_servers_reply(xenv: Env, oauth_postfix: Postfix,
                                                           entra: EntraAuthority, setup: Any, reason: str) -> None:
     setup(entra)
-    assert (await xenv.client.put("/providers/smtp", json=_body(oauth_postfix, entra))).status_code == 200
+    assert (await xenv.client.patch("/providers/smtp", json=_body(oauth_postfix, entra))).status_code == 200
     mid = await submit(xenv, subject=f"refused {reason}")
     await xenv.deliver()
     got = await message(xenv, mid)

@@ -29,7 +29,7 @@ async def _test_email(env: Env, provider: str, sender: str) -> dict[str, Any]:
 
 async def test_smtp_senders_send_as_and_status(env: Env) -> None:
     with SmtpServer(auth={ACCOUNT: "pw"}) as smtp:
-        r = await env.client.put("/providers/smtp", json={
+        r = await env.client.patch("/providers/smtp", json={
             "host": "127.0.0.1", "port": smtp.port, "tls": "none", "authentication_required": True,
             "username": ACCOUNT, "password": "pw", "from_address": ACCOUNT, "per_minute_limit": 0,
             "timeout_seconds": 5})

@@ -121,12 +121,12 @@ async def test_batch_account_pins_its_provider(menv: Env, graph: GraphFake, smtp
     follows the batch provider in force at send time."""
     await menv.use_smtp(smtp, from_address="smtp-batch@example.com")
     await use_graph(menv, graph, batch=False)
-    assert (await menv.client.put("/parameters", json={"batch_provider": "smtp"})).status_code == 200
+    assert (await menv.client.patch("/parameters", json={"batch_provider": "smtp"})).status_code == 200
     defaulted = await submit(menv)
     given = await submit(menv, **{"from": BATCH})
     assert (await menv.client.get(f"/messages/{defaulted}")).json()["provider"] == "smtp"
     assert (await menv.client.get(f"/messages/{given}")).json()["provider"] is None
-    assert (await menv.client.put("/parameters", json={"batch_provider": "graph"})).status_code == 200
+    assert (await menv.client.patch("/parameters", json={"batch_provider": "graph"})).status_code == 200
     await menv.deliver()
     sent = {m: (await menv.client.get(f"/messages/{m}")).json() for m in (defaulted, given)}
     assert sent[defaulted]["status"] == "sent" and sent[defaulted]["attempt_log"][-1]["provider"] == "smtp"

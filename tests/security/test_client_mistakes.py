@@ -109,7 +109,7 @@ def test_placeholders_nested_800_deep_are_422(client: httpx.Client) -> None:
     "https://mail.example.com/EWS/Ex\tchange.asmx",
 ])
 def test_malformed_ews_url_is_422_and_not_stored(client: httpx.Client, url: str) -> None:
-    r = client.put("/providers/exchange", json={"ews_url": url, "auth": "basic", "username": "svc",
+    r = client.patch("/providers/exchange", json={"ews_url": url, "auth": "basic", "username": "svc",
                                                 "password": "p", "batch_account": "batch@example.com"})
     assert _field(r) == "ews_url"
     assert client.get("/providers/exchange").json().get("ews_url") is None
