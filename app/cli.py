@@ -147,6 +147,9 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env)
 
 
+UVICORN_LIMITS = ("--timeout-keep-alive", "5", "--limit-concurrency", "1000")
+
+
 @cli.command("run")
 def run(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
@@ -166,8 +169,9 @@ def run(
     log = logging.getLogger("outbox.run")
     env = dict(os.environ)
     # No uvicorn access line: the request middleware logs each request once, with its id.
+    # Idle keep-alive connections closed after 5 s; past 1000 open connections uvicorn answers 503 at once.
     api = _spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--host", host, "--port", str(port),
-                  "--no-access-log"], env)
+                  "--no-access-log", *UVICORN_LIMITS], env)
     base = f"http://{host}:{port}"
     for _ in range(300):
         try:

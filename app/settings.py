@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     max_bulk_body_mb: int = Field(default=64, ge=1, alias="OUTBOX_MAX_BULK_BODY_MB")
     # Bodies over 1 MB one API process holds at once; one more is answered 503 with Retry-After.
     large_bodies: int = Field(default=2, ge=1, alias="OUTBOX_LARGE_BODIES")
+    # Longest wait for the next part of a request body before 408 (half-sent bodies; headers: the proxy's job).
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0, alias="OUTBOX_BODY_READ_TIMEOUT_SECONDS")
     # Failed authentications per client (IP) and minute before 429; 0 turns the limit off.
     auth_failures_per_minute: int = Field(default=20, ge=0, alias="OUTBOX_AUTH_FAILURES_PER_MINUTE")
     # /status and /metrics need an API key (any role) when true.

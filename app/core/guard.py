@@ -10,7 +10,8 @@ body is read here, counted as it really arrives (chunked included), against a ca
   `OUTBOX_MAX_TEMPLATE_BODY_MB`; every other request `OUTBOX_MAX_BODY_KB`. Past the cap: 413 at once, the
   rest of the body is never read.
 - At most `OUTBOX_LARGE_BODIES` bodies over 1 MB are held at once per API process; one more is answered 503
-  with `Retry-After` before it is read further.
+  with `Retry-After` before it is read further. A body that stalls for `OUTBOX_BODY_READ_TIMEOUT_SECONDS`
+  is answered 408 and the connection closed.
 - Strings no field can store or send are a client's mistake, answered 422 naming the field before any route
   runs: a NUL character in a query value or a JSON string (PostgreSQL cannot store it), a lone UTF-16
   surrogate in a JSON string (it cannot be encoded as UTF-8), and JSON nested more than `MAX_JSON_DEPTH` levels.
@@ -181,7 +182,14 @@ class Guard:
             chunks: list[bytes] = []
             received = 0
             while True:
-                message = await receive()
+                try:
+                    message = await asyncio.wait_for(receive(), settings.body_read_timeout_seconds)
+                except TimeoutError:  # a half-sent body (slowloris): uvicorn itself never times it out
+                    chunks.clear()
+                    await _problem(scope, receive, send, 408, "request-timeout", "The request body stalled",
+                                   f"No part of the body arrived for {settings.body_read_timeout_seconds:g} s.",
+                                   {"Connection": "close"})
+                    return
                 if message["type"] == "http.disconnect":
                     return  # the client left: nothing to answer
                 chunk: bytes = message.get("body", b"")

@@ -36,6 +36,9 @@ async def verify(session: AsyncSession, provider_id: str, settings: Settings) ->
     warnings = providers_service.provider_warnings(provider_id, row, settings)
     try:
         rt = runtime.load(row, provider_id, settings)
+        # Everything needed is read: give the database connection back before any network call, so verifies
+        # against a hanging server (each up to its timeout) cannot starve other requests of connections.
+        await session.commit()
         if isinstance(rt.config, SmtpConfig):
             result = await _check_smtp(rt)
             result.warnings = warnings
