@@ -5,7 +5,7 @@ message is
 written directly: the structure is fixed (text and/or HTML as multipart/alternative, attachments in
 multipart/mixed), and every header is produced by a few small, tested encoders. Correctness is checked by
 parsing
-the output back with the standard `email` package (tests/unit/test_build.py).
+the output back with the standard `email` package (tests/mail/test_build.py).
 
 Encoding choices:
 
