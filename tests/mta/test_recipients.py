@@ -4,14 +4,15 @@ ones already accepted), a 5xx one is given up at once, and the message is `sent`
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from tests.conftest import Env
 from tests.mta.conftest import message, submit, use_postfix
 from tests.support.postfix import PERMFAIL, TEMPFAIL, Postfix
 
 
-def _states(msg: dict[str, object]) -> dict[str, str]:
-    return {r["address"]: r["state"] for r in msg["recipients"]}  # type: ignore[attr-defined,index]
+def _states(msg: dict[str, Any]) -> dict[str, str]:
+    return {r["address"]: r["state"] for r in msg["recipients"]}
 
 
 async def _retry_now(env: Env) -> None:

@@ -232,7 +232,7 @@ async def test_temporarily_refused_recipient_is_sent_later_and_alone(env: Env, s
     smtp.handler.rcpt_once["b@example.com"] = "450 4.2.1 Mailbox busy"
     msg = await _send(env, to=["a@example.com", "b@example.com"])
     assert msg["status"] == "retrying"
-    assert [(r["address"], r["state"]) for r in msg["recipients"]] == [  # type: ignore[attr-defined]
+    assert [(r["address"], r["state"]) for r in msg["recipients"]] == [
         ("a@example.com", "accepted"), ("b@example.com", "pending")]
     await env.sql("UPDATE message SET next_attempt_at = created_at WHERE status = 'retrying'")
     await env.deliver()
