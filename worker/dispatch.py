@@ -148,19 +148,26 @@ async def _process_group(ctx: WorkerContext, route: Route, rows: list[MessageRow
     if route.held is not None:
         rec.add([lifecycle.decide(r, route.provider, route.held, policy, now) for r in rows])
         return
+    # Messages deferred ten times (one per window they were held back) are sent regardless of the limit, but
+    # still paced: at most `limit` of them per window on top of it (the article's rule keeps a sender from
+    # waiting forever; it is not a licence to burst).
     overdue = [r for r in rows if r.deferrals >= policy.send_anyway_after]
     normal = [r for r in rows if r.deferrals < policy.send_anyway_after]
     window = s.throttle_window_seconds
     granted, wait = await throttle.acquire(ctx["redis"], route.provider, route.limit, len(normal), window)
     to_send: list[tuple[MessageRow, Verdict | None]] = [(r, None) for r in normal[:granted]]
-    if route.limit > 0 and overdue:
-        await throttle.record_sent_regardless(ctx["redis"], route.provider, len(overdue), window)
-    to_send += [(r, lifecycle.SENT_ANYWAY if route.limit > 0 else None) for r in overdue]
-    deferred = normal[granted:]
-    if deferred:
-        await throttle.count_deferrals(ctx["redis"], route.provider, len(deferred))
+    held_back = normal[granted:]
+    if overdue:
+        regardless, _ = await throttle.acquire(ctx["redis"], route.provider + throttle.REGARDLESS, route.limit,
+                                               len(overdue), window)
+        if route.limit > 0 and regardless:
+            await throttle.record_sent_regardless(ctx["redis"], route.provider, regardless, window)
+        to_send += [(r, lifecycle.SENT_ANYWAY if route.limit > 0 else None) for r in overdue[:regardless]]
+        held_back += overdue[regardless:]
+    if held_back:
+        await throttle.count_deferrals(ctx["redis"], route.provider, len(held_back))
         wait = min(window, max(0.2, wait))
-        rec.add([lifecycle.deferred(r, route.provider, route.limit, wait, now) for r in deferred])
+        rec.add([lifecycle.deferred(r, route.provider, route.limit, wait, now, window) for r in held_back])
     if to_send:
         await asyncio.gather(*(_send_bounded(ctx, route, r, note, rec) for r, note in to_send))
 

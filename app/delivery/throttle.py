@@ -19,6 +19,7 @@ from typing import Any
 from arq.connections import ArqRedis
 
 KEY_PREFIX = "outbox:throttle:"
+REGARDLESS = ":regardless"  # the window of messages sent regardless of the limit (after ten deferrals)
 DEFERRALS_KEY = "outbox:stats:deferrals"
 
 # KEYS[1] window zset, KEYS[2] pause key; ARGV: limit, now_ms, requested, token prefix, window_ms

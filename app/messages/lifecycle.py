@@ -126,6 +126,8 @@ class SendState(Protocol):
     @property
     def deferrals(self) -> int: ...
     @property
+    def deferred_since(self) -> datetime | None: ...
+    @property
     def recipient_state(self) -> dict[str, Any]: ...
 
 
@@ -152,6 +154,8 @@ class Outcome:
     counts_as_attempt: bool = True
     duration_ms: int | None = None
     recipient_state: dict[str, Any] | None = None  # the message's new per-recipient state (None: unchanged)
+    deferrals: int | None = None  # the new deferral count (None: one more if deferred, else unchanged)
+    deferred_since: datetime | None = None  # when the message was first held back by the limit
 
 
 SENT_ANYWAY = Verdict(
@@ -247,13 +251,20 @@ def answered(msg: SendState, provider: str, reply: Reply, policy: RetryPolicy, n
                    + gave_up, **detail, **common)
 
 
-def deferred(msg: SendState, provider: str, limit: int, wait: float, now: datetime) -> Outcome:
-    """No room in the provider's per-minute window: try again when a slot frees (not an attempt)."""
+def deferred(msg: SendState, provider: str, limit: int, wait: float, now: datetime, window: float) -> Outcome:
+    """No room in the provider's per-minute window: try again when a slot frees (not an attempt).
+
+    A deferral is counted per window the message was held back, not per re-check: a message that waits from
+    its first deferral for n whole windows has n + 1 deferrals, so the tenth comes about ten minutes later, as
+    the throttling rules say, however often it was looked at in between."""
+    since = msg.deferred_since or now
+    count = max(msg.deferrals, 1 + int((now - since).total_seconds() // window))
     return Outcome(
         message_id=msg.id, status="deferred", provider=provider, sender=msg.sender, attempt_outcome="deferred",
         next_attempt_at=now + timedelta(seconds=wait), counts_as_attempt=False, error_type="throttle.deferred",
+        deferrals=count, deferred_since=since,
         explanation=f"The per-minute sending limit of {provider} ({limit}/min) was reached; deferred "
-                    f"{msg.deferrals + 1} time(s), next try in {wait:.1f} s.",
+                    f"{count} time(s), next try in {wait:.1f} s.",
         fix="None needed. To send faster, raise the provider's per-minute limit.")
 
 
@@ -344,7 +355,8 @@ async def record(session: AsyncSession, outcomes: list[Outcome], now: datetime, 
             .values(
                 status=bindparam("b_status"),
                 attempts=M.c.attempts + bindparam("b_inc"),
-                deferrals=M.c.deferrals + bindparam("b_def"),
+                deferrals=func.coalesce(bindparam("b_deferrals"), M.c.deferrals + bindparam("b_def")),
+                deferred_since=func.coalesce(bindparam("b_since"), M.c.deferred_since),
                 next_attempt_at=bindparam("b_next"),
                 sent_at=bindparam("b_sent_at"),
                 finished_at=bindparam("b_finished"),
@@ -362,6 +374,7 @@ async def record(session: AsyncSession, outcomes: list[Outcome], now: datetime, 
             {
                 "b_id": o.message_id, "b_status": o.status, "b_inc": 1 if o.counts_as_attempt else 0,
                 "b_def": 1 if o.status == "deferred" else 0, "b_next": o.next_attempt_at,
+                "b_deferrals": o.deferrals, "b_since": o.deferred_since,
                 "b_sent_at": now if o.status == "sent" else None,
                 "b_finished": now if o.status in FINAL_STATUSES else None,
                 "b_via": o.provider if o.status == "sent" else None,
@@ -466,7 +479,7 @@ async def retry(session: AsyncSession, message_id: int, now: datetime, expires_a
     res = await session.execute(
         update(M).where(M.c.id == message_id, M.c.status.in_(_RETRYABLE))
         .values(status="queued", next_attempt_at=now, finished_at=None, updated_at=now, attempts=0, deferrals=0,
-                expires_at=expires_at)
+                deferred_since=None, expires_at=expires_at)
     )
     return bool(res.rowcount)  # type: ignore[attr-defined]
 

@@ -45,6 +45,7 @@ class Message(SQLModel, table=True):
     attachment_count: int = 0
     attempts: int = 0
     deferrals: int = 0
+    deferred_since: datetime | None = None  # first held back by the per-minute limit (deferrals count windows)
     uncertain: bool = False  # a worker may have handed it to the server before dying: a retry may duplicate
     next_attempt_at: datetime | None = None
     lease_until: datetime | None = None

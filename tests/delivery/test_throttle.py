@@ -78,3 +78,33 @@ async def test_status_reads_the_configured_window(pg_url: str, smtp: SmtpServer)
         await asyncio.sleep(2.3)
         t = (await env.client.get("/status")).json()["throttle"]["smtp"]
         assert (t["sent_last_minute"], t["tokens_left"]) == (0, 5)
+
+
+async def test_ten_deferrals_take_ten_windows_and_late_messages_stay_paced(env: Env, smtp: SmtpServer) -> None:
+    """Issue 15 item 4: one deferral per window a message was held back (not per re-check), and messages sent
+    regardless after ten deferrals go out at the provider's rate, not all at once."""
+    from datetime import datetime
+
+    window = 1.0
+    env.worker_ctx["settings"] = env.settings.model_copy(update={"throttle_window_seconds": window})
+    await env.use_smtp(smtp, per_minute_limit=1)
+    ids = await _submit(env, 12)
+    deadline = asyncio.get_running_loop().time() + 40
+    while len(smtp.received) < 12 and asyncio.get_running_loop().time() < deadline:
+        await env.deliver()
+        await asyncio.sleep(0.05)
+    assert len(smtp.received) == 12
+    msgs = [(await env.client.get(f"/messages/{m}")).json() for m in ids]
+    sent_at = sorted(datetime.fromisoformat(m["sent_at"]) for m in msgs)
+    late = [m for m in msgs if m["error_type"] == "throttle.sent_regardless"]
+    assert late, "with 12 messages at 1 per window, the last ones reach ten deferrals"
+    for m in late:
+        waited = (datetime.fromisoformat(m["sent_at"]) - datetime.fromisoformat(m["created_at"])).total_seconds()
+        assert waited >= 9 * window, (waited, m["deferrals"])  # ten deferrals: about ten windows, not a few
+    for m in msgs:
+        waited = (datetime.fromisoformat(m["sent_at"]) - datetime.fromisoformat(m["created_at"])).total_seconds()
+        assert m["deferrals"] <= waited / window + 1.5, (m["deferrals"], waited)
+    # Never a burst: in any window, at most the limit plus the paced late ones (1 + 1).
+    for i, t in enumerate(sent_at):
+        in_window = [u for u in sent_at[i:] if (u - t).total_seconds() < window * 0.95]
+        assert len(in_window) <= 2, [str(u) for u in sent_at]
