@@ -87,9 +87,6 @@ class SinkHandler:
                 server.transport.close()  # accepted, but the client never hears the 250
         return "250 OK queued"
 
-    def by_subject(self, subject: str) -> list[Received]:
-        return [r for r in self.received if r.message["Subject"] == subject]
-
 
 class SmtpServer:
     def __init__(self, *, auth: dict[str, str] | None = None, tls_context: ssl.SSLContext | None = None,
