@@ -4,7 +4,7 @@ list and recorded bounces (issue 16)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import JSON, Column, ForeignKey, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -112,11 +112,11 @@ class MessageBounce(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-WEBHOOK_ENDPOINTS: Table = cast(Table, WebhookEndpoint.__table__)  # type: ignore[attr-defined]
-WEBHOOK_EVENTS: Table = cast(Table, WebhookEvent.__table__)  # type: ignore[attr-defined]
-WEBHOOK_DELIVERIES: Table = cast(Table, WebhookDelivery.__table__)  # type: ignore[attr-defined]
-SUPPRESSIONS: Table = cast(Table, Suppression.__table__)  # type: ignore[attr-defined]
-BOUNCES: Table = cast(Table, MessageBounce.__table__)  # type: ignore[attr-defined]
+WEBHOOK_ENDPOINTS: Table = SQLModel.metadata.tables["webhook_endpoint"]
+WEBHOOK_EVENTS: Table = SQLModel.metadata.tables["webhook_event"]
+WEBHOOK_DELIVERIES: Table = SQLModel.metadata.tables["webhook_delivery"]
+SUPPRESSIONS: Table = SQLModel.metadata.tables["suppression"]
+BOUNCES: Table = SQLModel.metadata.tables["message_bounce"]
 
 # Bounces are matched by the returned message's Message-ID when the VERP token is missing.
 Index("ix_message_message_id_header", MESSAGES.c.message_id_header)

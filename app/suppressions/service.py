@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
+from app.core.db import rowcount
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.pagination import Page
 from app.mail.validate import normalize_address
@@ -78,7 +79,7 @@ async def get(session: AsyncSession, entry_id: int) -> SuppressionPublic:
 
 async def remove(session: AsyncSession, entry_id: int) -> None:
     res = await session.execute(delete(S).where(S.c.id == entry_id))
-    if not res.rowcount:  # type: ignore[attr-defined]
+    if not rowcount(res):
         raise NotFound(f"No suppression {entry_id}")
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import utcnow
 from app.core.crypto import decrypt_secrets, encrypt_secrets
+from app.core.db import rowcount
 from app.core.errors import InvalidInput, NotFound
 from app.core.pagination import Page
 from app.core.security import Principal
@@ -99,7 +100,7 @@ async def replay(session: AsyncSession, endpoint_id: int, now: datetime, setting
         update(D).where(D.c.endpoint_id == endpoint_id, D.c.state.in_(("pending", "failed")))
         .values(state="pending", next_attempt_at=now, lease_until=None,
                 give_up_at=now + timedelta(hours=settings.webhook_retry_hours)))
-    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(res)
 
 
 async def update_endpoint(session: AsyncSession, principal: Principal, endpoint_id: int, body: WebhookUpdate,
