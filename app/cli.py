@@ -143,6 +143,22 @@ def worker() -> None:
     run_worker(cast(type[WorkerSettingsBase], WorkerSettings))
 
 
+@cli.command("bounces")
+def bounces(
+    listen: Annotated[str | None, typer.Option(help="host:port (default OUTBOX_BOUNCE_LISTEN)")] = None,
+) -> None:
+    """Listen for bounces (DSNs) over SMTP: point your relay's route for bounces+*@OUTBOX_BOUNCE_DOMAIN here.
+    Records bounced recipients, suppresses hard bounces, sends message.bounced webhooks."""
+    import asyncio
+
+    from app.bounces.listener import run as run_listener
+    from app.core.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings)
+    asyncio.run(run_listener(settings, listen))
+
+
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env)
 

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from app.bounces import verp
 from app.core.clock import utcnow
 from app.delivery import throttle
 from app.delivery.classify import Verdict, classify_error, classify_recipient
@@ -58,7 +59,7 @@ async def _send_one(ctx: WorkerContext, route: Route, row: MessageRow, note: Ver
     policy = _policy(ctx)
     started = time.monotonic()
     attachments = await _attachments(ctx, row.id) if row.attachment_count else []
-    msg = outgoing_from_row(row, attachments)
+    msg = outgoing_from_row(row, attachments, verp.return_path(row.id, ctx["settings"]))
     msg.mime = build_mime(msg)
     del attachments
     try:

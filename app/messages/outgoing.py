@@ -14,14 +14,15 @@ __all__ = ["content_disposition", "outgoing_from_row"]
 _ATTR_SAFE = "!#$&+-.^_`|~"  # RFC 8187 attr-char besides letters and digits
 
 
-def outgoing_from_row(row: MessageRow, attachments: list[Attachment]) -> OutgoingMessage:
-    """A `message` row and its attachments as what a transport sends."""
+def outgoing_from_row(row: MessageRow, attachments: list[Attachment],
+                      envelope_sender: str | None = None) -> OutgoingMessage:
+    """A `message` row and its attachments as what a transport sends (`envelope_sender`: the bounce address)."""
     return OutgoingMessage(
         message_id=row.message_id_header, sender=row.sender, to=list(row.to_addrs), cc=list(row.cc_addrs),
         bcc=list(row.bcc_addrs), reply_to=list(row.reply_to), sender_name=row.sender_name,
         subject=row.subject, body_text=row.body_text, body_html=row.body_html, attachments=attachments,
         headers=dict(row.headers or {}),
-        envelope=pending_recipients(row),
+        envelope=pending_recipients(row), envelope_sender=envelope_sender,
     )
 
 

@@ -39,6 +39,8 @@ class OutgoingMessage:
     headers: dict[str, str] = field(default_factory=dict)
     mime: bytes | None = None
     envelope: list[str] | None = None  # only these recipients (a retry of those still pending); None: all
+    # SMTP MAIL FROM when it is not `sender`: the per-message bounce address (app.bounces.verp).
+    envelope_sender: str | None = None
 
     @property
     def recipients(self) -> list[str]:

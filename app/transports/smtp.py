@@ -248,7 +248,7 @@ class SmtpPool:
         async with self._slots:
             client = await self._acquire()
             try:
-                return await _transaction(client, msg.sender, msg.recipients, msg.mime)
+                return await _transaction(client, msg.envelope_sender or msg.sender, msg.recipients, msg.mime)
             finally:
                 self._release(client)
 

@@ -1,0 +1,108 @@
+"""Recording a DSN: match it to the message (the VERP token, else the returned Message-ID), record each failed
+recipient of that message as bounced (hard or soft, the status and diagnostic code, the classification's
+explanation and fix), suppress the address on a hard bounce, and emit `message.bounced` in the same transaction.
+
+Nothing is recorded for an address that is not a recipient of the matched message, nor for a DSN matching no
+message: a forged or misrouted report cannot suppress an arbitrary address."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.bounces.dsn import RecipientReport, Report
+from app.delivery.classify import classify_recipient
+from app.models import BOUNCES, MESSAGES
+from app.suppressions import service as suppressions
+from app.transports.base import Reply
+from app.webhooks import events
+
+M = MESSAGES
+B = BOUNCES
+
+
+@dataclass
+class Outcome:
+    message_id: int | None = None
+    matched_by: str | None = None
+    bounced: list[str] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # failed recipients that are not the message's
+
+    def summary(self) -> str:
+        if self.message_id is None:
+            return "no message of ours matched"
+        return (f"message {self.message_id} ({self.matched_by}): {len(self.bounced)} bounced, "
+                f"{len(self.suppressed)} suppressed, {len(self.ignored)} ignored")
+
+
+def _classify(r: RecipientReport) -> dict[str, Any]:
+    text = r.diagnostic_code or f"Status {r.status or 'unknown'}"
+    if ";" in text:
+        text = text.partition(";")[2].strip()
+    code = r.reply_code or (550 if r.kind == "hard" else 450)
+    v = classify_recipient("smtp", Reply(code, text))
+    kind_words = ("Hard bounce: the receiving system refused this address for good" if r.kind == "hard" else
+                  "Soft bounce: the receiving system gave up delivering for now")
+    return {"error_type": v.error_type,
+            "explanation": f"{kind_words} after accepting the message (status {r.status or 'not given'}). "
+                           f"{v.explanation}",
+            "fix": v.fix if r.kind == "soft" else f"{v.fix} The address is on the suppression list now; remove "
+                                                   "it there (DELETE /suppressions/{id}) once it is fixed."}
+
+
+async def _match(session: AsyncSession, report: Report, token_message_id: int | None) -> tuple[Any, str] | None:
+    cols = (M.c.id, M.c.status, M.c.to_addrs, M.c.cc_addrs, M.c.bcc_addrs)
+    if token_message_id is not None:
+        row = (await session.execute(select(*cols).where(M.c.id == token_message_id))).first()
+        if row is not None:
+            return row, "token"
+    if report.original_message_id:
+        row = (await session.execute(select(*cols).where(M.c.message_id_header == report.original_message_id)
+                                     .order_by(M.c.id.desc()).limit(1))).first()
+        if row is not None:
+            return row, "message_id"
+    return None
+
+
+async def record(session: AsyncSession, report: Report, token_message_id: int | None, now: datetime) -> Outcome:
+    out = Outcome()
+    failures = report.failures
+    if not failures:
+        return out
+    found = await _match(session, report, token_message_id)
+    if found is None:
+        return out
+    msg, matched_by = found
+    out.message_id, out.matched_by = msg.id, matched_by
+    ours = {a.casefold(): a for a in [*msg.to_addrs, *msg.cc_addrs, *msg.bcc_addrs]}
+    details: dict[str, Any] = {}
+    for r in failures:
+        addr = ours.get(r.address.casefold())
+        if addr is None:
+            out.ignored.append(r.address)
+            continue
+        exists = (await session.execute(select(B.c.id).where(B.c.message_id == msg.id, B.c.recipient == addr,
+                                                             B.c.kind == r.kind))).first()
+        if exists is not None or addr in details:
+            continue  # the same report again (an MTA retrying its delivery to us): recorded once
+        c = _classify(r)
+        await session.execute(insert(B).values(
+            message_id=msg.id, recipient=addr, kind=r.kind, status=r.status, diagnostic_code=r.diagnostic_code,
+            remote_mta=r.remote_mta, matched_by=matched_by, created_at=now, **c))
+        details[addr] = {"kind": r.kind, "status_code": r.status, "diagnostic_code": r.diagnostic_code,
+                         "remote_mta": r.remote_mta, **c}
+        out.bounced.append(addr)
+        if r.kind == "hard" and await suppressions.add(session, addr, "hard_bounce", detail=r.diagnostic_code,
+                                                       message_id=msg.id, now=now):
+            out.suppressed.append(addr)
+    if details:
+        first = next(iter(details.values()))
+        await events.emit(session, [events.NewEvent("message.bounced", msg.id, {
+            "status": msg.status, "recipients": details, "error_type": first["error_type"],
+            "explanation": first["explanation"], "fix": first["fix"]})], now)
+    return out
