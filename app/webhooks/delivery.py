@@ -77,6 +77,16 @@ def payload(event: Any, message: Any | None) -> dict[str, Any]:
     recipients: list[dict[str, Any]] = []
     if event.type == "message.bounced":
         recipients = [{"address": a, "status": "bounced", **v} for a, v in given.items()]
+    elif message is not None and d.get("recipient_state"):
+        # Per-recipient delivery: each address has its own state (accepted, pending = retried, failed).
+        state: dict[str, Any] = d["recipient_state"]
+        for field_name, addrs in (("to", message.to_addrs), ("cc", message.cc_addrs), ("bcc", message.bcc_addrs)):
+            for a in addrs or ():
+                s = dict(state.get(a) or {"state": "accepted" if status == "sent" else str(status)})
+                raw = str(s.pop("state", ""))
+                s.pop("at", None)
+                word = "deferred" if raw == "pending" else (raw or "accepted")
+                recipients.append({"address": a, "field": field_name, "status": word, **s})
     elif message is not None:
         for field_name, addrs in (("to", message.to_addrs), ("cc", message.cc_addrs), ("bcc", message.bcc_addrs)):
             for a in addrs or ():
@@ -94,7 +104,7 @@ def payload(event: Any, message: Any | None) -> dict[str, Any]:
         "idempotency_key": message.idempotency_key if message is not None else None,
         "status": status,
         "recipients": recipients,
-        **{k: v for k, v in d.items() if k not in ("status", "recipients")},
+        **{k: v for k, v in d.items() if k not in ("status", "recipients", "recipient_state")},
     }
     return {"type": event.type, "timestamp": _iso(event.created_at), "data": data}
 

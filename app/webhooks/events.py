@@ -125,7 +125,8 @@ def outcome_data(o: OutcomeLike) -> dict[str, Any]:
     return {"status": o.status, "provider": o.provider, "reply_code": o.reply_code, "reply_text": o.reply_text,
             "error_type": o.error_type, "explanation": o.explanation, "fix": o.fix,
             "recipients": o.recipients or {}, "uncertain": o.uncertain,
-            "next_attempt_at": o.next_attempt_at.isoformat() if o.next_attempt_at else None}
+            "next_attempt_at": o.next_attempt_at.isoformat() if o.next_attempt_at else None,
+            "recipient_state": getattr(o, "recipient_state", None)}
 
 
 async def emit_outcomes(session: AsyncSession, outcomes: Sequence[OutcomeLike], now: datetime, worker: str) -> int:

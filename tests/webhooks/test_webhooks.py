@@ -125,7 +125,7 @@ async def test_failed_event_has_classification_and_refused_recipient(wenv: Env, 
     assert data["message_id"] == mid and data["status"] == "sent"
     by = {x["address"]: x for x in data["recipients"]}
     assert by["a@example.com"]["status"] == "accepted"
-    assert by["b@example.com"]["status"] == "refused" and by["b@example.com"]["code"] == 550
+    assert by["b@example.com"]["status"] == "failed" and by["b@example.com"]["code"] == 550
     assert by["b@example.com"]["error_type"] and by["b@example.com"]["explanation"] and by["b@example.com"]["fix"]
     # Now a message refused outright.
     smtp.handler.data_script.append("554 5.7.1 Message rejected as spam")
