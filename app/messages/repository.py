@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
-from app.messages.lifecycle import WAITING_STATUSES, Status
+from app.messages.lifecycle import WAITING_STATUSES, SendState, Status
 from app.models import ATTACHMENTS, ATTEMPTS, MESSAGES
 from app.transports.base import Attachment
 
@@ -25,11 +25,9 @@ ATT = ATTACHMENTS
 A = ATTEMPTS
 
 
-class MessageRow(Protocol):
+class MessageRow(SendState, Protocol):
     """A `message` row as read here (every column); rows on the send path and in the API are this type."""
 
-    @property
-    def id(self) -> int: ...
     @property
     def status(self) -> Status: ...
     @property
@@ -40,8 +38,6 @@ class MessageRow(Protocol):
     def user_id(self) -> int | None: ...
     @property
     def api_key_id(self) -> int | None: ...
-    @property
-    def sender(self) -> str: ...
     @property
     def sender_name(self) -> str | None: ...
     @property
@@ -66,12 +62,6 @@ class MessageRow(Protocol):
     def size_bytes(self) -> int: ...
     @property
     def attachment_count(self) -> int: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def deferrals(self) -> int: ...
-    @property
-    def deferred_since(self) -> datetime | None: ...
     @property
     def uncertain(self) -> bool: ...
     @property
@@ -102,8 +92,6 @@ class MessageRow(Protocol):
     def template_id(self) -> int | None: ...
     @property
     def language(self) -> str | None: ...
-    @property
-    def recipient_state(self) -> dict[str, Any]: ...
 
 
 def rows(result: Sequence[Any]) -> list[MessageRow]:

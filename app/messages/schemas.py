@@ -156,7 +156,21 @@ class MessagePublic(MessageSummary):
         default_factory=list, description="The messages made from this one by resend or correct and resend")
 
 
-class DraftUpdate(BaseModel):
+class _Changes(BaseModel):
+    """The parts of a message a draft edit or a correct-and-resend may change (only the fields sent change)."""
+
+    to: list[str] | None = Field(None, max_length=1000)
+    cc: list[str] | None = Field(None, max_length=1000)
+    bcc: list[str] | None = Field(None, max_length=1000)
+    from_: str | None = Field(None, alias="from", max_length=320)
+    from_name: str | None = Field(None, max_length=200)
+    reply_to: str | list[str] | None = None
+    subject: str | None = Field(None, max_length=998)
+    body_text: str | None = None
+    body_html: str | None = None
+
+
+class DraftUpdate(_Changes):
     """Edit a draft (the send email dialog). Only the fields sent change; lists (to, cc, bcc, reply_to) are
     replaced whole. Attachments: `attachments_remove` names attachments by their `id` (from GET
     /messages/{id}), `attachments_add` appends new ones; removals are applied first. `from: null` goes back
@@ -170,21 +184,12 @@ class DraftUpdate(BaseModel):
                                                           "content_base64": "U3RhdGVtZW50"}]},
         {"from": "sales@contoso.com", "cc": [], "body_html": None}]})
 
-    to: list[str] | None = Field(None, max_length=1000)
-    cc: list[str] | None = Field(None, max_length=1000)
-    bcc: list[str] | None = Field(None, max_length=1000)
-    from_: str | None = Field(None, alias="from", max_length=320)
-    from_name: str | None = Field(None, max_length=200)
-    reply_to: str | list[str] | None = None
-    subject: str | None = Field(None, max_length=998)
-    body_text: str | None = None
-    body_html: str | None = None
     attachments_add: list[AttachmentIn] = Field(default_factory=list, max_length=100)
     attachments_remove: list[int] = Field(default_factory=list, max_length=100,
                                           description="Ids of attachments to remove")
 
 
-class ResendRequest(BaseModel):
+class ResendRequest(_Changes):
     """Resend a finished message as a new one; the fields given here correct it first (correct and resend).
 
     Only the fields sent change; to/cc/bcc/reply_to are replaced whole; `from: null` goes back to the default
@@ -194,16 +199,6 @@ class ResendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"examples": [
         {}, {"to": ["customer.alternate@example.com"]},
         {"from": "billing@contoso.com", "subject": "Your invoice 1042 (corrected)"}]})
-
-    to: list[str] | None = Field(None, max_length=1000)
-    cc: list[str] | None = Field(None, max_length=1000)
-    bcc: list[str] | None = Field(None, max_length=1000)
-    from_: str | None = Field(None, alias="from", max_length=320)
-    from_name: str | None = Field(None, max_length=200)
-    reply_to: str | list[str] | None = None
-    subject: str | None = Field(None, max_length=998)
-    body_text: str | None = None
-    body_html: str | None = None
 
 
 class SendRequest(BaseModel):
