@@ -102,6 +102,7 @@ def _smtp(row: ProviderConfig, secrets: dict[str, str], settings: Settings, conn
         ca_bundle=settings.smtp_ca_bundle,
         auth_mechanism=c.get("auth_mechanism") if oauth is None else None,
         oauth=oauth,
+        local_hostname=c.get("ehlo_name"),
     )
     return Runtime("smtp", config, limit, c.get("from_address"), connections)
 

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from app.core.merge_patch import patch_model
 from app.mail.validate import MailInputError, check_header_text
+from app.transports.ehlo import check_ehlo_name
 
 TlsMode = Literal["none", "starttls", "tls"]
 SmtpAuthMethod = Literal["password", "oauth2_client_credentials", "oauth2_token_endpoint"]
@@ -41,17 +42,17 @@ class SmtpSettingsUpdate(BaseModel):
         "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "client_id": "0b5e1c4a-6f1e-4b5f-9d52-1c2b3a4d5e6f",
         "cloud": "global", "authority_host": None, "token_url": None, "scope": None,
         "from_address": "batch@contoso.com", "from_name": "Contoso ERP", "per_minute_limit": None,
-        "validate_certificates": True, "timeout_seconds": 30}, {
+        "validate_certificates": True, "timeout_seconds": 30, "ehlo_name": None}, {
         "host": "smtp.example.com", "port": 587, "tls": "starttls", "auth_method": "password",
         "authentication_required": True, "username": "batch@example.com", "auth_mechanism": None,
         "tenant_id": None, "client_id": None, "cloud": "global", "authority_host": None, "token_url": None,
         "scope": None, "from_address": "batch@example.com", "from_name": "Contoso ERP", "per_minute_limit": None,
-        "validate_certificates": True, "timeout_seconds": 30}, {
+        "validate_certificates": True, "timeout_seconds": 30, "ehlo_name": "outbox.example.com"}, {
         "host": "127.0.0.1", "port": 1025, "tls": "none", "auth_method": "password",
         "authentication_required": False, "username": None, "auth_mechanism": None, "tenant_id": None,
         "client_id": None, "cloud": "global", "authority_host": None, "token_url": None, "scope": None,
         "from_address": "outbox@example.com", "from_name": None, "per_minute_limit": 0,
-        "validate_certificates": True, "timeout_seconds": 30}]})
+        "validate_certificates": True, "timeout_seconds": 30, "ehlo_name": None}]})
 
     host: str = Field(description="Outgoing mail server (host name or IP address), e.g. smtp.office365.com")
     port: int = Field(ge=1, le=65535, description="TCP port: 587 with STARTTLS is typical, 465 with implicit TLS")
@@ -94,11 +95,23 @@ class SmtpSettingsUpdate(BaseModel):
         description="Messages per minute; 0 = no limit; null = automatic (30 for smtp.office365.com, else none)")
     validate_certificates: bool = Field(description="Check the server's TLS certificate (leave on)")
     timeout_seconds: float = Field(ge=1, le=300, description="Seconds to wait for the server at each step")
+    ehlo_name: str | None = Field(
+        None, max_length=255,
+        description="Optional (left out = null). The name Outbox greets the server with (EHLO/HELO): this "
+                    "machine's fully qualified DNS name, "
+                    "or an address literal such as [192.0.2.10]. null = the machine's FQDN when it is one, else "
+                    "the address literal of the local address. A name that is not fully qualified is accepted "
+                    "with a warning: servers such as Postfix with reject_non_fqdn_helo_hostname refuse it")
 
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
         return _hostname(v)
+
+    @field_validator("ehlo_name")
+    @classmethod
+    def _ehlo_name(cls, v: str | None) -> str | None:
+        return None if v is None or not v.strip() else check_ehlo_name(v)
 
     @field_validator("username", "from_name", "client_id", "scope")
     @classmethod
@@ -138,6 +151,7 @@ class SmtpSettingsPublic(BaseModel):
     limit_source: LimitSource = "none"
     validate_certificates: bool = True
     timeout_seconds: float = 30.0
+    ehlo_name: str | None = Field(None, description="null: the worker's FQDN, else an address literal")
     secret_status: Literal["ok", "not_set", "undecryptable"] = "not_set"
     warnings: list[str] = Field(default_factory=list)
 
@@ -244,7 +258,8 @@ class VerifyStep(BaseModel):
     """One step of a verify: `ok` is null when the step did not run (an earlier one failed)."""
 
     step: str = Field(description="sign_in (OAuth: a token from the token endpoint) | connect (TCP, greeting, "
-                                  "TLS) | authenticate (SMTP AUTH) | ... (Graph/EWS: verify)")
+                                  "TLS) | authenticate (SMTP AUTH) | mail, rcpt (MAIL FROM and RCPT TO for the "
+                                  "batch account, then RSET; nothing is sent) | ... (Graph/EWS: verify)")
     ok: bool | None
     detail: str
     error_type: str | None = None

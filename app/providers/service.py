@@ -31,6 +31,7 @@ from app.providers.schemas import (
     SmtpSettingsUpdate,
 )
 from app.settings import Settings
+from app.transports.ehlo import ehlo_warning
 from app.transports.exchange import DEPRECATION_NOTE
 from app.transports.graph import cloud_hosts, cloud_supports_upload_sessions
 from app.transports.oauth import EXCHANGE_ONLINE_RESOURCES
@@ -82,6 +83,9 @@ def smtp_warnings(row: ProviderConfig, status: str) -> list[str]:
     if status == "undecryptable":
         what = "SMTP password" if method == "password" else "SMTP client secret"
         warnings.append(provider_secrets.UNDECRYPTABLE_WARNING.format(what=what))
+    ehlo = ehlo_warning(c.get("ehlo_name"))
+    if ehlo:
+        warnings.append(ehlo)
     if c.get("tls") == "tls" and is_microsoft365_smtp(host):
         warnings.append("Microsoft 365 does not offer SMTP submission on port 465 / implicit TLS: use 587 with "
                         "STARTTLS.")
@@ -147,6 +151,7 @@ def smtp_public(row: ProviderConfig | None, settings: Settings) -> SmtpSettingsP
         limit_source=source,
         validate_certificates=c.get("validate_certificates", True),
         timeout_seconds=c.get("timeout_seconds", 30.0),
+        ehlo_name=c.get("ehlo_name"),
         secret_status=status,
         warnings=smtp_warnings(row, status),
     )
@@ -213,6 +218,7 @@ async def put_smtp(session: AsyncSession, data: SmtpSettingsUpdate, settings: Se
         "from_name": data.from_name,
         "validate_certificates": data.validate_certificates,
         "timeout_seconds": data.timeout_seconds,
+        "ehlo_name": data.ehlo_name,
     }
     if method == "oauth2_client_credentials" and config["client_id"] and not _GUID_SHAPE.match(config["client_id"]):
         raise InvalidInput("client_id: must be the Application (client) ID, a GUID",

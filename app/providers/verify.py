@@ -55,7 +55,7 @@ async def verify(session: AsyncSession, provider_id: str, settings: Settings) ->
 
 _SMTP_STEPS = {"sign_in": "Get an access token", "connect": "Connect and secure the connection (TLS)",
                "authenticate": "Sign in to the SMTP server", "mail": "Sender accepted (MAIL FROM)",
-               "rcpt": "Recipient accepted (RCPT TO)"}
+               "rcpt": "Recipient accepted (RCPT TO, then RSET: nothing is sent)"}
 _STAGE_STEP = {"token": "sign_in", "connect": "connect", "tls": "connect", "auth": "authenticate"}
 SEND_AS_APP = "SMTP.SendAsApp"
 # Exchange Online's application id: an app-only token's audience may name it instead of the URL.
@@ -138,14 +138,16 @@ async def _check_smtp(rt: runtime.Runtime) -> VerifyResult:
                 return _smtp_result(rt, steps)
             steps.append(VerifyStep(step="sign_in", ok=True, detail=token_ok_detail))
         try:
-            reply = await pool.verify()
+            reply = await pool.verify(rt.account)
         except TransportError as err:
             step = _STAGE_STEP.get(err.stage, err.stage)
             if step not in ("sign_in", "connect"):  # what came before the failing step worked
-                steps.append(VerifyStep(step="connect", ok=True,
-                                        detail=f"connected to {config.host}:{config.port} ({config.tls})"))
+                steps.append(VerifyStep(step="connect", ok=True, detail=f"connected to {config.host}:{config.port} "
+                                                                       f"({config.tls}) as {pool.ehlo_name}"))
                 if step != "authenticate" and config.signs_in:
                     steps.append(VerifyStep(step="authenticate", ok=True, detail=f"signed in as {config.username}"))
+                if step == "rcpt":
+                    steps.append(VerifyStep(step="mail", ok=True, detail=f"MAIL FROM:<{rt.account}> accepted"))
             explanation: str | None = None
             fix: str | None = None
             entra = config.oauth is not None and config.oauth.kind == "oauth2_client_credentials"
@@ -162,10 +164,14 @@ async def _check_smtp(rt: runtime.Runtime) -> VerifyResult:
                        "FullAccess. Then verify again.")
             steps.append(_step_failed(step, err, explanation=explanation, fix=fix))
             return _smtp_result(rt, steps, reply_code=err.reply.code)
-        steps.append(VerifyStep(step="connect", ok=True, detail=reply.text))
+        steps.append(VerifyStep(step="connect", ok=True, detail=f"{reply.text} (EHLO {pool.ehlo_name})"))
         if config.signs_in:
             how = "AUTH XOAUTH2" if config.oauth else f"AUTH {config.auth_mechanism or 'the server’s first mechanism'}"
             steps.append(VerifyStep(step="authenticate", ok=True, detail=f"signed in as {config.username} ({how})"))
+        if rt.account:
+            steps.append(VerifyStep(step="mail", ok=True, detail=f"MAIL FROM:<{rt.account}> accepted"))
+            steps.append(VerifyStep(step="rcpt", ok=True, detail=f"RCPT TO:<{rt.account}> accepted, then RSET: "
+                                                                 "nothing was sent"))
         return _smtp_result(rt, steps, reply_code=reply.code)
     finally:
         await pool.aclose()
@@ -173,7 +179,8 @@ async def _check_smtp(rt: runtime.Runtime) -> VerifyResult:
 
 def _smtp_result(rt: runtime.Runtime, steps: list[VerifyStep], *, reply_code: int | None = None) -> VerifyResult:
     assert isinstance(rt.config, SmtpConfig)
-    wanted = (["sign_in"] if rt.config.oauth else []) + ["connect"] + (["authenticate"] if rt.config.signs_in else [])
+    wanted = ((["sign_in"] if rt.config.oauth else []) + ["connect"] + (["authenticate"] if rt.config.signs_in else [])
+              + (["mail", "rcpt"] if rt.account else []))
     done = {s.step for s in steps}
     steps = steps + [VerifyStep(step=name, ok=None, detail=f"{_SMTP_STEPS[name]}: not run (an earlier step failed)")
                      for name in wanted if name not in done]

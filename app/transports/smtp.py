@@ -24,6 +24,7 @@ from typing import Literal
 import aiosmtplib
 
 from app.transports.base import OutgoingMessage, Reply, SendResult, Stage, TransportError
+from app.transports.ehlo import default_ehlo_name
 from app.transports.oauth import REFRESH_MARGIN, SmtpOAuthConfig, SmtpTokens, token_source
 
 TlsMode = Literal["none", "starttls", "tls"]
@@ -42,7 +43,7 @@ class SmtpConfig:
     timeout: float = 30.0
     validate_certs: bool = True
     ca_bundle: str | None = None
-    local_hostname: str | None = None
+    local_hostname: str | None = None  # the EHLO name; None = `app.transports.ehlo.default_ehlo_name`
     auth_mechanism: PasswordMechanism | None = None  # password sign-in: None = the server's first usable one
     oauth: SmtpOAuthConfig | None = None  # AUTH XOAUTH2 as `username` (the mailbox) with a token from here
 
@@ -111,6 +112,7 @@ class SmtpPool:
         self.tokens: SmtpTokens | None = token_source(config.oauth) if config.oauth is not None else None
         self._token_expiry: dict[aiosmtplib.SMTP, float] = {}  # connection -> expiry of the token it used
         self.connections_opened = 0
+        self.ehlo_name: str | None = config.local_hostname  # the default is found on the first connection
         self.sign_ins = 0  # AUTH commands sent (each one a sign-in the server counts)
 
     def _client(self) -> aiosmtplib.SMTP:
@@ -124,11 +126,13 @@ class SmtpPool:
             timeout=c.timeout,
             validate_certs=c.validate_certs,
             cert_bundle=c.ca_bundle,
-            local_hostname=c.local_hostname,
+            local_hostname=self.ehlo_name,
         )
 
     async def _open(self) -> tuple[aiosmtplib.SMTP, Reply]:
         """A connected, TLS-negotiated, signed-in client and the server's greeting. Raises TransportError."""
+        if self.ehlo_name is None:
+            self.ehlo_name = await default_ehlo_name(self.config.host, self.config.port)
         client = self._client()
         try:
             greeting = await client.connect()
@@ -252,14 +256,20 @@ class SmtpPool:
             finally:
                 self._release(client)
 
-    async def verify(self) -> Reply:
-        """Connect, negotiate TLS and authenticate as configured (the same code as a send), then QUIT. Sends
+    async def verify(self, sender: str | None = None) -> Reply:
+        """Connect, negotiate TLS and authenticate as configured (the same code as a send), then QUIT. With
+        `sender`, first MAIL FROM:<sender> and RCPT TO:<sender>, then RSET: what a server refuses before DATA
+        (an EHLO name, STARTTLS or sign-in it requires, a sender the login does not own) shows here too. Sends
         nothing."""
         client, greeting = await self._open()
         try:
+            if sender is not None:
+                await _envelope(client, sender)
             noop = await client.noop()
             await client.quit()
             return Reply(noop.code, f"connected to {self.config.host}:{self.config.port}: {greeting.text}")
+        except TransportError:
+            raise
         except Exception as exc:
             raise _failure("verify", exc) from exc
         finally:
@@ -338,6 +348,29 @@ async def _transaction(client: aiosmtplib.SMTP, sender: str, recipients: list[st
         first = next(iter(refused.values()), Reply(None, "all recipients refused"))
         raise TransportError("rcpt", first, provider="smtp", recipients=refused)
     return SendResult(reply=await _data(client, mime), refused=refused)
+
+
+async def _envelope(client: aiosmtplib.SMTP, address: str) -> None:
+    """MAIL FROM and RCPT TO for `address`, then RSET (verify: a transaction announced, never sent)."""
+    utf8 = not address.isascii()
+    try:
+        if client.is_ehlo_or_helo_needed:
+            await client.ehlo()
+    except Exception as exc:
+        raise _failure("connect", exc) from exc
+    options = ["SMTPUTF8"] if utf8 and client.supports_extension("smtputf8") else []
+    encoding = "utf-8" if utf8 else "ascii"
+    try:
+        try:
+            await client.mail(address, options=options, encoding=encoding)
+        except Exception as exc:
+            raise _failure("mail", exc) from exc
+        try:
+            await client.rcpt(address, encoding=encoding)
+        except Exception as exc:
+            raise _failure("rcpt", exc) from exc
+    finally:
+        await _reset(client)
 
 
 async def _data(client: aiosmtplib.SMTP, mime: bytes) -> Reply:

@@ -103,7 +103,8 @@ async def test_verify_steps_when_all_is_well(oenv: Env, exo: ExoSmtpServer) -> N
     v = (await oenv.client.post("/providers/smtp/verify")).json()
     assert v["ok"] is True, v
     assert [(s["step"], s["ok"]) for s in v["steps"]] == [("sign_in", True), ("connect", True),
-                                                          ("authenticate", True)]
+                                                          ("authenticate", True), ("mail", True),
+                                                          ("rcpt", True)]
     assert "SMTP.SendAsApp" in v["steps"][0]["detail"] and "https://outlook.office365.com" in v["steps"][0]["detail"]
     assert "XOAUTH2" in v["steps"][2]["detail"]
     assert exo.handler.received == [] and exo.handler.refusals == []
@@ -128,7 +129,7 @@ async def test_verify_tells_what_is_missing(oenv: Env, exo: ExoSmtpServer, setup
     v = (await oenv.client.post("/providers/smtp/verify")).json()
     assert v["ok"] is False
     steps = {s["step"]: s for s in v["steps"]}
-    assert list(steps) == ["sign_in", "connect", "authenticate"]
+    assert list(steps) == ["sign_in", "connect", "authenticate", "mail", "rcpt"]
     failed = steps[failed_step]
     assert failed["ok"] is False and failed["error_type"] == error_type == v["error_type"]
     assert words in f"{failed['explanation']} {failed['fix']}"
