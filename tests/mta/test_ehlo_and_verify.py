@@ -42,13 +42,15 @@ async def test_helo_refused_is_held_with_ehlo_advice_not_address_advice(mta_env:
 
 async def test_verify_catches_a_helo_refusal_before_data(mta_env: Env, postfix: Postfix) -> None:
     await use_postfix(mta_env, postfix, "helo", ehlo_name="localhost")
+    mark = len(postfix.log_text())
     v = (await mta_env.client.post("/providers/smtp/verify")).json()
     assert v["ok"] is False, v
     assert (v["error_type"], v["reply_code"]) == ("smtp.helo_rejected", 504), v
     assert [(s["step"], s["ok"]) for s in v["steps"]] == [("connect", True), ("mail", True), ("rcpt", False)]
     assert any("not a fully qualified domain name" in w for w in v["warnings"]), v["warnings"]
-    log = postfix.log_text()
-    assert "Helo command rejected" in log and "rset=1" in log.split("postfix/helo/smtpd")[-1]
+    postfix.wait_log(r"postfix/helo/smtpd.*Helo command rejected", after=mark)
+    # Announced, refused, reset, and nothing sent: "ehlo=1 mail=1 rcpt=0/1 rset=1 quit=1"
+    assert "data" not in postfix.wait_log(r"postfix/helo/smtpd.*disconnect from .* rset=1", after=mark)
 
 
 async def test_verify_catches_sign_in_required_and_passes_when_signed_in(mta_env: Env, postfix: Postfix) -> None:

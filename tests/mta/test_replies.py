@@ -72,7 +72,7 @@ async def test_idle_timeout_closes_pooled_connection_and_the_next_message_goes_o
     first = await send(mta_env, subject="before idle")
     assert first["status"] == "sent", first
     await asyncio.sleep(IDLE_TIMEOUT + 1)  # Postfix: "421 4.4.2 mx.outbox.test Error: timeout exceeded", close
-    assert "timeout after" in postfix.log_text()
+    postfix.wait_log(r"postfix/idle/smtpd.*timeout after")
     second = await send(mta_env, subject="after idle")
     assert second["status"] == "sent", second
     assert second["attempts"] == 1 and not second["uncertain"]

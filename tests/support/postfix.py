@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -354,6 +355,17 @@ service anvil {{
         assert len(found) == count, (f"expected {count} deliveries of {subject!r}, found {len(found)}; "
                                      f"log:\n{_tail(self.log)}")
         return found
+
+    def wait_log(self, pattern: str, after: int = 0, timeout: float = 10.0) -> str:
+        """The first log line matching the regex `pattern` past character offset `after` (Postfix logs through
+        postlogd, a moment after the fact)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(f"^.*{pattern}.*$", self.log_text()[after:], re.MULTILINE)
+            if m:
+                return m.group(0)
+            assert time.monotonic() < deadline, f"no log line matching {pattern!r}:\n{_tail(self.log)}"
+            time.sleep(0.05)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
