@@ -186,7 +186,7 @@ async def _probe(items: list[SenderCheck], rows: dict[str, ProviderConfig], sett
 async def _reach(transport: runtime.Transport, mailbox: str) -> tuple[int | None, str, str | None]:
     """(reply code, text, error_type) of reaching a mailbox."""
     try:
-        reply = await transport.verify(mailbox)  # type: ignore[call-arg]
+        reply = await transport.verify(mailbox)
     except TransportError as err:
         v = classify_error(err)
         return err.reply.code, f"{v.title}: {err.reply.text}", v.error_type

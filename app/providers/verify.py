@@ -28,14 +28,18 @@ def _failed(provider: str, err: TransportError) -> VerifyResult:
                         explanation=v.explanation, fix=v.fix, reply_code=err.reply.code)
 
 
-async def verify(session: AsyncSession, provider_id: str, settings: Settings) -> VerifyResult:
+async def verify(session: AsyncSession, provider_id: str, settings: Settings,
+                 sender: str | None = None) -> VerifyResult:
     """A fresh transport (one connection): a verify must not be answered from the worker's pooled connections or
     token cache, nor from MSAL's 60 s replay of a refused request. The provider's settings warnings come along
-    (e.g. Basic authentication to Microsoft 365 ending)."""
+    (e.g. Basic authentication to Microsoft 365 ending). SMTP goes as far as MAIL FROM and RCPT TO (then RSET)
+    for `sender`, else the batch account."""
     row = await providers_service.get_row(session, provider_id)
     warnings = providers_service.provider_warnings(provider_id, row, settings)
     try:
         rt = runtime.load(row, provider_id, settings)
+        if sender is not None and provider_id == "smtp":
+            rt = dataclasses.replace(rt, account=sender)
         # Everything needed is read: give the database connection back before any network call, so verifies
         # against a hanging server (each up to its timeout) cannot starve other requests of connections.
         await session.commit()
@@ -224,7 +228,7 @@ async def verify_with(session: AsyncSession, provider_id: str, settings: Setting
         raise InvalidInput.for_field("mailbox", "SMTP has no mailbox to reach: give the address to send from as "
                                                 "`from`")
     if mailbox is None or provider_id == "smtp":
-        result = await verify(session, provider_id, settings)
+        result = await verify(session, provider_id, settings, sender if provider_id == "smtp" else None)
     else:
         result = await _verify_mailbox(session, provider_id, settings, mailbox)
     addresses = list(dict.fromkeys(a for a in (sender, mailbox) if a is not None))

@@ -74,18 +74,19 @@ async def test_verify_catches_starttls_required(mta_env: Env, postfix: Postfix) 
 async def test_ehlo_name_setting_validation_and_warning(mta_env: Env, postfix: Postfix) -> None:
     base = {"host": "127.0.0.1", "port": postfix.ports["plain"], "tls": "none", "from_address": "batch@example.com"}
     for bad in ("bad name", "mx_1.example.com", "[300.1.1.1]", "host/name", "-lead.example.com", "1.2.3.4"):
-        r = await mta_env.client.put("/providers/smtp", json={**base, "ehlo_name": bad})
+        r = await mta_env.client.patch("/providers/smtp", json={**base, "ehlo_name": bad})
         assert r.status_code == 422, (bad, r.text)
         assert r.json()["errors"][0]["field"] == "ehlo_name"
-    r = await mta_env.client.put("/providers/smtp", json={**base, "ehlo_name": "outbox.contoso.com"})
+    r = await mta_env.client.patch("/providers/smtp", json={**base, "ehlo_name": "outbox.contoso.com"})
     assert r.status_code == 200 and r.json()["ehlo_name"] == "outbox.contoso.com"
     assert not any("EHLO" in w for w in r.json()["warnings"])
-    r = await mta_env.client.put("/providers/smtp", json={**base, "ehlo_name": "localhost"})
+    r = await mta_env.client.patch("/providers/smtp", json={**base, "ehlo_name": "localhost"})
     assert r.status_code == 200 and any("not a fully qualified" in w for w in r.json()["warnings"])
-    r = await mta_env.client.put("/providers/smtp", json={**base, "ehlo_name": "[192.0.2.10]"})
+    r = await mta_env.client.patch("/providers/smtp", json={**base, "ehlo_name": "[192.0.2.10]"})
     assert r.status_code == 200 and any("address literal" in w for w in r.json()["warnings"])
-    r = await mta_env.client.put("/providers/smtp", json=base)
+    r = await mta_env.client.patch("/providers/smtp", json={**base, "ehlo_name": None})
     assert r.status_code == 200 and r.json()["ehlo_name"] is None
+    assert not any("EHLO" in w for w in r.json()["warnings"])
 
 
 @pytest.mark.parametrize(("name", "fqdn"), [
@@ -106,3 +107,14 @@ def test_check_ehlo_name_accepts_literals_and_names() -> None:
 async def test_default_is_fqdn_or_the_local_address_literal() -> None:
     name = await default_ehlo_name("127.0.0.1", 25)
     assert is_fqdn(name) or name == "[127.0.0.1]", name
+
+
+async def test_verify_with_a_from_the_login_does_not_own_fails_with_send_as_advice(
+        mta_env: Env, postfix: Postfix) -> None:
+    await use_postfix(mta_env, postfix, "submission", authentication_required=True, username=USER,
+                      password=PASSWORD)
+    v = (await mta_env.client.post("/providers/smtp/verify", json={"from": "other@example.com"})).json()
+    assert v["ok"] is False and (v["error_type"], v["reply_code"]) == ("smtp.send_as_denied", 553), v
+    assert [(s["step"], s["ok"]) for s in v["steps"]] == [("connect", True), ("authenticate", True), ("mail", True),
+                                                          ("rcpt", False)]
+    assert "Send As" in v["fix"]

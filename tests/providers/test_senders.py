@@ -52,7 +52,8 @@ async def test_smtp_senders_send_as_and_status(env: Env) -> None:
 
         # Verify with a From: the connection and sign-in, and what is known about that sender.
         v = (await env.client.post("/providers/smtp/verify", json={"from": "sales@contoso.com"})).json()
-        assert v["ok"] is True and [s["step"] for s in v["steps"]] == ["connect", "authenticate"], v
+        assert v["ok"] is True and [s["step"] for s in v["steps"]] == ["connect", "authenticate", "mail", "rcpt"], v
+        assert "MAIL FROM:<sales@contoso.com>" in v["steps"][2]["detail"]
         [s] = v["senders"]
         assert (s["sender"], s["state"], s["used_by"]) == ("sales@contoso.com", "unproven", ["verify"])
         for body, field in (({"mailbox": "a@contoso.com"}, "mailbox"), ({"from": "not-an-address"}, "from")):
