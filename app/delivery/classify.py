@@ -492,6 +492,14 @@ _TABLE: dict[str, _Row] = {
         "In the Azure portal, App registrations > the app > Certificates & secrets, create a new client "
         "secret "
         "and copy its Value (not the Secret ID) into the Application key field."),
+    "entra.invalid_client_certificate": _Row(
+        "held", "Client certificate rejected",
+        "Microsoft Entra ID rejected the client assertion signed with the configured certificate (AADSTS700027): "
+        "the certificate is not uploaded to the app registration, has expired there, or the private key does not "
+        "belong to it.",
+        "In the Azure portal, App registrations > the app > Certificates & secrets > Certificates, upload the "
+        "certificate (its public part, .cer or .pem) whose private key is configured, check its thumbprint "
+        "against the one the settings show, then verify again."),
     "entra.client_secret_expired": _Row(
         "held", "Client secret expired",
         "The application key (client secret) has expired (AADSTS7000222).",
@@ -822,6 +830,7 @@ def _smtp_type(stage: Stage, reply: Reply) -> str:
 _AADSTS = re.compile(r"AADSTS(\d+)")
 _AADSTS_TYPES = {
     "7000215": "entra.invalid_client_secret",
+    "700027": "entra.invalid_client_certificate",
     "7000222": "entra.client_secret_expired",
     "7000218": "entra.client_secret_missing",
     "700016": "entra.app_not_found",

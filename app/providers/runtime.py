@@ -84,11 +84,13 @@ def _smtp(row: ProviderConfig, secrets: dict[str, str], settings: Settings, conn
             raise _unusable("smtp", "connect", "the settings point at a testing sign-in host (authority_host) but "
                             "this deployment does not allow overrides: save the settings again without it",
                             "not_configured")
-        if not secrets.get("client_secret"):
+        certificate = secrets.get("client_certificate") if method == "oauth2_client_credentials" else None
+        if not secrets.get("client_secret") and not certificate:
             # Classified as entra.client_secret_missing (AADSTS7000218) without asking the token endpoint.
-            raise _unusable("smtp", "token", "no client secret is stored", "AADSTS7000218")
+            raise _unusable("smtp", "token", "no client secret or certificate is stored", "AADSTS7000218")
         oauth = SmtpOAuthConfig(
-            kind=method, client_id=c["client_id"], client_secret=secrets["client_secret"],
+            kind=method, client_id=c["client_id"], client_secret="" if certificate else secrets["client_secret"],
+            client_certificate=certificate,
             tenant_id=c.get("tenant_id"), cloud=c.get("cloud", "global"), authority_host=c.get("authority_host"),
             token_url=c.get("token_url"), scope=c.get("scope"), ca_bundle=settings.microsoft_ca_bundle
             if method == "oauth2_client_credentials" else settings.smtp_ca_bundle, timeout=timeout)

@@ -33,8 +33,8 @@ SECRET_DOC = ("Write-only: never returned. Leave it out to keep the stored one (
 
 class SmtpSettingsUpdate(BaseModel):
     """The SMTP settings, whole (PUT): every field is required (null where it may be null) except `password`
-    and `client_secret`, which are write-only and kept when left out. To change some fields only, use PATCH.
-    Changing the host (or, with OAuth, the sign-in host) requires entering the secrets again."""
+    `client_secret` and `client_certificate`, which are write-only and kept when left out. To change some fields
+    only, use PATCH. Changing the host (or, with OAuth, the sign-in host) requires entering the secrets again."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "host": "smtp.office365.com", "port": 587, "tls": "starttls", "auth_method": "oauth2_client_credentials",
@@ -76,6 +76,10 @@ class SmtpSettingsUpdate(BaseModel):
                                   description="OAuth: Application (client) ID (a GUID for Microsoft Entra ID)")
     client_secret: SecretStr | None = Field(
         None, description="OAuth: the client secret's Value (not its Secret ID). " + SECRET_DOC)
+    client_certificate: SecretStr | None = Field(
+        None, description="oauth2_client_credentials, instead of a client secret: PEM with the unencrypted RSA "
+                          "private key and its certificate (the certificate uploaded to the app registration); "
+                          "used when both are stored. " + SECRET_DOC)
     cloud: Cloud = Field(description="oauth2_client_credentials: global (also GCC) | usgov_gcch | usgov_dod | "
                                      "china: the sign-in host and the token's resource follow from it")
     authority_host: str | None = Field(
@@ -138,6 +142,10 @@ class SmtpSettingsPublic(BaseModel):
     tenant_id: str | None = None
     client_id: str | None = None
     client_secret_set: bool = False
+    client_certificate_set: bool = False
+    client_certificate_thumbprint: str | None = Field(
+        None, description="SHA-1 thumbprint of the stored certificate, as the Azure portal shows it")
+    client_certificate_expires: str | None = Field(None, description="When the stored certificate expires (UTC)")
     cloud: Cloud = "global"
     authority_host: str | None = Field(None, description="Testing override of the sign-in host, if any")
     token_url: str | None = None
@@ -446,7 +454,7 @@ class ExchangeSettingsPublic(_MicrosoftPublic):
 PATCH_DOC = ("A JSON merge patch (RFC 7396) of the {what} settings: the fields given replace the stored ones, the "
              "fields left out keep their values, null clears a field that may be null. Secrets are write-only: "
              "left out, the stored one is kept; null clears it.")
-SMTP_SECRETS = frozenset({"password", "client_secret"})
+SMTP_SECRETS = frozenset({"password", "client_secret", "client_certificate"})
 GRAPH_SECRETS = frozenset({"client_secret"})
 EXCHANGE_SECRETS = frozenset({"password", "client_secret"})
 

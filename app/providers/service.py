@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -98,9 +102,19 @@ def smtp_warnings(row: ProviderConfig, status: str) -> list[str]:
     else:
         if c.get("tls") == "none":
             warnings.append("OAuth over a connection without TLS sends the access token in clear text.")
-        if status != "undecryptable" and "client_secret" not in c.get("secrets_set", []):
-            warnings.append(f"No client secret is stored for auth_method={method}: messages sent through SMTP are "
-                            "held until one is entered.")
+        stored = c.get("secrets_set", [])
+        if status != "undecryptable" and "client_secret" not in stored and "client_certificate" not in stored:
+            warnings.append(f"No client secret (or certificate) is stored for auth_method={method}: messages sent "
+                            "through SMTP are held until one is entered.")
+        expires = c.get("certificate_not_after")
+        if "client_certificate" in stored and expires:
+            left = datetime.fromisoformat(expires) - datetime.now(UTC)
+            if left.total_seconds() <= 0:
+                warnings.append(f"The client certificate expired on {expires}: Microsoft Entra ID refuses it. Upload "
+                                "a new certificate to the app registration and enter it here.")
+            elif left.days < 30:
+                warnings.append(f"The client certificate expires on {expires} ({left.days} days): upload a new one "
+                                "to the app registration and enter it here before then.")
         if c.get("authority_host"):
             warnings.append(OVERRIDE_WARNING.format(fields="authority_host"))
     return warnings
@@ -138,6 +152,9 @@ def smtp_public(row: ProviderConfig | None, settings: Settings) -> SmtpSettingsP
         tenant_id=c.get("tenant_id"),
         client_id=c.get("client_id"),
         client_secret_set="client_secret" in stored,
+        client_certificate_set="client_certificate" in stored,
+        client_certificate_thumbprint=c.get("certificate_thumbprint") if "client_certificate" in stored else None,
+        client_certificate_expires=c.get("certificate_not_after") if "client_certificate" in stored else None,
         cloud=c.get("cloud", "global"),
         authority_host=c.get("authority_host"),
         token_url=c.get("token_url"),
@@ -185,6 +202,8 @@ async def put_smtp(session: AsyncSession, data: SmtpSettingsUpdate, settings: Se
     fields = data.model_fields_set
     method = data.auth_method
     oauth_fields = ["tenant_id", "client_id", "authority_host", "token_url", "scope"]
+    if method != "oauth2_client_credentials":
+        _not_used(method, data, ["client_certificate"])
     if method == "password":
         _not_used(method, data, oauth_fields)
         if data.authentication_required and not data.username:
@@ -223,18 +242,55 @@ async def put_smtp(session: AsyncSession, data: SmtpSettingsUpdate, settings: Se
     if method == "oauth2_client_credentials" and config["client_id"] and not _GUID_SHAPE.match(config["client_id"]):
         raise InvalidInput("client_id: must be the Application (client) ID, a GUID",
                            errors=[{"field": "client_id", "message": "must be a GUID"}])
-    # Only the secret of the chosen method is kept: switching methods drops the other one.
-    used, unused = ("password", "client_secret") if method == "password" else ("client_secret", "password")
+    # Only the secrets of the chosen method are kept: switching methods drops the others.
+    used = {"password": ["password"], "oauth2_client_credentials": ["client_secret", "client_certificate"],
+            "oauth2_token_endpoint": ["client_secret"]}[method]
     if row.config:
         # The password goes to the SMTP host; the client secret to the token host, and the token it buys to the
         # SMTP host: either one changing means entering the secret again.
         provider_secrets.require_reentry_on_host_change(
-            row, _smtp_secret_hosts(row.config), _smtp_secret_hosts(config), [used], fields)
-    given = {"password": data.password, "client_secret": data.client_secret}
-    if unused in provider_secrets.stored_secret_names(row):
-        given[unused], fields = None, fields | {unused}
+            row, _smtp_secret_hosts(row.config), _smtp_secret_hosts(config), used, fields)
+    given = {"password": data.password, "client_secret": data.client_secret,
+             "client_certificate": data.client_certificate}
+    for name in ("password", "client_secret", "client_certificate"):
+        if name not in used and name in provider_secrets.stored_secret_names(row):
+            given[name], fields = None, fields | {name}
+    certificate = data.client_certificate.get_secret_value().strip() if data.client_certificate else ""
+    if "client_certificate" in fields and certificate:
+        config["certificate_thumbprint"], config["certificate_not_after"] = _certificate_facts(certificate)
+    elif "client_certificate" in used and "client_certificate" not in fields:
+        config["certificate_thumbprint"] = row.config.get("certificate_thumbprint")
+        config["certificate_not_after"] = row.config.get("certificate_not_after")
     token, config["secrets_set"] = provider_secrets.merge_secrets(row, given, fields, settings)
     return await _store(session, row, config, token, data.per_minute_limit)
+
+
+def _certificate_facts(pem: str) -> tuple[str, str]:
+    """(SHA-1 thumbprint as the Azure portal shows it, expiry) of a client certificate PEM, checked as Microsoft
+    Entra ID and MSAL need it: an unencrypted RSA private key of 2048 bits or more and the certificate of that
+    key. Raises InvalidInput naming client_certificate."""
+    def refuse(reason: str) -> InvalidInput:
+        return InvalidInput(f"client_certificate: {reason}",
+                            errors=[{"field": "client_certificate", "message": reason}])
+
+    data = pem.encode()
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise refuse("the private key is encrypted: export it without a password") from None
+    except ValueError:
+        raise refuse("no PEM private key found (paste the private key and the certificate, both PEM)") from None
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise refuse("Microsoft Entra ID needs an RSA key of 2048 bits or more") from None
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise refuse("no PEM certificate found after the private key") from None
+    public = cert.public_key()
+    if not isinstance(public, rsa.RSAPublicKey) or public.public_numbers() != key.public_key().public_numbers():
+        raise refuse("the certificate does not belong to the private key")
+    thumbprint = cert.fingerprint(hashes.SHA1()).hex().upper()  # identification only, as the portal shows it
+    return thumbprint, cert.not_valid_after_utc.isoformat()
 
 
 def _smtp_secret_hosts(c: dict[str, Any]) -> set[str]:

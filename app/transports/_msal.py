@@ -45,13 +45,22 @@ def aadsts_code(text: str) -> str | None:
 class TokenSettings:
     authority: str  # "https://<host>/<tenant>"
     client_id: str
-    client_secret: str = field(repr=False)
+    client_secret: str = field(repr=False)  # "" when a certificate is used
     scope: str  # "<resource>/.default"
     ca_bundle: str | None = None
     timeout: float = 30.0
     # True when the authority host is not one of Microsoft's (tests, a local fake): MSAL would otherwise ask
     # login.microsoftonline.com to validate it ("instance discovery"), which fails offline.
     local_authority: bool = False
+    # PEM with the private key and its certificate: sign a client assertion instead of sending a secret (MSAL
+    # computes the SHA-256 thumbprint from the certificate and signs with PS256).
+    client_certificate: str | None = field(default=None, repr=False)
+
+    @property
+    def credential(self) -> str | dict[str, str]:
+        if self.client_certificate:
+            return {"private_key": self.client_certificate, "public_certificate": self.client_certificate}
+        return self.client_secret
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,7 @@ class TokenSource:
         try:
             return msal.ConfidentialClientApplication(
                 s.client_id,
-                client_credential=s.client_secret,
+                client_credential=s.credential,
                 authority=s.authority,
                 http_client=self._session,
                 instance_discovery=not s.local_authority,

@@ -65,7 +65,8 @@ EXCHANGE_ONLINE_RESOURCES: dict[str, str] = {
 class SmtpOAuthConfig:
     """How to get the XOAUTH2 token. `kind` picks the fields that apply:
 
-    * oauth2_client_credentials: tenant_id, client_id, client_secret, cloud (authority_host: tests only);
+    * oauth2_client_credentials: tenant_id, client_id, client_secret or client_certificate (PEM: private key
+      and certificate), cloud (authority_host: tests only);
     * oauth2_token_endpoint: token_url, client_id, client_secret, scope.
     """
 
@@ -79,6 +80,7 @@ class SmtpOAuthConfig:
     scope: str | None = None
     ca_bundle: str | None = None
     timeout: float = 30.0
+    client_certificate: str | None = field(default=None, repr=False)
 
     @property
     def effective_scope(self) -> str:
@@ -108,8 +110,8 @@ class EntraTokens:
     the loop, so one token cache for every connection of the pool)."""
 
     def __init__(self, config: SmtpOAuthConfig) -> None:
-        if not (config.tenant_id and config.client_id and config.client_secret):
-            raise ValueError("SMTP OAuth needs tenant_id, client_id and client_secret")
+        if not (config.tenant_id and config.client_id and (config.client_secret or config.client_certificate)):
+            raise ValueError("SMTP OAuth needs tenant_id, client_id and a client secret or certificate")
         default_authority = cloud_hosts(config.cloud)[0]
         authority_host = (config.authority_host or default_authority).rstrip("/")
         self._source = TokenSource(
@@ -117,6 +119,7 @@ class EntraTokens:
                 authority=f"{authority_host}/{config.tenant_id}",
                 client_id=config.client_id,
                 client_secret=config.client_secret,
+                client_certificate=config.client_certificate,
                 scope=config.effective_scope,
                 ca_bundle=config.ca_bundle,
                 timeout=config.timeout,

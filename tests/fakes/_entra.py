@@ -10,6 +10,7 @@ EWS fakes, and `EntraFake`: an `HttpsFake` that serves it on its own port beside
 
 from __future__ import annotations
 
+import base64
 import itertools
 import time
 import uuid
@@ -19,7 +20,8 @@ from typing import Any, Self
 from urllib.parse import parse_qs
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -129,6 +131,8 @@ class FakeAuthority:
         self.roles: list[str] = list(roles)
         self.expires_in = 3599
         self.extra_claims: dict[str, Any] = {}  # added to every token issued (e.g. a user claim for Dovecot)
+        # Certificates uploaded to the app registration: base64url SHA-256 thumbprint -> certificate.
+        self.certificates: dict[str, x509.Certificate] = {}
         self.token_requests: list[TokenRequest] = []
         self.discovery_requests = 0
         self._valid: set[str] = set()
@@ -142,6 +146,33 @@ class FakeAuthority:
         """The key a resource server (or Dovecot's oauth2 passdb) verifies this authority's tokens with."""
         return self._key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def register_certificate(self, cert_pem: bytes) -> str:
+        """Upload a certificate to the app registration; returns its SHA-1 thumbprint (hex, as the portal shows)."""
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        sha256 = base64.urlsafe_b64encode(cert.fingerprint(hashes.SHA256())).rstrip(b"=").decode()
+        self.certificates[sha256] = cert
+        return cert.fingerprint(hashes.SHA1()).hex().upper()  # what the portal shows (identification only)
+
+    def _assertion_error(self, assertion: str, tenant: str) -> Scripted | None:
+        """Check a client assertion (RFC 7523) as Entra does: signed by an uploaded certificate, for this
+        token endpoint, issued by the client. None when it is good."""
+        bad_signature = token_error(401, "invalid_client", "AADSTS700027: Client assertion failed signature "
+                                    "validation.", 700027)
+        try:
+            header = jwt.get_unverified_header(assertion)
+        except jwt.InvalidTokenError:
+            return bad_signature
+        cert = self.certificates.get(str(header.get("x5t#S256", "")).rstrip("="))  # MSAL keeps the padding
+        if cert is None:
+            return token_error(401, "invalid_client", "AADSTS700027: The certificate with identifier used to sign "
+                               "the client assertion is not registered on application.", 700027)
+        try:
+            jwt.decode(assertion, cert.public_key(), algorithms=["PS256", "RS256"],  # type: ignore[arg-type]
+                       audience=f"{self._server.url}/{tenant}/oauth2/v2.0/token", issuer=self.client_id)
+        except jwt.InvalidTokenError:
+            return bad_signature
+        return None
 
     def decode(self, token: str, *, audience: str) -> dict[str, Any]:
         """The claims of a token this authority signed for `audience`, unexpired. Raises jwt.InvalidTokenError
@@ -165,6 +196,7 @@ class FakeAuthority:
     def reset(self) -> None:
         self.roles = list(self._default_roles)
         self.extra_claims.clear()
+        self.certificates.clear()
         self.token_requests.clear()
         self.discovery_requests = 0
         self.expired_secrets.clear()
@@ -200,11 +232,15 @@ class FakeAuthority:
             ).response()
         if form.get("client_id") != self.client_id:
             return app_not_found(form.get("client_id", "")).response()
-        secret = form.get("client_secret", "")
-        if secret in self.expired_secrets:
-            return expired_client_secret().response()
-        if secret != self.client_secret:
-            return invalid_client_secret().response()
+        if form.get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+            if (refused := self._assertion_error(form.get("client_assertion", ""), tenant)) is not None:
+                return refused.response()
+        else:
+            secret = form.get("client_secret", "")
+            if secret in self.expired_secrets:
+                return expired_client_secret().response()
+            if secret != self.client_secret:
+                return invalid_client_secret().response()
         scope = form.get("scope", "")
         if not scope.endswith("/.default"):
             return token_error(

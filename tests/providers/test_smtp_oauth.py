@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from tests.conftest import Env, running_env
 from tests.support.exo_smtp import ExoSmtpServer, exo_smtp
@@ -243,3 +244,55 @@ async def test_password_to_microsoft365_warns_in_settings_status_and_verify(oenv
     r = await oenv.client.put("/providers/smtp", json=oauth)
     assert r.status_code == 200, r.text
     assert not any("December 2026" in w for w in r.json()["warnings"])
+
+
+def _pem(key_type: trustme.KeyType = trustme.KeyType.RSA) -> tuple[str, bytes]:
+    leaf = trustme.CA().issue_cert("outbox-smtp-app", key_type=key_type)
+    cert = leaf.cert_chain_pems[0].bytes()
+    return leaf.private_key_pem.bytes().decode() + cert.decode(), cert
+
+
+async def test_client_certificate_instead_of_a_secret(oenv: Env, exo: ExoSmtpServer) -> None:
+    pem, cert = _pem()
+    thumbprint = exo.entra.authority.register_certificate(cert)
+    body = oauth_body(exo, client_certificate=pem)
+    del body["client_secret"]
+    r = await oenv.client.put("/providers/smtp", json=body)
+    assert r.status_code == 200, r.text
+    public = r.json()
+    assert public["client_certificate_set"] is True and public["client_secret_set"] is False
+    assert public["client_certificate_thumbprint"] == thumbprint
+    assert public["client_certificate_expires"] and "PRIVATE KEY" not in r.text
+    assert not any("No client secret" in w for w in public["warnings"])
+    v = (await oenv.client.post("/providers/smtp/verify")).json()
+    assert v["ok"] is True, v
+    [mid] = await _submit(oenv, 1)
+    await oenv.deliver()
+    assert (await oenv.client.get(f"/messages/{mid}")).json()["status"] == "sent"
+    assert all("client_assertion" in t.form and "client_secret" not in t.form for t in exo.entra.token_requests)
+    # A certificate the app registration does not know: verify's sign-in step says so.
+    other, _ = _pem()
+    assert (await oenv.client.put("/providers/smtp", json={**body, "client_certificate": other})).status_code == 200
+    v = (await oenv.client.post("/providers/smtp/verify")).json()
+    assert v["ok"] is False and v["steps"][0]["step"] == "sign_in"
+    assert v["error_type"] == "entra.invalid_client_certificate" and "thumbprint" in v["fix"]
+
+
+@pytest.mark.parametrize("case", ["garbage", "ec_key", "mismatch", "token_endpoint"])
+async def test_bad_client_certificate_is_refused(oenv: Env, exo: ExoSmtpServer, case: str) -> None:
+    pem, _ = _pem()
+    body = oauth_body(exo)
+    if case == "garbage":
+        body["client_certificate"] = "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n"
+    elif case == "ec_key":
+        body["client_certificate"] = _pem(trustme.KeyType.ECDSA)[0]
+    elif case == "mismatch":
+        key = pem.split("-----BEGIN CERTIFICATE-----")[0]
+        body["client_certificate"] = key + _pem()[1].decode()
+    else:
+        body.update(auth_method="oauth2_token_endpoint", tenant_id=None, authority_host=None, scope="x/.default",
+                    token_url="https://login.example.com/token", client_certificate=pem)
+    r = await oenv.client.put("/providers/smtp", json={k: v for k, v in body.items() if v is not None})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "client_certificate"
+    assert (await oenv.client.get("/providers/smtp")).json()["configured"] is False

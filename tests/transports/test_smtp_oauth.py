@@ -12,6 +12,7 @@ from typing import Any
 
 import jwt
 import pytest
+import trustme
 
 from app.delivery.classify import classify_error
 from app.transports.base import OutgoingMessage, TransportError
@@ -31,6 +32,7 @@ def _oauth_config(exo: ExoSmtpServer, **overrides: object) -> SmtpConfig:
     oauth = SmtpOAuthConfig(
         kind="oauth2_client_credentials", tenant_id=exo.entra.tenant_id, client_id=exo.entra.client_id,
         client_secret=str(overrides.pop("client_secret", exo.entra.client_secret)),
+        client_certificate=overrides.pop("client_certificate", None),  # type: ignore[arg-type]
         authority_host=exo.entra.authority_host, ca_bundle=exo.ca_path, timeout=10)
     fields: dict[str, Any] = {"host": "127.0.0.1", "port": exo.port, "tls": "starttls",
                                  "username": exo.mailbox, "oauth": oauth, "ca_bundle": exo.ca_path, "timeout": 10}
@@ -258,3 +260,38 @@ async def test_oauth_against_a_server_without_xoauth2() -> None:
         assert raised.value.reply.error_code == "auth_no_xoauth2"
         verdict = classify_error(raised.value)
         assert verdict.kind == "held" and "XOAUTH2" in verdict.explanation
+
+
+def _certificate() -> tuple[str, bytes]:
+    """A key and certificate as an administrator exports them (one PEM), and the certificate alone."""
+    leaf = trustme.CA().issue_cert("outbox-smtp-app", key_type=trustme.KeyType.RSA)
+    cert = leaf.cert_chain_pems[0].bytes()
+    return leaf.private_key_pem.bytes().decode() + cert.decode(), cert
+
+
+async def test_client_certificate_instead_of_a_secret(exo: ExoSmtpServer) -> None:
+    pem, cert = _certificate()
+    exo.entra.authority.register_certificate(cert)
+    pool = SmtpPool(_oauth_config(exo, client_secret="", client_certificate=pem), size=1)
+    try:
+        await pool.send(_msg(1))
+    finally:
+        await pool.aclose()
+    assert len(exo.received) == 1
+    [request] = exo.entra.token_requests
+    assert "client_secret" not in request.form
+    assert request.form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    assert jwt.get_unverified_header(request.form["client_assertion"])["alg"] == "PS256"
+
+
+async def test_unregistered_certificate_is_held_with_the_fix(exo: ExoSmtpServer) -> None:
+    pem, _ = _certificate()  # never uploaded to the app registration
+    pool = SmtpPool(_oauth_config(exo, client_secret="", client_certificate=pem), size=1)
+    try:
+        with pytest.raises(TransportError) as raised:
+            await pool.send(_msg(1))
+    finally:
+        await pool.aclose()
+    verdict = classify_error(raised.value)
+    assert (verdict.kind, verdict.error_type) == ("held", "entra.invalid_client_certificate")
+    assert "PRIVATE KEY" not in str(raised.value)
