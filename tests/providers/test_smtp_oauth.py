@@ -272,7 +272,10 @@ async def test_client_certificate_instead_of_a_secret(oenv: Env, exo: ExoSmtpSer
     assert all("client_assertion" in t.form and "client_secret" not in t.form for t in exo.entra.token_requests)
     # A certificate the app registration does not know: verify's sign-in step says so.
     other, _ = _pem()
-    assert (await oenv.client.put("/providers/smtp", json={**body, "client_certificate": other})).status_code == 200
+    r = await oenv.client.patch("/providers/smtp", json={"client_certificate": other},
+                                headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["client_certificate_thumbprint"] != thumbprint
     v = (await oenv.client.post("/providers/smtp/verify")).json()
     assert v["ok"] is False and v["steps"][0]["step"] == "sign_in"
     assert v["error_type"] == "entra.invalid_client_certificate" and "thumbprint" in v["fix"]
@@ -292,7 +295,7 @@ async def test_bad_client_certificate_is_refused(oenv: Env, exo: ExoSmtpServer, 
     else:
         body.update(auth_method="oauth2_token_endpoint", tenant_id=None, authority_host=None, scope="x/.default",
                     token_url="https://login.example.com/token", client_certificate=pem)
-    r = await oenv.client.put("/providers/smtp", json={k: v for k, v in body.items() if v is not None})
+    r = await oenv.client.put("/providers/smtp", json=body)
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["field"] == "client_certificate"
     assert (await oenv.client.get("/providers/smtp")).json()["configured"] is False
