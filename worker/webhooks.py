@@ -46,8 +46,7 @@ async def deliver_webhooks(ctx: WorkerContext, *_: Any, **__: Any) -> int:
             results = await asyncio.gather(*(_one(http, gate, d, targets, evs, msgs, s) for d in claimed))
             async with ctx["sessionmaker"]() as session:
                 done = utcnow()
-                for d, r in zip(claimed, results, strict=True):
-                    await delivery.record(session, d, r, s, done)
+                await delivery.record_batch(session, claimed, results, s, done)
                 await session.commit()
             total += len(claimed)
             if loop.time() > deadline:

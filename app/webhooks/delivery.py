@@ -200,6 +200,34 @@ async def load(session: AsyncSession, deliveries: Sequence[Any], settings: Setti
     return targets, evs, msgs
 
 
+async def record_batch(session: AsyncSession, deliveries: Sequence[Any], results: Sequence[Result],
+                       settings: Settings, now: datetime) -> None:
+    """Write a drain batch's answers: every success in one UPDATE per lease (a batch has one), one endpoint
+    UPDATE per endpoint; failures one by one (their schedule and the endpoint's state differ)."""
+    ok = [(d, r) for d, r in zip(deliveries, results, strict=True) if r.ok]
+    by_lease: dict[Any, list[tuple[Any, Result]]] = {}
+    for d, r in ok:
+        by_lease.setdefault(d.lease_until, []).append((d, r))
+    for lease, items in by_lease.items():
+        codes = {r.status_code for _, r in items}
+        stmt = update(D).where(D.c.id.in_([d.id for d, _ in items]), D.c.lease_until == lease)
+        values: dict[str, Any] = {"state": "delivered", "delivered_at": now, "next_attempt_at": None,
+                                  "attempts": D.c.attempts + 1, "last_attempt_at": now, "last_error": None,
+                                  "lease_until": None}
+        if len(codes) == 1:  # the usual case; else each row's code and duration below
+            await session.execute(stmt.values(last_status_code=codes.pop(),
+                                              last_duration_ms=max(r.duration_ms for _, r in items), **values))
+        else:
+            for d, r in items:
+                await session.execute(update(D).where(D.c.id == d.id, D.c.lease_until == lease).values(
+                    last_status_code=r.status_code, last_duration_ms=r.duration_ms, **values))
+    for endpoint_id in sorted({d.endpoint_id for d, _ in ok}):
+        await session.execute(update(EP).where(EP.c.id == endpoint_id).values(last_success_at=now, failing_since=None))
+    for d, r in zip(deliveries, results, strict=True):
+        if not r.ok:
+            await record(session, d, r, settings, now)
+
+
 async def record(session: AsyncSession, delivery: Any, result: Result, settings: Settings, now: datetime,
                  *, retry: bool = True) -> None:
     """Write one answer. Only the claim that made it writes (the lease is the token)."""
