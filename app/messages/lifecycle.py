@@ -28,6 +28,7 @@ from sqlalchemy import JSON, ColumnElement, and_, bindparam, delete, func, inser
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import rowcount
 from app.delivery.classify import Verdict
 from app.models import ATTEMPTS, MESSAGES
 from app.transports.base import Reply
@@ -409,7 +410,7 @@ async def release_stale_leases(session: AsyncSession, now: datetime, dead_worker
                            "It is sent again with the same Message-ID.",
                 last_fix="None needed: delivery is at least once.")
     )
-    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(res)
 
 
 async def expire_due(session: AsyncSession, now: datetime) -> int:
@@ -439,7 +440,7 @@ async def shift_expiry(session: AsyncSession, days: int) -> int:
     cond = and_(M.c.status.notin_(FINAL_STATUSES), M.c.expires_at.is_not(None))
     if session.get_bind().dialect.name == "postgresql":
         res = await session.execute(update(M).where(cond).values(expires_at=M.c.expires_at + timedelta(days=days)))
-        return int(res.rowcount or 0)  # type: ignore[attr-defined]
+        return rowcount(res)
     # SQLite keeps datetimes as text: shift in Python (embedded deployments hold small queues).
     found = (await session.execute(select(M.c.id, M.c.expires_at).where(cond))).all()
     if found:
@@ -454,7 +455,7 @@ async def purge_history(session: AsyncSession, before: datetime) -> int:
     res = await session.execute(
         delete(M).where(M.c.status.in_(FINAL_STATUSES), M.c.finished_at < before)
     )
-    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(res)
 
 
 async def release_held(session: AsyncSession, provider: str | None, now: datetime) -> int:
@@ -463,7 +464,7 @@ async def release_held(session: AsyncSession, provider: str | None, now: datetim
     if provider is not None:
         cond = and_(cond, or_(M.c.provider == provider, M.c.provider.is_(None)))
     res = await session.execute(update(M).where(cond).values(status="queued", next_attempt_at=now, updated_at=now))
-    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(res)
 
 
 async def cancel(session: AsyncSession, message_id: int, now: datetime) -> bool:
@@ -471,7 +472,7 @@ async def cancel(session: AsyncSession, message_id: int, now: datetime) -> bool:
         update(M).where(M.c.id == message_id, M.c.status.in_(_CANCELLABLE))
         .values(status="cancelled", finished_at=now, updated_at=now)
     )
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+    return rowcount(res) > 0
 
 
 async def retry(session: AsyncSession, message_id: int, now: datetime, expires_at: datetime) -> bool:
@@ -481,7 +482,7 @@ async def retry(session: AsyncSession, message_id: int, now: datetime, expires_a
         .values(status="queued", next_attempt_at=now, finished_at=None, updated_at=now, attempts=0, deferrals=0,
                 deferred_since=None, expires_at=expires_at)
     )
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+    return rowcount(res) > 0
 
 
 async def queue_draft(
@@ -495,7 +496,7 @@ async def queue_draft(
         values["expires_at"] = expires_at
     res = await session.execute(
         update(M).where(M.c.id == message_id, M.c.status.in_(_DRAFT_TO_QUEUE)).values(**values))
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+    return rowcount(res) > 0
 
 
 async def hand_to_user(session: AsyncSession, message_id: int, now: datetime, sender: str) -> bool:
@@ -506,7 +507,7 @@ async def hand_to_user(session: AsyncSession, message_id: int, now: datetime, se
                 finished_at=now, updated_at=now, next_attempt_at=None, attempts=M.c.attempts + 1,
                 last_error_type=None, last_error=None, last_fix=None)
     )
-    if not res.rowcount:  # type: ignore[attr-defined]
+    if not rowcount(res):
         return False
     await session.execute(insert(A).values(
         message_id=message_id, at=now, provider="email_app", sender=sender, outcome="handed_to_user",
@@ -524,4 +525,4 @@ async def renew_leases(session: AsyncSession, ids: list[int], worker: str, now: 
         update(M).where(M.c.id.in_(ids), M.c.status == "sending", M.c.claimed_by == worker)
         .values(lease_until=now + timedelta(seconds=lease_seconds))
     )
-    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(res)
