@@ -12,7 +12,7 @@ from app.core.clock import utcnow
 from app.core.db import rowcount
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.security import Principal
-from app.mail.build import build_eml, eml_filename
+from app.mail.build import build_eml, eml_filename, make_message_id
 from app.mail.validate import check_header_text
 from app.messages import choice, lifecycle, repository
 from app.messages import service as message_service
@@ -128,8 +128,19 @@ async def update_draft(
     return await message_service.get(session, principal, message_id)
 
 
+def handed_to_server(row: repository.MessageRow) -> bool:
+    """Whether a mail server may already have this message: sent through a provider, accepted for some
+    recipients, or possibly accepted (a loss after the final "." or a Graph 504)."""
+    accepted = any(v.get("state") == "accepted" for v in (row.recipient_state or {}).values())
+    return accepted or row.uncertain or (row.sent_at is not None and row.sent_via != "email_app")
+
+
 async def _eml_file(session: AsyncSession, row: repository.MessageRow) -> EmlFile:
     msg = outgoing_from_row(row, await repository.attachments(session, row.id))
+    if handed_to_server(row):
+        # The .eml opens as unsent: if the user sends it, it is another message, and two messages must not
+        # share one Message-ID (the delivered copy's id is in the message's record).
+        msg.message_id = make_message_id(row.message_id_header.rsplit("@", 1)[-1].rstrip(">"))
     return EmlFile(build_eml(msg), eml_filename(row.subject))
 
 
