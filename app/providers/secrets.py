@@ -59,16 +59,18 @@ def merge_secrets(row: ProviderConfig, given: dict[str, SecretStr | None], field
 
 def require_reentry_on_host_change(row: ProviderConfig, old_hosts: set[str], new_hosts: set[str],
                                    secrets: list[str], fields_set: set[str]) -> None:
-    """A stored secret is only ever sent to the hosts it was entered for: changing them means entering it again
-    (otherwise whoever can change the settings could redirect the stored secret to their own server)."""
+    """A stored secret is only ever sent to the destination it was entered for (host, port, TLS mode and
+    certificate checking; endpoint URLs): changing any of them means entering it again (otherwise whoever can
+    change the settings could redirect the stored secret to their own listener, or have it sent in clear)."""
     if not row.secrets_encrypted or old_hosts == new_hosts:
         return
     missing = [s for s in stored_secret_names(row) if s in secrets and s not in fields_set]
     if missing:
         raise InvalidInput(
-            f"{missing[0]}: the server it is sent to changed ({', '.join(sorted(old_hosts - new_hosts))} -> "
+            f"{missing[0]}: where it is sent changed ({', '.join(sorted(old_hosts - new_hosts))} -> "
             f"{', '.join(sorted(new_hosts - old_hosts))}); enter {' and '.join(missing)} again (or null to clear)",
-            errors=[{"field": m, "message": "must be entered again when the server changes"} for m in missing])
+            errors=[{"field": m, "message": "must be entered again when the server, port, TLS mode, certificate "
+                                            "checking or endpoint changes"} for m in missing])
 
 
 async def rotate_all(session: AsyncSession, settings: Settings) -> int:

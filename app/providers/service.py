@@ -294,8 +294,15 @@ def _certificate_facts(pem: str) -> tuple[str, str]:
 
 
 def _smtp_secret_hosts(c: dict[str, Any]) -> set[str]:
+    """Where and how the secret travels: the SMTP server's host and port, the TLS mode and whether its
+    certificate is checked (any of them changing could hand the password to another listener, or in clear), and
+    for OAuth the full token endpoint."""
     token_host, _ = _smtp_oauth_hosts(c)
-    return {str(c.get("host", "")).lower()} | ({token_host} if token_host else set())
+    if c.get("auth_method") == "oauth2_token_endpoint" and c.get("token_url"):
+        token_host = str(c["token_url"])
+    checked = "" if c.get("validate_certificates", True) else ", certificate not checked"
+    server = f"{str(c.get('host', '')).lower()}:{c.get('port', 587)} (TLS {c.get('tls', 'starttls')}{checked})"
+    return {server} | ({token_host} if token_host else set())
 
 
 async def _store(session: AsyncSession, row: ProviderConfig, config: dict[str, Any], token: str | None,
@@ -458,15 +465,21 @@ def _origin(url: str) -> str:
 
 
 def _graph_hosts(c: dict[str, Any]) -> set[str]:
-    """Where the Graph secret (sign-in host) and its tokens (Graph host) are sent."""
+    """Where the Graph secret (sign-in endpoint) and its tokens (Graph endpoint) are sent: the whole URLs."""
     authority, graph = cloud_hosts(c.get("cloud", "global"))
-    return {_origin(c.get("authority_host") or authority), _origin(c.get("graph_base") or graph)}
+    return {_endpoint(c.get("authority_host") or authority), _endpoint(c.get("graph_base") or graph)}
+
+
+def _endpoint(url: str) -> str:
+    """A URL compared as the secret's destination: scheme and host in lower case, port, path."""
+    u = urlsplit(url)
+    return f"{u.scheme.lower()}://{u.netloc.lower()}{u.path.rstrip('/')}"
 
 
 def _exchange_hosts(c: dict[str, Any]) -> set[str]:
-    hosts = {_origin(c["ews_url"])}
+    hosts = {_endpoint(c["ews_url"])}
     if c.get("auth") == "oauth":
-        hosts.add(_origin(c.get("authority_host") or cloud_hosts(c.get("cloud", "global"))[0]))
+        hosts.add(_endpoint(c.get("authority_host") or cloud_hosts(c.get("cloud", "global"))[0]))
     return hosts
 
 
