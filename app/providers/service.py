@@ -575,8 +575,10 @@ async def put_exchange(session: AsyncSession, data: ExchangeSettingsUpdate, sett
         "timeout_seconds": data.timeout_seconds,
     }
     if row.config:
+        # Only the secret the new settings will send must be entered again.
+        used = ["password"] if config.get("auth", "basic") == "basic" else ["client_secret"]
         provider_secrets.require_reentry_on_host_change(row, _exchange_hosts(row.config), _exchange_hosts(config),
-                                                        ["password", "client_secret"], fields)
+                                                        used, fields)
     token, config["secrets_set"] = provider_secrets.merge_secrets(
         row, {"password": data.password, "client_secret": data.client_secret}, fields, settings)
     return await _store(session, row, config, token, data.per_minute_limit)

@@ -54,7 +54,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
 def test_verifies_against_a_hanging_server_do_not_starve_other_requests(api: LiveApi) -> None:
     auth = {"Authorization": f"Bearer {api.key}"}
     with HangingServer() as hanging, httpx.Client(base_url=api.base, headers=auth, timeout=60) as c:
-        r = c.put("/providers/smtp", json={"host": "127.0.0.1", "port": hanging.port, "tls": "none",
+        r = c.patch("/providers/smtp", json={"host": "127.0.0.1", "port": hanging.port, "tls": "none",
                                            "authentication_required": False, "from_address": "o@example.com",
                                            "timeout_seconds": 8})
         assert r.status_code == 200, r.text
