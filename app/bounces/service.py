@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bounces.dsn import RecipientReport, Report
 from app.delivery.classify import classify_recipient
+from app.messages.schemas import BounceInfo
 from app.models import BOUNCES, MESSAGES
 from app.suppressions import service as suppressions
 from app.transports.base import Reply
@@ -105,4 +106,17 @@ async def record(session: AsyncSession, report: Report, token_message_id: int | 
         await events.emit(session, [events.NewEvent("message.bounced", msg.id, {
             "status": msg.status, "recipients": details, "error_type": first["error_type"],
             "explanation": first["explanation"], "fix": first["fix"]})], now)
+    return out
+
+
+async def for_message(session: AsyncSession, message_id: int) -> dict[str, BounceInfo]:
+    """The bounces of one message by recipient (a hard one wins over a soft one)."""
+    rows = (await session.execute(select(B).where(B.c.message_id == message_id).order_by(B.c.id))).all()
+    out: dict[str, BounceInfo] = {}
+    for r in rows:
+        if r.recipient in out and out[r.recipient].kind == "hard":
+            continue
+        out[r.recipient] = BounceInfo(kind=r.kind, status=r.status, diagnostic_code=r.diagnostic_code,
+                                      remote_mta=r.remote_mta, error_type=r.error_type, explanation=r.explanation,
+                                      fix=r.fix, at=r.created_at)
     return out

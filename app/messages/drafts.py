@@ -21,6 +21,7 @@ from app.messages.schemas import DraftUpdate, MessageIn, MessagePublic, SendRequ
 from app.messages.senders import ResolvedSender, SenderRules, acting_user, resolve_sender
 from app.models import ATTACHMENTS, MESSAGES, User
 from app.parameters import service as parameters_service
+from app.suppressions import service as suppressions
 
 __all__ = ["EmlFile", "SendOutcome", "eml", "send_draft", "update_draft"]
 
@@ -164,6 +165,9 @@ async def send_draft(
             raise Conflict(f"Message {message_id} was sent or cancelled meanwhile")
         file = await _eml_file(session, row)
         return SendOutcome(await message_service.get(session, principal, message_id), file)
+    # Outbox sends it now: a suppressed recipient is refused, naming the field (the email app is the user's).
+    await suppressions.apply(session, [{"status": "queued", "to_addrs": row.to_addrs, "cc_addrs": row.cc_addrs,
+                                        "bcc_addrs": row.bcc_addrs}], ["refuse"], [""])
     params = await parameters_service.get(session)
     if not await lifecycle.queue_draft(session, message_id, now, provider, parameters_service.expires_at(params, now)):
         raise Conflict(f"Message {message_id} was sent or cancelled meanwhile")

@@ -30,6 +30,7 @@ from app.messages.schemas import MessageIn, MessagePublic, ResendRequest
 from app.messages.senders import ResolvedSender, SenderRules, acting_user, resolve_sender
 from app.models import User
 from app.parameters import service as parameters_service
+from app.suppressions import service as suppressions
 
 __all__ = ["resend"]
 
@@ -105,5 +106,6 @@ async def resend(
                attachment_count=len(originals))
     attachments = [{"position": i, "filename": a.filename, "content_type": a.content_type,
                     "size": len(a.content), "content": a.content} for i, a in enumerate(originals)]
+    await suppressions.apply(session, [new], ["refuse"], [""])  # a suppressed recipient: 422 naming the field
     [new_id] = await insert_prepared(session, [new], [attachments])
     return await message_service.get(session, principal, new_id)

@@ -121,10 +121,11 @@ class RecipientStatus(BaseModel):
 
     address: str
     field: Literal["to", "cc", "bcc"] = Field(description="Where the address is on the message")
-    state: Literal["pending", "accepted", "failed"] = Field(
+    state: Literal["pending", "accepted", "failed", "bounced"] = Field(
         description="pending: not delivered yet (a temporarily refused recipient is retried with the message's "
                     "backoff); accepted: the server took the message for it (never sent to it again); failed: "
-                    "refused for good, or given up when the message ran out of attempts")
+                    "refused for good, or given up when the message ran out of attempts; bounced: accepted, then "
+                    "a delivery status notification said it could not be delivered (see `bounce`)")
     reply_code: int | None = Field(None, description="The server's reply for this recipient, when it answered it "
                                                      "apart from the others")
     reply_text: str | None = None
@@ -132,6 +133,21 @@ class RecipientStatus(BaseModel):
     explanation: str | None = None
     fix: str | None = None
     at: datetime | None = Field(None, description="When the server answered for this recipient")
+    bounce: BounceInfo | None = Field(None, description="The bounce (DSN) received for this recipient, if any")
+
+
+class BounceInfo(BaseModel):
+    """A delivery status notification for one recipient, received after the server accepted the message."""
+
+    kind: Literal["hard", "soft"] = Field(description="hard: refused for good (the address is suppressed); soft: "
+                                                      "given up for now")
+    status: str | None = Field(description="RFC 3463 status, e.g. 5.1.1")
+    diagnostic_code: str | None = Field(description="The remote server's reply, as the DSN reports it")
+    remote_mta: str | None
+    error_type: str | None
+    explanation: str | None
+    fix: str | None
+    at: datetime
 
 
 class MessagePublic(MessageSummary):

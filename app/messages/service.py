@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.bounces import service as bounces
 from app.core.clock import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound, TooLarge
 from app.core.pagination import Page
@@ -33,6 +34,7 @@ from app.messages.ingest import IngestBatcher, insert_prepared
 from app.messages.schemas import (
     AttachmentPublic,
     AttemptPublic,
+    BounceInfo,
     MessageAccepted,
     MessageIn,
     MessagePublic,
@@ -302,11 +304,11 @@ async def get(session: AsyncSession, principal: Principal, message_id: int) -> M
                      for a in atts],
         attempt_log=[AttemptPublic.model_validate(a, from_attributes=True) for a in attempts],
         resent_as=await repository.resends(session, message_id),
-        recipients=_recipients(r),
+        recipients=_recipients(r, await bounces.for_message(session, message_id)),
     )
 
 
-def _recipients(r: repository.MessageRow) -> list[RecipientStatus]:
+def _recipients(r: repository.MessageRow, bounced: dict[str, BounceInfo] | None = None) -> list[RecipientStatus]:
     """Every recipient with its state. Until a server answers recipients apart (no per-recipient state), they
     share the message's fate: accepted once it is sent, failed once it failed or expired, else pending."""
     shared = "accepted" if r.status == "sent" else "failed" if r.status in ("failed", "expired") else "pending"
@@ -314,10 +316,13 @@ def _recipients(r: repository.MessageRow) -> list[RecipientStatus]:
     for where, addresses in (("to", r.to_addrs), ("cc", r.cc_addrs), ("bcc", r.bcc_addrs)):
         for a in addresses:
             s = r.recipient_state.get(a) or {}
+            bounce = (bounced or {}).get(a)
             out.append(RecipientStatus(
-                address=a, field=where, state=s.get("state", shared), reply_code=s.get("code"),
-                reply_text=s.get("text"), error_type=s.get("error_type"), explanation=s.get("explanation"),
-                fix=s.get("fix"), at=s.get("at")))
+                address=a, field=where, state="bounced" if bounce else s.get("state", shared),
+                reply_code=s.get("code"), reply_text=s.get("text"),
+                error_type=bounce.error_type if bounce else s.get("error_type"),
+                explanation=bounce.explanation if bounce else s.get("explanation"),
+                fix=bounce.fix if bounce else s.get("fix"), at=s.get("at"), bounce=bounce))
     return out
 
 

@@ -106,6 +106,9 @@ async def test_postfix_dsn_after_250(benv: Env) -> None:
                 assert (recipient, kind, status, matched_by) == (GONE, "hard", "5.1.1", "token")
                 assert "User unknown" in diagnostic
                 assert [s[0] for s in await benv.sql("SELECT address FROM suppression")] == [GONE]
+                m = (await benv.client.get(f"/messages/{mid}")).json()
+                states = {x["address"]: x["state"] for x in m["recipients"]}
+                assert m["status"] == "sent" and states == {OK: "accepted", GONE: "bounced"}
                 assert len(downstream.received) == 1 and downstream.received[0].rcpt_tos == [OK]
                 await deliver_webhooks(benv)
                 by_type = {d.payload["type"]: d for d in hook.received if d.payload}

@@ -124,6 +124,13 @@ async def test_hard_bounce_end_to_end(benv: Env, inbound: int, smtp: SmtpServer)
         assert rec["error_type"] and "Hard bounce" in rec["explanation"] and "suppression list" in rec["fix"]
     sup = (await benv.client.get("/suppressions")).json()["items"]
     assert [(s["address"], s["reason"], s["message_id"]) for s in sup] == [("gone@example.com", "hard_bounce", mid)]
+    m = (await benv.client.get(f"/messages/{mid}")).json()
+    assert m["status"] == "sent"
+    by = {x["address"]: x for x in m["recipients"]}
+    assert by["ok@example.com"]["state"] == "accepted" and by["ok@example.com"]["bounce"] is None
+    gone = by["gone@example.com"]
+    assert gone["state"] == "bounced" and gone["bounce"]["kind"] == "hard" and gone["bounce"]["status"] == "5.1.1"
+    assert "User unknown" in gone["bounce"]["diagnostic_code"] and "Hard bounce" in gone["explanation"]
     rows = await benv.sql("SELECT recipient, kind, status, matched_by FROM message_bounce")
     assert [tuple(r) for r in rows] == [("gone@example.com", "hard", "5.1.1", "token")]
     # The same report again (the relay retried): recorded once.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import Env
+from tests.support.smtp_server import SmtpServer
 
 MSG: dict[str, Any] = {"from": "s@example.com", "subject": "s", "body_text": "x"}
 
@@ -72,3 +73,24 @@ async def test_idempotent_retry_still_matches(env: Env) -> None:
     r1 = await env.client.post("/messages", json=body, headers={"Idempotency-Key": "k1"})
     r2 = await env.client.post("/messages", json=body, headers={"Idempotency-Key": "k1"})
     assert r1.json()["id"] == r2.json()["id"]
+
+
+async def test_draft_send_and_resend_are_checked(env: Env, smtp: SmtpServer) -> None:
+    from tests.messages.helpers import configure, draft, make_user, user_key
+
+    alice = await make_user(env)
+    await configure(env, "smtp")
+    h = await user_key(env, alice)
+    d = await draft(env, h, to=["customer@example.com"])  # a draft is not checked: nothing is sent yet
+    await _suppress(env, "customer@example.com")
+    r = await env.client.post(f"/messages/{d['id']}/send", headers=h, json={"provider": "smtp"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "to[0]", r.text
+    assert (await env.client.get(f"/messages/{d['id']}", headers=h)).json()["status"] == "draft"
+    # Resend of a finished message to an address suppressed since.
+    await env.use_smtp(smtp)
+    r = await env.client.post("/messages", json={**MSG, "to": ["later@example.com"]})
+    mid = r.json()["id"]
+    await env.deliver()
+    await _suppress(env, "later@example.com")
+    r = await env.client.post(f"/messages/{mid}/resend", json={})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "to[0]", r.text
