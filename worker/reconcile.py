@@ -64,6 +64,7 @@ async def reconcile(ctx: WorkerContext, *_: Any, **__: Any) -> dict[str, int]:
             expired = await lifecycle.expire_due(session, now)
             retention = parameters_service.effective_days(params.history_retention_days)
             purged = await lifecycle.purge_history(session, now - timedelta(days=retention))
+            purged += await webhook_delivery.purge(session, now - timedelta(days=retention))
         due = await repository.any_due(session, now, batch_enabled=params.batch_processing_enabled)
         webhooks_due = await webhook_delivery.any_due(session, now)
         await session.commit()

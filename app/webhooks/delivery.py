@@ -17,11 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
 from app.core.crypto import decrypt_secrets
+from app.core.db import rowcount
 from app.messages.lifecycle import backoff
 from app.models import MESSAGES, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS, WEBHOOK_EVENTS
 from app.settings import Settings
@@ -281,3 +282,12 @@ async def _disable(session: AsyncSession, endpoint_id: int, now: datetime, reaso
 
 def body_of(event: Any, message: Any | None) -> str:
     return json.dumps(payload(event, message), separators=(",", ":"), ensure_ascii=False)
+
+
+async def purge(session: AsyncSession, before: datetime) -> int:
+    """Delete finished deliveries (delivered or given up) older than the history retention, and the events left
+    without any delivery; pending ones stay (a disabled endpoint gets them when re-enabled)."""
+    res = await session.execute(delete(D).where(D.c.state.in_(("delivered", "failed")), D.c.created_at < before))
+    orphan = ~select(D.c.id).where(D.c.event_id == EV.c.id).exists()
+    await session.execute(delete(EV).where(EV.c.created_at < before, orphan))
+    return rowcount(res)

@@ -293,3 +293,24 @@ async def test_redis_flushed_and_worker_dying_lose_no_event(db_url: str, smtp: S
             assert "webhooks.deliver" in [j.function for j in jobs]
             assert await deliver_webhooks(env) == 3
             assert len(set(hook.ids())) == 3 and all(d.verified for d in hook.received)
+
+
+async def test_finished_deliveries_purged_with_history(wenv: Env, hook: Receiver, smtp: SmtpServer) -> None:
+    await wenv.use_smtp(smtp)
+    await add_endpoint(wenv, hook)
+    await _submit(wenv)
+    await wenv.deliver()
+    await deliver_webhooks(wenv)
+    async with receiver(answer=lambda _n: (500, 0.0)) as failing:
+        await add_endpoint(wenv, failing)
+        await _submit(wenv)
+        await wenv.deliver()
+        await deliver_webhooks(wenv)
+    # Everything is older than the retention (30 days) now.
+    await wenv.sql("UPDATE webhook_delivery SET created_at = '2020-01-01 00:00:00'")
+    await wenv.sql("UPDATE webhook_event SET created_at = '2020-01-01 00:00:00'")
+    await wenv.redis.delete("outbox:reconcile:sweep")
+    await wenv.reconcile()
+    states = sorted(r[0] for r in await wenv.sql("SELECT state FROM webhook_delivery"))
+    assert states == ["pending"]  # the delivered ones went; the one still being retried stays
+    assert await wenv.sql("SELECT count(*) FROM webhook_event") == [(1,)]
