@@ -258,3 +258,52 @@ async def test_listener_answers_451_when_the_database_is_down(benv: Env) -> None
         await broken.dispose()
 
 
+
+
+def exchange_online_ndr(recipient: str, message_id: str) -> bytes:
+    """An NDR laid out as Exchange Online writes them (its documented structure: a multipart/report whose first
+    part is the user-facing text and HTML, an RFC 3464 status part with 5.1.10 RESOLVER.ADR.RecipientNotFound,
+    and the original headers as text/rfc822-headers). Written for these tests, not copied from a mailbox."""
+    return (
+        "From: Microsoft Outlook <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@contoso.onmicrosoft.com>\r\n"
+        "To: <bounces@bounce.test>\r\nSubject: Undeliverable: b\r\nContent-Language: en-US\r\n"
+        "X-MS-Exchange-Message-Is-Ndr: \r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="_000_NDR_"\r\n\r\n'
+        "--_000_NDR_\r\n"
+        'Content-Type: multipart/alternative; differentiator=_001_; boundary="_002_ALT_"\r\n\r\n'
+        "--_002_ALT_\r\nContent-Type: text/plain; charset=\"us-ascii\"\r\n\r\n"
+        "Your message to " + recipient + " couldn't be delivered.\r\n"
+        f"{recipient.split('@')[0]} wasn't found at {recipient.split('@')[1]}.\r\n\r\n"
+        "Diagnostic information for administrators:\r\nGenerating server: AM0PR01MB1234.eurprd01.prod.outlook.com\r\n"
+        f"{recipient}\r\nRemote server returned '550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found "
+        "by SMTP address lookup'\r\n"
+        "--_002_ALT_\r\nContent-Type: text/html; charset=\"us-ascii\"\r\n\r\n"
+        f"<html><body><p>Your message to {recipient} couldn't be delivered.</p></body></html>\r\n"
+        "--_002_ALT_--\r\n\r\n"
+        "--_000_NDR_\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns;AM0PR01MB1234.eurprd01.prod.outlook.com\r\n"
+        "Received-From-MTA: dns;mail.example.com\r\nArrival-Date: Tue, 1 Dec 2026 14:00:00 +0000\r\n\r\n"
+        f"Original-Recipient: rfc822;{recipient}\r\nFinal-Recipient: rfc822;{recipient}\r\nAction: failed\r\n"
+        "Status: 5.1.10\r\nDiagnostic-Code: smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found "
+        "by SMTP address lookup\r\n\r\n"
+        "--_000_NDR_\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {message_id}\r\nFrom: s@example.com\r\nTo: {recipient}\r\nSubject: b\r\n\r\n"
+        "--_000_NDR_--\r\n").encode()
+
+
+def test_exchange_online_ndr_layout() -> None:
+    report = dsn.parse(exchange_online_ndr("nobody@contoso.com", "<abc@outbox.local>"))
+    assert report.format == "rfc3464" and report.original_message_id == "<abc@outbox.local>"
+    [r] = report.failures
+    assert (r.address, r.kind, r.status, r.reply_code) == ("nobody@contoso.com", "hard", "5.1.10", 550)
+    assert "RESOLVER.ADR.RecipientNotFound" in str(r.diagnostic_code)
+
+
+async def test_exchange_online_ndr_recorded(benv: Env, inbound: int, smtp: SmtpServer) -> None:
+    await benv.use_smtp(smtp)
+    mid, _, original = await _send(benv, smtp, ["nobody@contoso.com"])
+    code, text = await deliver_dsn(inbound, f"bounces@{DOMAIN}",
+                                   exchange_online_ndr("nobody@contoso.com", str(original["Message-ID"])))
+    assert code == 250 and f"message {mid} (message_id): 1 bounced, 1 suppressed" in text, text
+    [(etype, explanation)] = [tuple(r) for r in await benv.sql("SELECT error_type, explanation FROM message_bounce")]
+    assert etype and "5.1.10" in str(explanation)
