@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from app.console.router import install_console
 from app.core import db
 from app.core.crypto import load_keys
 from app.core.docs import install_docs
@@ -162,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    workflow_router, messages_router, history_router, webhooks_router, suppressions_router,
                    monitoring_router):
         app.include_router(router)
+    install_console(app)
     return app
 
 

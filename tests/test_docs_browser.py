@@ -8,34 +8,20 @@ Needs Debian's `chromium` (.ci/run installs it); Playwright drives it and never 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from tests.support.browser import ARTIFACTS, ROOT, context, needs_chromium, offline_browser, public_base
 from tests.support.smtp_server import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(os.environ.get("OUTBOX_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# As root, in a sandbox: no setuid sandbox, no GPU, and none of Chromium's own calls home.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-default-apps", "--disable-extensions"]
-# The API is opened under a non-loopback name, as in production (Swagger UI treats localhost specially), which
-# the browser resolves to 127.0.0.1.
-HOST = "outbox.internal"
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]", HOST}
-
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it with apt-get)")
+pytestmark = needs_chromium
 
 
 @dataclass
@@ -81,66 +67,48 @@ def api(tmp_path: Path, sqlite_template: Path) -> Iterator[Api]:
 
 
 def test_docs_work_offline_as_an_administrator_uses_them(api: Api) -> None:
-    from playwright.sync_api import Route, expect, sync_playwright
+    from playwright.sync_api import expect
 
     spec = httpx.get(api.base + "/openapi.json").json()
     assert httpx.get(api.base + "/redoc").status_code == 404  # not kept: its bundle needs a CDN for its logo
     n_ops = sum(1 for ops in spec["paths"].values() for m in ops if m in {"get", "put", "post", "patch", "delete"})
     tags = [t["name"] for t in spec["tags"]]
-    blocked: list[str] = []
 
-    def only_loopback(route: Route) -> None:
-        host = urlsplit(route.request.url).hostname or ""
-        if host in LOOPBACK or route.request.url.startswith(("data:", "blob:")):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort("internetdisconnected")
+    with offline_browser() as (browser, offline):
+        page = context(browser, offline, 1400, 1000).new_page()
+        page.goto(public_base(api.base) + "/docs")
+        # Every tag, in the spec's order, with its description.
+        expect(page.locator(".opblock-tag-section")).to_have_count(len(tags), timeout=20_000)
+        assert page.locator(".opblock-tag-section h3").all_inner_texts()[0].startswith(tags[0])
+        # Every operation renders once its tag is opened.
+        for tag in tags:
+            page.locator(f'h3.opblock-tag[data-tag="{tag}"]').click()
+        expect(page.locator(".opblock")).to_have_count(n_ops, timeout=20_000)
+        for tag in tags:  # closed again
+            page.locator(f'h3.opblock-tag[data-tag="{tag}"]').click()
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"])
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            context.route("**/*", only_loopback)
-            context.set_default_timeout(15_000)
-            page = context.new_page()
-            page.goto(api.base.replace("127.0.0.1", HOST) + "/docs")
-            # Every tag, in the spec's order, with its description.
-            expect(page.locator(".opblock-tag-section")).to_have_count(len(tags), timeout=20_000)
-            assert page.locator(".opblock-tag-section h3").all_inner_texts()[0].startswith(tags[0])
-            # Every operation renders once its tag is opened.
-            for tag in tags:
-                page.locator(f'h3.opblock-tag[data-tag="{tag}"]').click()
-            expect(page.locator(".opblock")).to_have_count(n_ops, timeout=20_000)
-            for tag in tags:  # closed again
-                page.locator(f'h3.opblock-tag[data-tag="{tag}"]').click()
+        # Authorize accepts a key.
+        page.locator(".auth-wrapper .authorize").click()
+        page.locator(".auth-container input").fill(api.key)
+        page.locator(".auth-btn-wrapper .modal-btn.authorize").click()
+        expect(page.locator(".auth-btn-wrapper .modal-btn", has_text="Logout")).to_be_visible()
+        page.locator(".auth-btn-wrapper .btn-done").click()
+        expect(page.locator(".auth-wrapper .authorize.locked")).to_be_visible()
 
-            # Authorize accepts a key.
-            page.locator(".auth-wrapper .authorize").click()
-            page.locator(".auth-container input").fill(api.key)
-            page.locator(".auth-btn-wrapper .modal-btn.authorize").click()
-            expect(page.locator(".auth-btn-wrapper .modal-btn", has_text="Logout")).to_be_visible()
-            page.locator(".auth-btn-wrapper .btn-done").click()
-            expect(page.locator(".auth-wrapper .authorize.locked")).to_be_visible()
+        # Try it out: GET /providers with the key, answered 200.
+        page.locator('h3.opblock-tag[data-tag="providers"]').click()
+        op = page.locator("#operations-providers-providers-list_providers")
+        op.locator(".opblock-summary").click()
+        op.locator(".try-out__btn").click()
+        op.locator(".execute").click()
+        status = op.locator(".live-responses-table tbody .response-col_status").first
+        expect(status).to_have_text("200", timeout=20_000)
+        expect(op.locator(".live-responses-table tbody .response-col_description")).to_contain_text('"smtp"')
 
-            # Try it out: GET /providers with the key, answered 200.
-            page.locator('h3.opblock-tag[data-tag="providers"]').click()
-            op = page.locator("#operations-providers-providers-list_providers")
-            op.locator(".opblock-summary").click()
-            op.locator(".try-out__btn").click()
-            op.locator(".execute").click()
-            status = op.locator(".live-responses-table tbody .response-col_status").first
-            expect(status).to_have_text("200", timeout=20_000)
-            expect(op.locator(".live-responses-table tbody .response-col_description")).to_contain_text('"smtp"')
-
-            # What an administrator sees first: the top of the page, then the providers tag open.
-            op.locator(".opblock-summary").click()  # fold the call again
-            page.locator('h3.opblock-tag[data-tag="providers"]').scroll_into_view_if_needed()
-            page.screenshot(path=str(ARTIFACTS / "docs-offline.png"), full_page=False)
-            page.evaluate("window.scrollTo(0, 0)")
-            page.screenshot(path=str(ARTIFACTS / "docs-offline-top.png"), full_page=False)
-        finally:
-            browser.close()
-    assert blocked == [], f"the docs tried to reach beyond loopback: {blocked}"
+        # What an administrator sees first: the top of the page, then the providers tag open.
+        op.locator(".opblock-summary").click()  # fold the call again
+        page.locator('h3.opblock-tag[data-tag="providers"]').scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "docs-offline.png"), full_page=False)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(ARTIFACTS / "docs-offline-top.png"), full_page=False)
+    assert offline.blocked == [], f"the docs tried to reach beyond loopback: {offline.blocked}"

@@ -52,7 +52,9 @@ _TEMPLATE = re.compile(r"^/(templates|workflow-events)(/.*)?$")
 
 
 def is_public(path: str, settings: Settings) -> bool:
-    return (path in _PUBLIC or path.startswith("/docs-assets/")
+    # The console (/console) signs in with the same keys, kept in a cookie: it authenticates each request itself
+    # (app.console.session), with the same check as here.
+    return (path in _PUBLIC or path.startswith("/docs-assets/") or path == "/console" or path.startswith("/console/")
             or (path in _MONITORING and not settings.status_requires_key))
 
 

@@ -475,14 +475,24 @@ async def cancel(session: AsyncSession, message_id: int, now: datetime) -> bool:
     return rowcount(res) > 0
 
 
-async def retry(session: AsyncSession, message_id: int, now: datetime, expires_at: datetime) -> bool:
-    """Send a failed or expired message again: a fresh schedule, the same Message-ID."""
+async def retry(session: AsyncSession, message_id: int, now: datetime, expires_at: datetime,
+                recipient_state: dict[str, Any] | None = None) -> bool:
+    """Send a failed or expired message again: a fresh schedule, the same Message-ID. When a server answered its
+    recipients apart, the ones it refused are pending again and the accepted ones are not sent to again
+    (`retry_state`)."""
+    values: dict[str, Any] = {"status": "queued", "next_attempt_at": now, "finished_at": None, "updated_at": now,
+                              "attempts": 0, "deferrals": 0, "deferred_since": None, "expires_at": expires_at}
+    if recipient_state:
+        values["recipient_state"] = retry_state(recipient_state)
     res = await session.execute(
-        update(M).where(M.c.id == message_id, M.c.status.in_(_RETRYABLE))
-        .values(status="queued", next_attempt_at=now, finished_at=None, updated_at=now, attempts=0, deferrals=0,
-                deferred_since=None, expires_at=expires_at)
-    )
+        update(M).where(M.c.id == message_id, M.c.status.in_(_RETRYABLE)).values(**values))
     return rowcount(res) > 0
+
+
+def retry_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Per-recipient state for a retry: refused recipients pending again (without an envelope of pending ones the
+    next try would have no one to send to), accepted ones kept."""
+    return {a: ({**v, "state": "pending"} if v.get("state") == "failed" else v) for a, v in state.items()}
 
 
 async def queue_draft(

@@ -275,3 +275,33 @@ async def recent_failures(session: AsyncSession, n: int = 5) -> list[Any]:
     return list((await session.execute(
         select(M.c.id, M.c.finished_at, M.c.last_error_type, M.c.last_error, M.c.sent_via, M.c.provider)
         .where(M.c.status == "failed").order_by(M.c.finished_at.desc()).limit(n))).all())
+
+
+async def counts_by_status_and_kind(session: AsyncSession) -> dict[str, dict[str, int]]:
+    """Queue depth by status and lane (kind: batch, interactive, workflow, test): status -> kind -> count."""
+    found = (await session.execute(select(M.c.status, M.c.kind, func.count()).group_by(M.c.status, M.c.kind))).all()
+    out: dict[str, dict[str, int]] = {}
+    for status, kind, n in found:
+        out.setdefault(status, {})[kind] = int(n)
+    return out
+
+
+async def attempts_per_minute(session: AsyncSession, since: datetime) -> list[tuple[datetime, str, int]]:
+    """Delivery attempts (and deferrals) per minute and outcome since `since`, oldest first: (minute, outcome,
+    count). Drawn from `delivery_attempt` (indexed on `at`), so it covers every worker and survives restarts."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        minute: ColumnElement[Any] = func.date_trunc("minute", A.c.at)
+    else:  # SQLite stores ISO text: the first 16 characters are the minute
+        minute = func.substr(A.c.at, 1, 16)
+    found = (await session.execute(
+        select(minute.label("m"), A.c.outcome, func.count()).where(A.c.at >= since)
+        .group_by(minute, A.c.outcome).order_by(minute))).all()
+    out: list[tuple[datetime, str, int]] = []
+    for m, outcome, n in found:
+        if isinstance(m, str):
+            at = datetime.fromisoformat(m.replace(" ", "T")).replace(tzinfo=UTC)
+        else:
+            at = m if m.tzinfo is not None else m.replace(tzinfo=UTC)
+        out.append((at, str(outcome), int(n)))
+    return out

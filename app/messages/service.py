@@ -341,9 +341,12 @@ async def cancel(session: AsyncSession, principal: Principal, message_id: int) -
 
 
 async def retry(session: AsyncSession, principal: Principal, message_id: int) -> MessagePublic:
-    await get(session, principal, message_id)
+    row = await repository.get(session, principal, message_id)
+    if row is None:
+        raise NotFound(f"No message {message_id} visible to this key")
     params = await parameters_service.get(session)
     now = utcnow()
-    if not await lifecycle.retry(session, message_id, now, parameters_service.expires_at(params, now)):
+    if not await lifecycle.retry(session, message_id, now, parameters_service.expires_at(params, now),
+                                 row.recipient_state):
         raise Conflict("Only a failed, expired or held message can be sent again")
     return await get(session, principal, message_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -57,6 +58,24 @@ async def workers(redis: ArqRedis) -> list[dict[str, Any]]:
     return sorted(out, key=lambda w: str(w.get("id")))
 
 
+# The chart's outcomes: an attempt's outcome -> what an administrator reads.
+CHART_OUTCOMES: dict[str, str] = {"sent": "sent", "partial": "sent", "transient": "retrying", "permanent": "failed",
+                                  "held": "held", "throttled": "deferred", "deferred": "deferred"}
+
+
+async def throughput(session: AsyncSession, minutes: int) -> dict[str, Any]:
+    """Messages per minute by outcome over the last `minutes` (attempts and deferrals, from delivery_attempt):
+    `start` (the first minute), and per outcome (sent, retrying, failed, held, deferred) one count per minute."""
+    end = utcnow().replace(second=0, microsecond=0)
+    start = end - timedelta(minutes=minutes - 1)
+    series: dict[str, list[int]] = {name: [0] * minutes for name in dict.fromkeys(CHART_OUTCOMES.values())}
+    for at, outcome, n in await repository.attempts_per_minute(session, start):
+        i = int((at - start).total_seconds() // 60)
+        if 0 <= i < minutes:
+            series[CHART_OUTCOMES.get(outcome, "failed")][i] += n
+    return {"start": start, "minutes": minutes, "series": series}
+
+
 async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settings) -> dict[str, Any]:
     from app.providers import senders
     from app.providers import service as providers_service
@@ -71,14 +90,15 @@ async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settin
     }
     if db:
         params = await parameters_service.get(session)
-        counts = await repository.counts_by_status(session)
+        lanes = await repository.counts_by_status_and_kind(session)
+        counts = {s: sum(by_kind.values()) for s, by_kind in lanes.items()}
         oldest = await repository.oldest_waiting(session)
         failures = await repository.recent_failures(session)
         providers = await providers_service.summaries(session, settings)
         out.update({
             "batch_processing_enabled": params.batch_processing_enabled,
             "batch_provider": params.batch_provider,
-            "queue": {"by_status": counts,
+            "queue": {"by_status": counts, "by_status_and_lane": lanes,
                       "waiting": sum(counts.get(s, 0) for s in WAITING_STATUSES),
                       "oldest_waiting_age_seconds": round((utcnow() - oldest).total_seconds(), 1) if oldest else None},
             "providers": [p.model_dump() for p in providers],
