@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from app.console import chart, session
 from app.core import ttl_cache
@@ -58,7 +59,7 @@ TABS = {"configuration": "Configuration", "smtp": "SMTP settings", "graph": "Mic
         "exchange": "Exchange settings"}
 UPDATES: dict[str, type[BaseModel]] = {"smtp": SmtpSettingsUpdate, "graph": GraphSettingsUpdate,
                                        "exchange": ExchangeSettingsUpdate}
-SECRETS = {"password", "client_secret"}
+SECRETS = {"password", "client_secret", "client_certificate"}
 BOOLS = {"authentication_required", "validate_certificates", "batch_processing_enabled",
          "workflow_notifications_by_email"}
 
@@ -290,7 +291,7 @@ async def _parameters_context(tx: Tx, settings: Any, tab: str) -> dict[str, Any]
     ctx: dict[str, Any] = {"tab": tab, "tabs": TABS, "providers": PROVIDERS, "interactive": ALL_INTERACTIVE,
                            "summaries": await providers_service.summaries(s, settings)}
     if tab == "configuration":
-        ctx["p"] = parameters_service.to_public(await parameters_service.get(s))
+        ctx["p"] = await parameters_service.public(s)
     elif tab == "smtp":
         ctx["p"] = providers_service.smtp_public(await providers_service.get_row(s, "smtp"), settings)
     elif tab == "graph":
@@ -319,8 +320,12 @@ def _provider_body(provider: str, current: BaseModel, form: dict[str, Any]) -> d
                 body[name] = form[name]
         elif name in form:
             body[name] = form[name].strip() or None
-    # A blank field whose default is not null takes its default (SMTP's blank limit stays null: automatic).
-    return {k: v for k, v in body.items() if v is not None or fields[k].default is None}
+    # A blank field that cannot be null is left out: its default applies, or the refusal names it.
+    return {k: v for k, v in body.items() if v is not None or _nullable(fields[k])}
+
+
+def _nullable(field: FieldInfo) -> bool:
+    return field.annotation is None or type(None) in get_args(field.annotation)
 
 
 @router.post("/parameters", response_class=HTMLResponse)

@@ -138,11 +138,11 @@ async def test_a_user_key_sees_only_its_options_and_its_own_messages(env: Env) -
 
 
 async def test_no_secret_is_ever_rendered(env: Env) -> None:
-    r = await env.client.put("/providers/smtp", json={
+    r = await env.client.patch("/providers/smtp", json={
         "host": "127.0.0.1", "port": 2525, "tls": "none", "username": "batch@example.com", "password": SECRET,
         "from_address": "batch@example.com"})
     assert r.status_code == 200, r.text
-    r = await env.client.put("/providers/graph", json={
+    r = await env.client.patch("/providers/graph", json={
         "tenant_id": "contoso.onmicrosoft.com", "client_id": "0b5e1c4a-6f1e-4b5f-9d52-1c2b3a4d5e6f",
         "client_secret": SECRET + "-graph", "batch_account": "batch@contoso.com"})
     assert r.status_code == 200, r.text
