@@ -158,12 +158,18 @@ async def test_no_secret_is_ever_rendered(env: Env) -> None:
         assert 'class="secret-set">set<' in smtp_page
         # Saving the form with the secret left blank keeps it (as leaving it out of a PUT does).
         form = dict(re.findall(r'<input id="f-(\w+)" name="\w+" type="(?:text|number)" value="([^"]*)"', smtp_page))
-        r = await c.post("/console/providers/smtp", data={**form, "tls": "none", "auth_method": "password",
-                                                          "cloud": "global", "authentication_required": "on",
-                                                          "port": "2526", "csrf": token})
+        base = {**form, "tls": "none", "auth_method": "password", "cloud": "global",
+                "authentication_required": "on", "validate_certificates": "on", "csrf": token}
+        r = await c.post("/console/providers/smtp", data={**base, "from_name": "Contoso ERP"})
         assert r.status_code == 303, r.text
         got = (await env.client.get("/providers/smtp")).json()
-        assert got["port"] == 2526 and got["password_set"] is True and got["username"] == "batch@example.com"
+        assert got["from_name"] == "Contoso ERP" and got["password_set"] is True
+        assert got["username"] == "batch@example.com" and got["port"] == 2525
+        # Another port with the password left blank: refused naming the field (the API's rule), nothing changed.
+        r = await c.post("/console/providers/smtp", data={**base, "port": "2526"})
+        assert r.status_code == 422 and "password: must be entered again" in r.text
+        assert SECRET not in r.text
+        assert (await env.client.get("/providers/smtp")).json() == got
         # Verify against nothing listening: an explanation and a fix, still no secret.
         r = await c.post("/console/providers/smtp/verify", data={"csrf": token})
         assert r.status_code == 200 and "Verify smtp: failed" in r.text and "Fix:" in r.text
