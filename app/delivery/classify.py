@@ -989,6 +989,10 @@ def classify(
         return verdict
     if provider == "smtp":
         error_type = _smtp_type(stage, reply)
+        if error_type == "smtp.disconnected_after_data" and not uncertain:
+            # The transport places a loss exactly (transports/smtp.py): during DATA but before the final "."
+            # was sent (no 354, or a reply it did get), nothing can have been accepted.
+            error_type = "smtp.disconnected"
     elif provider == "graph":
         error_type = _graph_type(stage, reply, retry_after)
     elif provider == "exchange":

@@ -248,10 +248,13 @@ class TestSmtp:
         assert_complete(v)
 
     def test_disconnect_after_data_is_uncertain(self) -> None:
-        v = smtp(None, "connection lost", "data", "disconnected")
+        v = smtp(None, "connection lost", "data", "disconnected", uncertain=True)
         assert v.kind == "transient"
         assert v.uncertain
         assert v.error_type == "smtp.disconnected_after_data"
+        # Lost during DATA but before the final "." was sent (the transport says so): not a possible duplicate.
+        before = smtp(None, "connection lost", "data", "disconnected")
+        assert (before.kind, before.error_type, before.uncertain) == ("transient", "smtp.disconnected", False)
 
     def test_tls_failure_never_falls_back(self) -> None:
         v = smtp(None, "TLS handshake failed: CERTIFICATE_VERIFY_FAILED", "tls", "tls_failed")

@@ -75,7 +75,8 @@ async def test_sink_accepts_and_dumps(sink: Sink) -> None:
     assert b"Subject: fault" in dump
 
 
-@pytest.mark.parametrize(("sink", "uncertain"), [(("-q", "RCPT"), False), (("-A", "0"), False),
+@pytest.mark.parametrize(("sink", "uncertain"), [(("-q", "MAIL"), False), (("-q", "RCPT"), False),
+                                                 (("-q", "DATA"), False), (("-A", "0"), False),
                                                  (("-q", "."), True)], indirect=["sink"])
 async def test_message_is_flagged_possible_duplicate_only_after_the_dot(mta_env: Env, sink: Sink,
                                                                         uncertain: bool) -> None:
