@@ -14,10 +14,13 @@ W, H, LEFT, BOTTOM, TOP = 960, 260, 48, 28, 10
 
 
 def _nice(n: int) -> int:
-    for step in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000):
-        if n <= step:
-            return step
-    return n
+    """The axis top: the smallest of 1, 2, 2.5, 3, 4, 5, 6, 8 times a power of ten that holds n (at least 2)."""
+    scale = 1
+    while True:
+        for m in (1, 2, 2.5, 3, 4, 5, 6, 8):
+            if n <= m * scale and m * scale >= 2:
+                return int(m * scale)
+        scale *= 10
 
 
 def svg(data: dict[str, Any]) -> Markup:
