@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     drain_slots: int = Field(default=8, alias="OUTBOX_DRAIN_SLOTS")
     worker_max_jobs: int = Field(default=4, alias="OUTBOX_WORKER_MAX_JOBS")
     smtp_connections: int = Field(default=8, alias="OUTBOX_SMTP_CONNECTIONS")
+    high_lane_connections: int = Field(default=2, ge=1, alias="OUTBOX_HIGH_LANE_CONNECTIONS")
     lease_seconds: int = Field(default=120, alias="OUTBOX_LEASE_SECONDS")
     max_attempts: int = Field(default=8, alias="OUTBOX_MAX_ATTEMPTS")
     retry_base_seconds: float = Field(default=30.0, alias="OUTBOX_RETRY_BASE_SECONDS")

@@ -20,3 +20,4 @@ class WorkerContext(TypedDict):
     heartbeat: Any
     inflight: asyncio.Semaphore  # messages loaded, built or being sent at once, across this worker's drains
     large: asyncio.Semaphore  # of which large ones (attachments): bounds the worker's memory
+    inflight_high: asyncio.Semaphore  # the high lane's own bound (never waits for a bulk batch's sends)

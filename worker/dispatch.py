@@ -186,7 +186,7 @@ async def _send_bounded(ctx: WorkerContext, route: Route, row: MessageRow, note:
     are still recorded (an exception here once lost a whole batch's records, and the expired leases sent it
     again)."""
     large = row.size_bytes > LARGE_MESSAGE_BYTES
-    async with ctx["inflight"]:
+    async with route.inflight or ctx["inflight"]:
         async with ctx["large"] if large else contextlib.nullcontext():
             try:
                 rec.add([await _send_one(ctx, route, row, note)])
@@ -200,12 +200,13 @@ async def _send_bounded(ctx: WorkerContext, route: Route, row: MessageRow, note:
                 rec.add([lifecycle.decide(row, route.provider, v, _policy(ctx), utcnow())])
 
 
-async def _process(ctx: WorkerContext, claimed: list[MessageRow], params: Parameters, rec: Recorder) -> None:
+async def _process(ctx: WorkerContext, claimed: list[MessageRow], params: Parameters, rec: Recorder, *,
+                   high: bool = False) -> None:
     groups: dict[str, list[MessageRow]] = defaultdict(list)
     for r in claimed:
         groups[r.provider or params.batch_provider].append(r)
     async with ctx["sessionmaker"]() as session:
-        routes = {p: await route(ctx, session, p) for p in groups}
+        routes = {p: await route(ctx, session, p, high=high) for p in groups}
     await asyncio.gather(*(_process_group(ctx, routes[p], rs, rec) for p, rs in groups.items()))
 
 
@@ -241,33 +242,72 @@ async def _schedule_wakeup(ctx: WorkerContext, outcomes: list[Outcome]) -> None:
                        defer_by=delay + 0.05)
 
 
+async def drain_once(ctx: WorkerContext, lanes: tuple[int, ...], *, high: bool = False) -> int:
+    """Claim one batch from the highest of `lanes` with due messages, send it, record it; returns its size."""
+    s = ctx["settings"]
+    async with ctx["sessionmaker"]() as session:
+        params = await parameters_service.get(session)
+        now = utcnow()
+        claimed = repository.rows(await lifecycle.claim_due(
+            session, worker=ctx["worker_id"], now=now, limit=s.claim_batch_size, lease_seconds=s.lease_seconds,
+            due=repository.due_lanes(now, batch_enabled=params.batch_processing_enabled, lanes=lanes),
+            postgres=ctx["postgres"]))
+        await session.commit()
+    if not claimed:
+        return 0
+    stop = asyncio.Event()
+    renewer = asyncio.create_task(_renew_leases(ctx, [r.id for r in claimed], stop))
+    rec = Recorder(ctx)
+    try:
+        await _process(ctx, claimed, params, rec, high=high)
+        await rec.close()
+    finally:
+        stop.set()
+        await renewer
+    await _schedule_wakeup(ctx, rec.outcomes)
+    return len(claimed)
+
+
 async def deliver(ctx: WorkerContext, *_: Any, **__: Any) -> int:
-    """Drain due messages in batches for up to DRAIN_SECONDS; re-enqueue itself if more remain."""
+    """Drain due messages in batches for up to DRAIN_SECONDS, each batch from the highest lane with due
+    messages; re-enqueue itself if more remain."""
     s = ctx["settings"]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DRAIN_SECONDS
     total = 0
     while True:
-        async with ctx["sessionmaker"]() as session:
-            params = await parameters_service.get(session)
-            now = utcnow()
-            claimed = repository.rows(await lifecycle.claim_due(
-                session, worker=ctx["worker_id"], now=now, limit=s.claim_batch_size, lease_seconds=s.lease_seconds,
-                due=repository.due(now, batch_enabled=params.batch_processing_enabled), postgres=ctx["postgres"]))
-            await session.commit()
-        if not claimed:
+        n = await drain_once(ctx, lifecycle.LANES)
+        if not n:
             return total
-        stop = asyncio.Event()
-        renewer = asyncio.create_task(_renew_leases(ctx, [r.id for r in claimed], stop))
-        rec = Recorder(ctx)
-        try:
-            await _process(ctx, claimed, params, rec)
-            await rec.close()
-        finally:
-            stop.set()
-            await renewer
-        await _schedule_wakeup(ctx, rec.outcomes)
-        total += len(claimed)
+        total += n
         if loop.time() > deadline:
             await jobs.enqueue(ctx["redis"], s.queue_name, "more", ctx["worker_id"], int(time.time()))
             return total
+
+
+HIGH_LANE_POLL_SECONDS = 1.0
+
+
+async def drain_high(ctx: WorkerContext) -> int:
+    """Send every due high-priority message, through the high lane's reserved connections and in-flight bound."""
+    total = 0
+    while n := await drain_once(ctx, (lifecycle.HIGH_LANE,), high=True):
+        total += n
+    return total
+
+
+async def high_lane(ctx: WorkerContext) -> None:
+    """The worker's high-lane loop, beside arq's jobs (whose slots bulk drains may all hold): woken by the API's
+    push on `jobs.high_wake_key` as soon as a high-priority message is committed, and polling the lane (one
+    index probe) every second in case a wake-up was lost. Runs until cancelled."""
+    key = jobs.high_wake_key(ctx["settings"].queue_name)
+    while True:
+        try:
+            await ctx["redis"].blpop([key], timeout=HIGH_LANE_POLL_SECONDS)  # type: ignore[arg-type, misc]
+            await ctx["redis"].delete(key)  # wake-ups that arrive from here on find their rows in this drain
+            await drain_high(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("high-lane loop failed; retrying in a second", exc_info=True)
+            await asyncio.sleep(HIGH_LANE_POLL_SECONDS)

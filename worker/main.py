@@ -23,7 +23,7 @@ from app.monitoring.service import HEARTBEAT_SECONDS, HEARTBEAT_TTL_SECONDS, WOR
 from app.settings import Settings, get_settings
 from app.webhooks import jobs as webhook_jobs
 from worker.context import WorkerContext
-from worker.dispatch import deliver
+from worker.dispatch import deliver, high_lane
 from worker.reconcile import reconcile
 from worker.webhooks import deliver_webhooks
 
@@ -47,7 +47,8 @@ async def _heartbeat(ctx: WorkerContext) -> None:
 
 async def startup(raw: dict[str, Any]) -> None:
     configure_logging(get_settings())  # again: arq's command line replaced its logger's handler after import
-    await build_context(raw, get_settings())
+    ctx = await build_context(raw, get_settings())
+    raw["high_lane"] = asyncio.create_task(high_lane(ctx))
     if get_settings().tune_gc:
         tune_gc()
 
@@ -64,6 +65,7 @@ async def build_context(raw: dict[str, Any], settings: Settings) -> WorkerContex
     ctx["pools"] = {}
     ctx["inflight"] = asyncio.Semaphore(max(2, settings.smtp_connections * 2))
     ctx["large"] = asyncio.Semaphore(2)
+    ctx["inflight_high"] = asyncio.Semaphore(max(2, settings.high_lane_connections * 2))
     ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
     return ctx
 
@@ -71,6 +73,8 @@ async def build_context(raw: dict[str, Any], settings: Settings) -> WorkerContex
 async def shutdown(raw: dict[str, Any]) -> None:
     ctx = cast(WorkerContext, raw)
     ctx["heartbeat"].cancel()
+    if raw.get("high_lane") is not None:
+        raw["high_lane"].cancel()
     with contextlib.suppress(Exception):
         await ctx["redis"].delete(WORKER_KEY_PREFIX + ctx["worker_id"])
     for _, transport in ctx["pools"].values():

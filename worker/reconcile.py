@@ -2,8 +2,8 @@
 
 Every few seconds: give back messages whose worker died (expired lease), and enqueue a drain when due
 messages, or due webhook deliveries, exist (their job may be gone: Redis flushed or restarted). Once per
-distributor interval: expire unsent messages past the expiration days, and purge history past the retention
-period.
+distributor interval: expire unsent messages past the expiration days, purge history past the retention
+period, and fold the status counters of ended database connections (lifecycle.compact_counts).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ async def reconcile(ctx: WorkerContext, *_: Any, **__: Any) -> dict[str, int]:
             retention = parameters_service.effective_days(params.history_retention_days)
             purged = await lifecycle.purge_history(session, now - timedelta(days=retention))
             purged += await webhook_delivery.purge(session, now - timedelta(days=retention))
+            await lifecycle.compact_counts(session)  # the status counters of ended connections, into one row
         due = await repository.any_due(session, now, batch_enabled=params.batch_processing_enabled)
         webhooks_due = await webhook_delivery.any_due(session, now)
         await session.commit()

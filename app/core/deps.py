@@ -25,9 +25,14 @@ class Tx:
     session: AsyncSession
     jobs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     callbacks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    signals: list[str] = field(default_factory=list)
 
     def enqueue_after_commit(self, function: str, **kwargs: Any) -> None:
         self.jobs.append((function, kwargs))
+
+    def signal_after_commit(self, name: str) -> None:
+        """Once committed, push a wake-up onto the queue's Redis list `name` (core.jobs.JobFlusher.signal)."""
+        self.signals.append(name)
 
     def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
         self.callbacks.append(callback)
@@ -47,6 +52,8 @@ async def get_tx(request: Request) -> AsyncIterator[Tx]:
         ttl_cache.clear_all()  # an administrator's change is seen at once by this process
     for function, kwargs in tx.jobs:  # committed: now the worker may see the rows
         state.jobs.request(function, **kwargs)
+    for key in tx.signals:
+        state.jobs.signal(key)
     for callback in tx.callbacks:
         await callback()
 

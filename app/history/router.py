@@ -7,7 +7,7 @@ from pydantic import AwareDatetime
 
 from app.core.deps import TxDep
 from app.core.errors import NotFound, problem_responses
-from app.core.pagination import DbId, Limit, Offset, Page
+from app.core.pagination import Cursor, DbId, Limit, Offset, Page
 from app.messages import service as message_service
 from app.messages.lifecycle import HISTORY_STATUSES
 from app.messages.repository import MessageFilter
@@ -24,7 +24,7 @@ async def list_history(
     sender: str | None = None, provider: str | None = None,
     kind: Annotated[Literal["batch", "interactive", "workflow", "test"] | None, Query()] = None,
     since: AwareDatetime | None = None, until: AwareDatetime | None = None,  # with a zone: 2026-01-01T00:00Z
-    limit: Limit = 50, offset: Offset = 0,
+    limit: Limit = 50, offset: Offset = 0, cursor: Cursor = None,
     workflow_event_id: Annotated[str | None, Query(max_length=200, description="Notifications of one workflow "
                                                                                 "event")] = None,
 ) -> Page[MessageSummary]:
@@ -32,7 +32,8 @@ async def list_history(
     its explanation and the fix; kept for the history retention period. Filter by time finished."""
     f = MessageFilter(statuses=list(status or HISTORY_STATUSES), sender=sender, provider=provider, kind=kind,
                       since=since, until=until, workflow_event_id=workflow_event_id, time_column="finished_at")
-    return await message_service.list_messages(tx.session, principal, f, limit=limit, offset=offset)
+    return await message_service.list_messages(tx.session, principal, f, limit=limit, offset=offset,
+                                               cursor=cursor)
 
 
 @router.get("/{message_id}", response_model=MessagePublic, responses=problem_responses(404),

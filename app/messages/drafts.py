@@ -112,9 +112,13 @@ async def update_draft(
     prepared = message_service.prepare(body, message_service.SubmitContext(principal, params, now, "interactive"),
                                        sender, draft=True, kept_attachment_sizes=[a.size for a in kept])
     r = prepared.row
+    scheduled: dict[str, Any] = {}
+    if "send_at" in fields:
+        scheduled["send_at"] = message_service.check_send_at("send_at", patch.send_at, now)
     res = await session.execute(
         update(M).where(M.c.id == message_id, M.c.status == "draft").values(
-            sender=r["sender"], sender_name=r["sender_name"], to_addrs=r["to_addrs"], cc_addrs=r["cc_addrs"],
+            **scheduled, sender=r["sender"], sender_name=r["sender_name"], to_addrs=r["to_addrs"],
+            cc_addrs=r["cc_addrs"],
             bcc_addrs=r["bcc_addrs"], reply_to=r["reply_to"], subject=r["subject"], body_text=r["body_text"],
             body_html=r["body_html"], size_bytes=r["size_bytes"],
             attachment_count=len(kept) + len(prepared.attachments), updated_at=now))
@@ -169,7 +173,9 @@ async def send_draft(
     await suppressions.apply(session, [{"status": "queued", "to_addrs": row.to_addrs, "cc_addrs": row.cc_addrs,
                                         "bcc_addrs": row.bcc_addrs}], ["refuse"], [""])
     params = await parameters_service.get(session)
-    if not await lifecycle.queue_draft(session, message_id, now, provider, parameters_service.expires_at(params, now)):
+    due = row.send_at if row.send_at is not None and row.send_at > now else now  # scheduled: not before send_at
+    if not await lifecycle.queue_draft(session, message_id, now, provider, parameters_service.expires_at(params, due),
+                                       due_at=due):
         raise Conflict(f"Message {message_id} was sent or cancelled meanwhile")
     return SendOutcome(await message_service.get(session, principal, message_id))
 

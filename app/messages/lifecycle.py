@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from sqlalchemy import JSON, ColumnElement, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import JSON, ColumnElement, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,6 +47,24 @@ WAITING_STATUSES: tuple[Status, ...] = ("queued", "deferred", "retrying")  # cla
 UNSENT_STATUSES: tuple[Status, ...] = ("draft", "queued", "deferred", "retrying", "held")
 FINAL_STATUSES: tuple[Status, ...] = ("sent", "failed", "expired", "cancelled")
 HISTORY_STATUSES: tuple[Status, ...] = ("sent", "failed", "expired")
+
+# Priority lanes (message.priority). A claim takes its batch from the highest lane that has due messages, never
+# a lower lane's while a higher one has some (see `claim_due`).
+Priority = Literal["high", "normal", "low"]
+PRIORITIES: dict[Priority, int] = {"high": 0, "normal": 1, "low": 2}
+PRIORITY_NAMES: dict[int, Priority] = {v: k for k, v in PRIORITIES.items()}
+LANES: tuple[int, ...] = tuple(sorted(PRIORITIES.values()))  # highest first
+HIGH_LANE = PRIORITIES["high"]
+
+
+def default_priority(kind: str, *, bulk: bool) -> Priority:
+    """The lane of a message whose submitter did not choose one: a user waiting on it (the send dialog, a test
+    email) high, workflow notifications normal, bulk submissions low, a single batch message normal."""
+    if kind in ("interactive", "test"):
+        return "high"
+    if kind == "workflow":
+        return "normal"
+    return "low" if bulk else "normal"
 SEND_OUTCOMES: tuple[Status, ...] = ("sent", "retrying", "deferred", "held", "failed")  # what a send can lead to
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -308,27 +326,51 @@ async def claim_due(
     now: datetime,
     limit: int,
     lease_seconds: int,
-    due: ColumnElement[bool],
+    due: Sequence[ColumnElement[bool]],
     postgres: bool,
 ) -> Sequence[Row[Any]]:
-    """Compare-and-set many `due` rows (`repository.due`) to `sending` with a lease, in one statement, returning
-    the claimed rows whole (what the worker sends: no second read).
+    """Compare-and-set up to `limit` due rows to `sending` with a lease, in one statement, returning the claimed
+    rows whole (what the worker sends: no second read).
+
+    `due` is one condition per lane, highest first (`repository.due_lanes`): the batch comes from the first lane
+    that has due rows, so a lower lane's batch never starts while a higher lane has due messages. Each lane is
+    one range of the partial index ix_message_lane read in `next_attempt_at` order: the claim reads about its
+    batch, whatever the backlog (an empty higher lane costs one index probe).
 
     On PostgreSQL the inner SELECT takes `FOR UPDATE SKIP LOCKED`, so concurrent workers claim disjoint
     batches without waiting; SQLite has one writer at a time, which serialises claims by itself.
     """
-    inner = select(M.c.id).where(due).order_by(M.c.next_attempt_at).limit(limit)
-    if postgres:
-        inner = inner.with_for_update(skip_locked=True)
-    stmt = (
-        update(M)
-        .where(M.c.id.in_(inner.scalar_subquery()))
-        .where(M.c.status.in_(_CLAIMABLE))
-        .values(status="sending", lease_until=now + timedelta(seconds=lease_seconds), claimed_by=worker,
-                updated_at=now)
-        .returning(*M.c)
-    )
-    return (await session.execute(stmt)).all()
+    for cond in due:
+        inner = select(M.c.id).where(cond).order_by(M.c.next_attempt_at).limit(limit)
+        if postgres:
+            inner = inner.with_for_update(skip_locked=True)
+        stmt = (
+            update(M)
+            .where(M.c.id.in_(inner.scalar_subquery()))
+            .where(M.c.status.in_(_CLAIMABLE))
+            .values(status="sending", lease_until=now + timedelta(seconds=lease_seconds), claimed_by=worker,
+                    updated_at=now)
+            .returning(*M.c)
+        )
+        claimed = (await session.execute(stmt)).all()
+        if claimed:
+            return claimed
+    return []
+
+
+async def compact_counts(session: AsyncSession) -> int:
+    """Fold the status counters of PostgreSQL backends that have ended into shard 0 (see models.MessageCount).
+    Not a status write; the reconciler calls it. Returns the rows folded."""
+    if session.get_bind().dialect.name != "postgresql":
+        return 0
+    res = await session.execute(text(
+        "WITH gone AS (DELETE FROM message_count WHERE shard <> 0 AND shard NOT IN "
+        "(SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL) RETURNING status, kind, n), "
+        "folded AS (INSERT INTO message_count AS c (status, kind, shard, n) "
+        "SELECT status, kind, 0, sum(n) FROM gone GROUP BY status, kind ORDER BY status, kind "
+        "ON CONFLICT (status, kind, shard) DO UPDATE SET n = c.n + EXCLUDED.n RETURNING 1) "
+        "SELECT (SELECT count(*) FROM gone)"))
+    return int(res.scalar_one())
 
 
 async def record(session: AsyncSession, outcomes: list[Outcome], now: datetime, worker: str) -> None:
@@ -497,10 +539,11 @@ def retry_state(state: dict[str, Any]) -> dict[str, Any]:
 
 async def queue_draft(
     session: AsyncSession, message_id: int, now: datetime, provider: str | None,
-    expires_at: datetime | None = None,
+    expires_at: datetime | None = None, due_at: datetime | None = None,
 ) -> bool:
-    """The user sent a draft: it waits for the worker like any queued message (expiry counted from now)."""
-    values: dict[str, Any] = {"status": "queued", "next_attempt_at": now, "updated_at": now,
+    """The user sent a draft: it waits for the worker like any queued message, from `due_at` (its send_at) or
+    now (expiry counted from then)."""
+    values: dict[str, Any] = {"status": "queued", "next_attempt_at": due_at or now, "updated_at": now,
                               "provider": provider}
     if expires_at is not None:
         values["expires_at"] = expires_at

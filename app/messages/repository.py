@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
-from app.messages.lifecycle import WAITING_STATUSES, SendState, Status
-from app.models import ATTACHMENTS, ATTEMPTS, MESSAGES
+from app.messages.lifecycle import LANES, WAITING_STATUSES, SendState, Status
+from app.models import ATTACHMENTS, ATTEMPTS, COUNTS, MESSAGES
 from app.transports.base import Attachment
 
 M = MESSAGES
@@ -92,6 +92,10 @@ class MessageRow(SendState, Protocol):
     def template_id(self) -> int | None: ...
     @property
     def language(self) -> str | None: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def send_at(self) -> datetime | None: ...
 
 
 def rows(result: Sequence[Any]) -> list[MessageRow]:
@@ -112,13 +116,27 @@ def visible(principal: Principal) -> ColumnElement[bool] | None:
     return M.c.api_key_id == principal.key_id
 
 
-def due(now: datetime, *, batch_enabled: bool) -> ColumnElement[bool]:
-    """Waiting messages whose time has come: what the worker claims and what the reconciler wakes it for.
-    With the email distributor batch off, only interactive mail goes out."""
-    cond = and_(M.c.status.in_(WAITING_STATUSES), M.c.next_attempt_at <= now)
-    if not batch_enabled:
-        cond = and_(cond, M.c.kind == "interactive")
-    return cond
+# The waiting statuses as literals, exactly as ix_message_lane's predicate: with bound parameters the planner
+# could not prove a generic plan's rows are in the partial index.
+_WAITING = M.c.status.in_([literal_column(f"'{s}'") for s in WAITING_STATUSES])
+
+
+def waiting_in_lane(lane: int) -> ColumnElement[bool]:
+    """The waiting messages of one lane: a range of the partial index ix_message_lane."""
+    return and_(_WAITING, M.c.priority == lane)
+
+
+def due_lanes(now: datetime, *, batch_enabled: bool, lanes: Sequence[int] = LANES) -> list[ColumnElement[bool]]:
+    """Waiting messages whose time has come, one condition per lane, highest first: what the worker claims and
+    what the reconciler wakes it for. With the email distributor batch off, only interactive mail goes out
+    (read through the same index, filtered by kind)."""
+    out = []
+    for lane in lanes:
+        cond = and_(waiting_in_lane(lane), M.c.next_attempt_at <= now)
+        if not batch_enabled:
+            cond = and_(cond, M.c.kind == "interactive")
+        out.append(cond)
+    return out
 
 
 # ---------------------------------------------------------------------- one message
@@ -163,7 +181,7 @@ async def resends(session: AsyncSession, message_id: int) -> list[int]:
 async def by_idempotency(session: AsyncSession, key_id: int, key: str) -> Any:
     """The message this API key already submitted with this Idempotency-Key, if any."""
     return (await session.execute(
-        select(M.c.id, M.c.status, M.c.message_id_header, M.c.request_hash)
+        select(M.c.id, M.c.status, M.c.message_id_header, M.c.request_hash, M.c.priority)
         .where(M.c.api_key_id == key_id, M.c.idempotency_key == key)
     )).first()
 
@@ -185,6 +203,11 @@ class MessageFilter:
     until: datetime | None = None
     workflow_event_id: str | None = None
     time_column: TimeColumn = "created_at"
+
+    def only_statuses(self) -> bool:
+        """Filtered on status alone, or not at all (the total can come from the counters)."""
+        return not (self.sender or self.provider or self.kind or self.since or self.until
+                                            or self.workflow_event_id)
 
     def where(self, principal: Principal | None) -> ColumnElement[bool]:
         conds: list[ColumnElement[bool]] = []
@@ -212,12 +235,22 @@ _SUMMARY_COLUMNS = [c for c in M.c if c.name not in ("body_text", "body_html", "
 
 
 async def page(session: AsyncSession, principal: Principal | None, f: MessageFilter, *, limit: int,
-               offset: int) -> tuple[list[MessageRow], int]:
-    """One page of messages (newest first, without bodies) and the total that match."""
+               offset: int = 0, before_id: int | None = None) -> tuple[list[MessageRow], int]:
+    """One page of messages (newest first, without bodies) and the total that match.
+
+    Keyset paging: `before_id` (the cursor: the last id of the previous page) starts the page after it, read
+    from an index whatever the page number; `offset` still works (it reads the rows it skips). The total of a
+    status-only filter seen by an administrator comes from the status counters; any other filter counts."""
     where = f.where(principal)
-    total = (await session.execute(select(func.count()).select_from(M).where(where))).scalar_one()
-    found = (await session.execute(
-        select(*_SUMMARY_COLUMNS).where(where).order_by(M.c.id.desc()).limit(limit).offset(offset))).all()
+    if f.only_statuses() and (principal is None or visible(principal) is None):
+        counts = await counts_by_status(session)
+        total = sum(n for s, n in counts.items() if not f.statuses or s in f.statuses)
+    else:
+        total = (await session.execute(select(func.count()).select_from(M).where(where))).scalar_one()
+    q = select(*_SUMMARY_COLUMNS).where(where)
+    if before_id is not None:
+        q = q.where(M.c.id < before_id)
+    found = (await session.execute(q.order_by(M.c.id.desc()).limit(limit).offset(offset))).all()
     return rows(found), int(total)
 
 
@@ -231,8 +264,11 @@ async def claimers(session: AsyncSession) -> list[str]:
 
 
 async def any_due(session: AsyncSession, now: datetime, *, batch_enabled: bool) -> bool:
-    return (await session.execute(select(M.c.id).where(due(now, batch_enabled=batch_enabled)).limit(1))).first() \
-        is not None
+    """Whether any lane has a due message (one index probe per lane)."""
+    for cond in due_lanes(now, batch_enabled=batch_enabled):
+        if (await session.execute(select(M.c.id).where(cond).limit(1))).first() is not None:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------- senders
@@ -259,15 +295,24 @@ async def last_sends(session: AsyncSession, senders: Sequence[str], error_types:
 
 
 async def counts_by_status(session: AsyncSession) -> dict[str, int]:
-    found = (await session.execute(select(M.c.status, func.count()).group_by(M.c.status))).all()
-    return {r[0]: int(r[1]) for r in found}
+    """Messages per status, from the counters (see `counts_by_status_and_kind`)."""
+    found = (await session.execute(
+        select(COUNTS.c.status, func.sum(COUNTS.c.n)).group_by(COUNTS.c.status))).all()
+    return {r[0]: int(r[1]) for r in found if r[1]}
 
 
-async def oldest_waiting(session: AsyncSession) -> datetime | None:
-    oldest: datetime | None = (await session.execute(
-        select(func.min(M.c.created_at)).where(M.c.status.in_(WAITING_STATUSES)))).scalar_one()
-    if oldest is not None and oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)  # SQLite's MIN() returns the stored text, parsed naive
+async def oldest_due(session: AsyncSession, now: datetime) -> datetime | None:
+    """When the message that has waited longest since it came due came due (a scheduled message waits from its
+    send_at, a retry from its next attempt): the first entry of each lane's index range."""
+    oldest: datetime | None = None
+    for lane in LANES:
+        first = (await session.execute(
+            select(M.c.next_attempt_at).where(waiting_in_lane(lane), M.c.next_attempt_at <= now)
+            .order_by(M.c.next_attempt_at).limit(1))).scalar()
+        if first is not None:
+            if first.tzinfo is None:
+                first = first.replace(tzinfo=UTC)
+            oldest = first if oldest is None else min(oldest, first)
     return oldest
 
 
@@ -278,11 +323,14 @@ async def recent_failures(session: AsyncSession, n: int = 5) -> list[Any]:
 
 
 async def counts_by_status_and_kind(session: AsyncSession) -> dict[str, dict[str, int]]:
-    """Queue depth by status and lane (kind: batch, interactive, workflow, test): status -> kind -> count."""
-    found = (await session.execute(select(M.c.status, M.c.kind, func.count()).group_by(M.c.status, M.c.kind))).all()
+    """Queue depth by status and kind (batch, interactive, workflow, test): status -> kind -> count, from the
+    counters the database keeps with every write (models.MessageCount): a few rows whatever the table's size."""
+    found = (await session.execute(
+        select(COUNTS.c.status, COUNTS.c.kind, func.sum(COUNTS.c.n)).group_by(COUNTS.c.status, COUNTS.c.kind))).all()
     out: dict[str, dict[str, int]] = {}
     for status, kind, n in found:
-        out.setdefault(status, {})[kind] = int(n)
+        if n:
+            out.setdefault(status, {})[kind] = int(n)
     return out
 
 

@@ -7,7 +7,7 @@ from pydantic import AwareDatetime
 
 from app.core.deps import TxDep
 from app.core.errors import problem_responses
-from app.core.pagination import DbId, Limit, Offset, Page
+from app.core.pagination import Cursor, DbId, Limit, Offset, Page
 from app.messages import drafts as draft_service
 from app.messages import jobs
 from app.messages import resend as resend_service
@@ -55,7 +55,7 @@ async def submit_message(
     accepted = (await message_service.submit(tx.session, principal, [body], idempotency_key,
                                              batcher=request.app.state.ingest))[0]
     if accepted.status == "queued":
-        jobs.wake_for(tx, [accepted.id])
+        jobs.wake_for(tx, [accepted.id], high=accepted.priority == "high")
     return accepted
 
 
@@ -67,7 +67,8 @@ async def submit_bulk(body: BulkIn, request: Request, tx: TxDep, principal: Serv
     accepted = await message_service.submit(tx.session, principal, body.messages, None,
                                             batcher=request.app.state.ingest,
                                             max_messages=request.app.state.settings.max_bulk_messages)
-    jobs.wake_for(tx, [a.id for a in accepted if a.status == "queued"])
+    queued = [a for a in accepted if a.status == "queued"]
+    jobs.wake_for(tx, [a.id for a in queued], high=any(a.priority == "high" for a in queued))
     return BulkAccepted(accepted=accepted)
 
 
@@ -77,14 +78,16 @@ async def list_messages(
     status_: Annotated[list[Status] | None, Query(alias="status")] = None,
     sender: str | None = None, provider: str | None = None, kind: str | None = None,
     since: AwareDatetime | None = None, until: AwareDatetime | None = None,  # with a zone: 2026-01-01T00:00Z
-    limit: Limit = 50, offset: Offset = 0,
+    limit: Limit = 50, offset: Offset = 0, cursor: Cursor = None,
     workflow_event_id: Annotated[str | None, Query(max_length=200, description="Notifications of one workflow "
                                                                                 "event")] = None,
 ) -> Page[MessageSummary]:
-    """Every message this key may see, newest first, with status, attempts and next attempt."""
+    """Every message this key may see, newest first, with status, attempts and next attempt. Page with
+    `cursor` (each page's `next_cursor`): every page costs the same; `offset` still works."""
     f = MessageFilter(statuses=list(status_) if status_ else None, sender=sender, provider=provider, kind=kind,
                       since=since, until=until, workflow_event_id=workflow_event_id)
-    return await message_service.list_messages(tx.session, principal, f, limit=limit, offset=offset)
+    return await message_service.list_messages(tx.session, principal, f, limit=limit, offset=offset,
+                                               cursor=cursor)
 
 
 @router.get("/{message_id}", response_model=MessagePublic, responses=problem_responses(404),
@@ -103,7 +106,7 @@ async def cancel_message(message_id: MessageId, tx: TxDep, principal: AnyKeyDep)
              summary="Send a failed or expired message again")
 async def retry_message(message_id: MessageId, tx: TxDep, principal: AnyKeyDep) -> MessagePublic:
     result = await message_service.retry(tx.session, principal, message_id)
-    jobs.wake_for(tx, [message_id])
+    jobs.wake_for(tx, [message_id], high=result.priority == "high")
     return result
 
 
@@ -128,7 +131,7 @@ async def resend_message(
     handed to the user as an .eml file comes back as a draft for the send email dialog."""
     result = await resend_service.resend(tx.session, principal, message_id, body)
     if result.status == "queued":
-        jobs.wake_for(tx, [result.id])
+        jobs.wake_for(tx, [result.id], high=result.priority == "high")
     return result
 
 
@@ -187,7 +190,7 @@ async def send_draft(
     outcome = await draft_service.send_draft(tx.session, principal, message_id, body or SendRequest())
     if outcome.eml is not None:
         return _eml_response(outcome.eml)
-    jobs.wake_for(tx, [message_id])
+    jobs.wake_for(tx, [message_id], high=outcome.message.priority == "high")
     return outcome.message
 
 

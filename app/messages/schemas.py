@@ -3,9 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from app.messages.lifecycle import Status
+from app.messages.lifecycle import Priority, Status
+
+PRIORITY_DOC = ("The lane: claims take the highest lane with due messages first (high, normal, low). Left out: "
+                "high for mail on behalf of a user (the send dialog) and test emails, normal for workflow "
+                "notifications and single submissions, low for bulk submissions")
+SEND_AT_DOC = ("Scheduled sending: not before this time (with a zone). It waits as `queued` with "
+               "`next_attempt_at` = send_at and can be cancelled until then; the expiration days count from it. "
+               "At most a minute in the past (then: at once) and at most 366 days ahead")
 
 
 class AttachmentIn(BaseModel):
@@ -50,11 +57,14 @@ class MessageIn(BaseModel):
     suppressed: Literal["refuse", "drop"] = Field(
         "refuse", description="A recipient on the suppression list: refuse the message (422 "
                               "recipient-suppressed naming the field), or drop that recipient and send to the rest")
+    priority: Priority | None = Field(None, description=PRIORITY_DOC)
+    send_at: AwareDatetime | None = Field(None, description=SEND_AT_DOC)
 
 
 class MessageAccepted(BaseModel):
     id: int
     status: Status
+    priority: Priority = Field("normal", description="The lane it waits in")
     message_id: str = Field(description="The RFC 5322 Message-ID header the email carries on every try")
     dropped_recipients: list[str] = Field(
         default_factory=list, description="Recipients left out because they are suppressed (\"suppressed\": \"drop\")")
@@ -114,6 +124,8 @@ class MessageSummary(BaseModel):
     user_id: int | None = None
     resent_from: int | None = Field(
         None, description="Resend / correct and resend: the finished message this one was made from")
+    priority: Priority = Field("normal", description="The lane it is claimed in (high, normal, low)")
+    send_at: datetime | None = Field(None, description="Scheduled sending: not before this time")
 
 
 class RecipientStatus(BaseModel):
@@ -203,6 +215,8 @@ class DraftUpdate(_Changes):
     attachments_add: list[AttachmentIn] = Field(default_factory=list, max_length=100)
     attachments_remove: list[int] = Field(default_factory=list, max_length=100,
                                           description="Ids of attachments to remove")
+    send_at: AwareDatetime | None = Field(None, description="Scheduled sending once the draft is sent "
+                                                            "(null: at once). " + SEND_AT_DOC)
 
 
 class ResendRequest(_Changes):

@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.bounces import service as bounces
 from app.core.clock import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound, TooLarge
-from app.core.pagination import Page
+from app.core.pagination import Page, decode_cursor, encode_cursor
 from app.core.security import Principal
 from app.core.ttl_cache import TTLCache
 from app.mail.build import RESERVED_HEADERS, make_message_id
@@ -50,6 +50,21 @@ from app.suppressions import service as suppressions
 M = MESSAGES
 ATT = ATTACHMENTS
 HEADER_NAME = re.compile(r"^X-[A-Za-z0-9][A-Za-z0-9-]{0,75}$")
+SEND_AT_PAST_TOLERANCE = timedelta(minutes=1)  # clocks differ: a send_at this far in the past means "now"
+SEND_AT_HORIZON = timedelta(days=366)
+
+
+def check_send_at(field: str, send_at: datetime | None, now: datetime) -> datetime | None:
+    """A scheduled time, or None for "at once" (also for a send_at at most a minute in the past). Further in the
+    past, or more than 366 days ahead, is a 422 naming the field."""
+    if send_at is None:
+        return None
+    if send_at < now - SEND_AT_PAST_TOLERANCE:
+        raise InvalidInput.for_field(field, f"is in the past ({send_at.isoformat()}, now is {now.isoformat()}); "
+                                            "leave it out to send at once")
+    if send_at > now + SEND_AT_HORIZON:
+        raise InvalidInput.for_field(field, "is more than 366 days ahead")
+    return send_at.astimezone(UTC) if send_at > now else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +76,7 @@ class SubmitContext:
     params: Parameters
     now: datetime
     kind: str = "batch"
+    bulk: bool = False  # POST /messages/bulk: its batch mail defaults to the low lane
 
 
 class PreparedMessage:
@@ -140,6 +156,8 @@ def prepare(
             f"The email would be about {size / 1048576:.1f} MB once encoded; the attachment size limit (the "
             f"maximum size of one email) is {params.attachment_size_limit_mb} MB.",
         )
+    send_at = check_send_at(f"{p}send_at", body.send_at, now)
+    priority = body.priority or lifecycle.default_priority(kind, bulk=ctx.bulk)
     if isinstance(sender, SenderRules):
         sender = resolve_sender(body.from_, body.from_name, sender, field=f"{p}from")
     row = {
@@ -151,9 +169,10 @@ def prepare(
         "body_html": body.body_html, "headers": headers,
         "message_id_header": make_message_id(settings.message_id_domain), "idempotency_key": None,
         "request_hash": None, "size_bytes": size, "attachment_count": len(attachments), "attempts": 0,
-        "deferrals": 0, "uncertain": False, "next_attempt_at": None if draft else now, "created_at": now,
-        "updated_at": now,
-        "expires_at": parameters_service.expires_at(params, now),
+        "deferrals": 0, "uncertain": False, "next_attempt_at": None if draft else send_at or now,
+        "created_at": now, "updated_at": now, "priority": lifecycle.PRIORITIES[priority], "send_at": send_at,
+        # The expiration days count from when it may first be sent.
+        "expires_at": parameters_service.expires_at(params, send_at or now),
     }
     return PreparedMessage(row, attachments)
 
@@ -179,7 +198,10 @@ async def default_sender(session: AsyncSession, provider: str) -> tuple[str | No
 
 def request_hash(body: MessageIn) -> str:
     # `suppressed` at its default is left out: requests stored before the field existed hash as before.
-    dump = body.model_dump(mode="json", by_alias=True, exclude={"suppressed"} if body.suppressed == "refuse" else None)
+    # So are `priority` and `send_at` when not given.
+    exclude = {"suppressed"} if body.suppressed == "refuse" else set()
+    exclude |= {f for f in ("priority", "send_at") if getattr(body, f) is None}
+    dump = body.model_dump(mode="json", by_alias=True, exclude=exclude or None)
     return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()
 
 
@@ -195,7 +217,7 @@ async def submit(
                                                  "are accepted (OUTBOX_MAX_BULK): send the rest in further requests")
     now = utcnow()
     params = await parameters_service.cached(session)
-    ctx = SubmitContext(principal, params, now, kind)
+    ctx = SubmitContext(principal, params, now, kind, bulk=max_messages is not None)
     senders: dict[str, tuple[str | None, str | None]] = {}
     if idempotency_key is not None:
         if len(idempotency_key) > 255 or not idempotency_key.isprintable():
@@ -208,7 +230,8 @@ async def submit(
         if found is not None:
             if found.request_hash != digest:
                 raise InvalidInput("Idempotency-Key was already used with a different request body")
-            return [MessageAccepted(id=found.id, status=found.status, message_id=found.message_id_header)]
+            return [MessageAccepted(id=found.id, status=found.status, message_id=found.message_id_header,
+                                    priority=lifecycle.PRIORITY_NAMES.get(found.priority, "normal"))]
     prepared = []
     for i, body in enumerate(bodies):
         p = f"messages[{i}]." if len(bodies) > 1 else ""
@@ -244,7 +267,7 @@ async def submit(
     except IntegrityError as exc:
         raise Conflict("A request with this Idempotency-Key is being processed; retry in a moment") from exc
     return [MessageAccepted(id=mid, status=p.row["status"], message_id=p.row["message_id_header"],
-                            dropped_recipients=d)
+                            dropped_recipients=d, priority=lifecycle.PRIORITY_NAMES[p.row["priority"]])
             for mid, p, d in zip(ids, prepared, dropped, strict=True)]
 
 
@@ -287,6 +310,7 @@ def _summary(r: repository.MessageRow) -> dict[str, Any]:
         "created_at": r.created_at, "sent_at": r.sent_at, "finished_at": r.finished_at,
         "error_type": r.last_error_type, "error": r.last_error, "fix": r.last_fix, "uncertain": r.uncertain,
         "user_id": r.user_id, "resent_from": r.resent_from,
+        "priority": lifecycle.PRIORITY_NAMES.get(r.priority, "normal"), "send_at": r.send_at,
     }
 
 
@@ -327,10 +351,12 @@ def _recipients(r: repository.MessageRow, bounced: dict[str, BounceInfo] | None 
 
 
 async def list_messages(session: AsyncSession, principal: Principal | None, f: repository.MessageFilter, *,
-                        limit: int, offset: int) -> Page[MessageSummary]:
-    found, total = await repository.page(session, principal, f, limit=limit, offset=offset)
+                        limit: int, offset: int, cursor: str | None = None) -> Page[MessageSummary]:
+    before = decode_cursor(cursor) if cursor is not None else None
+    found, total = await repository.page(session, principal, f, limit=limit, offset=offset, before_id=before)
     return Page[MessageSummary](items=[MessageSummary(**_summary(r)) for r in found], total=total, limit=limit,
-                                offset=offset)
+                                offset=offset, next_cursor=encode_cursor(found[-1].id) if len(found) == limit
+                                else None)
 
 
 async def cancel(session: AsyncSession, principal: Principal, message_id: int) -> MessagePublic:

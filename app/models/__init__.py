@@ -1,7 +1,16 @@
 """Every table, imported here so metadata is complete wherever models are used."""
 
 from app.models.api_key import ApiKey
-from app.models.message import ATTACHMENTS, ATTEMPTS, MESSAGES, Attempt, Message, MessageAttachment
+from app.models.message import (
+    ATTACHMENTS,
+    ATTEMPTS,
+    COUNTS,
+    MESSAGES,
+    Attempt,
+    Message,
+    MessageAttachment,
+    MessageCount,
+)
 from app.models.notification_rule import NotificationRule
 from app.models.parameters import Parameters
 from app.models.provider import ProviderConfig
@@ -25,6 +34,7 @@ __all__ = [
     "ATTACHMENTS",
     "ATTEMPTS",
     "BOUNCES",
+    "COUNTS",
     "MESSAGES",
     "SUPPRESSIONS",
     "WEBHOOK_DELIVERIES",
@@ -37,6 +47,7 @@ __all__ = [
     "Message",
     "MessageAttachment",
     "MessageBounce",
+    "MessageCount",
     "NotificationRule",
     "Parameters",
     "ProviderConfig",

@@ -3,11 +3,28 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from app.core.clock import utcnow
 from app.models._base import BigId
+
+# The waiting statuses (lifecycle.WAITING_STATUSES) as the lane index's predicate; repository.due repeats it.
+WAITING_PREDICATE = "status IN ('queued', 'deferred', 'retrying')"
 
 
 class Message(SQLModel, table=True):
@@ -15,13 +32,20 @@ class Message(SQLModel, table=True):
 
     __tablename__ = "message"
     __table_args__ = (
-        Index("ix_message_due", "status", "next_attempt_at"),
-        Index("ix_message_finished", "finished_at"),
+        # The claim's lanes: one range per priority over the waiting set only, so a claim reads its batch, not
+        # the backlog (literal statuses: the planner proves the predicate from the query's literal IN list).
+        Index("ix_message_lane", "priority", "next_attempt_at",
+              postgresql_where=text(WAITING_PREDICATE), sqlite_where=text(WAITING_PREDICATE)),
+        Index("ix_message_status_id", "status", "id"),  # listing by status, newest first (keyset pages)
+        Index("ix_message_status_finished", "status", "finished_at"),  # recent failures, purge
         UniqueConstraint("api_key_id", "idempotency_key", name="uq_message_idempotency"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     status: str = Field(max_length=16)
+    # The lane (lifecycle.PRIORITIES): 0 high, 1 normal, 2 low. Claims take the highest lane with due messages.
+    priority: int = Field(default=1, sa_column=Column(SmallInteger, nullable=False, server_default="1"))
+    send_at: datetime | None = None  # scheduled sending: not before this time (None: at once)
     kind: str = Field(default="batch", max_length=16)  # batch | interactive | workflow | test
     provider: str | None = Field(default=None, max_length=16)  # chosen provider; None: the batch provider
     user_id: int | None = Field(
@@ -108,7 +132,25 @@ class Attempt(SQLModel, table=True):
     duration_ms: int | None = None
 
 
+class MessageCount(SQLModel, table=True):
+    """How many messages are in each status and kind, kept by database triggers on `message` in the same transaction
+    as every insert, status change and delete (migration 0019), so monitoring reads a few rows instead of
+    counting the table. The count of a status is the sum over its shards. On PostgreSQL a shard is the
+    backend's pid, so concurrent transactions never write the same row (no hot row, no lock order to get
+    wrong); `lifecycle.compact_counts` folds the shards of ended backends into shard 0. SQLite has one writer:
+    shard 0."""
+
+    __tablename__ = "message_count"
+    __table_args__ = (PrimaryKeyConstraint("status", "kind", "shard"),)
+
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    shard: int = Field(sa_column=Column(BigInteger, nullable=False))
+    n: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 # Core table handles for the hot paths that use SQL expressions rather than ORM objects.
 MESSAGES: Table = SQLModel.metadata.tables["message"]
 ATTACHMENTS: Table = SQLModel.metadata.tables["message_attachment"]
 ATTEMPTS: Table = SQLModel.metadata.tables["delivery_attempt"]
+COUNTS: Table = SQLModel.metadata.tables["message_count"]

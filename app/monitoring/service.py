@@ -92,7 +92,8 @@ async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settin
         params = await parameters_service.get(session)
         lanes = await repository.counts_by_status_and_kind(session)
         counts = {s: sum(by_kind.values()) for s, by_kind in lanes.items()}
-        oldest = await repository.oldest_waiting(session)
+        now = utcnow()
+        oldest = await repository.oldest_due(session, now)
         failures = await repository.recent_failures(session)
         providers = await providers_service.summaries(session, settings)
         out.update({
@@ -100,7 +101,7 @@ async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settin
             "batch_provider": params.batch_provider,
             "queue": {"by_status": counts, "by_status_and_lane": lanes,
                       "waiting": sum(counts.get(s, 0) for s in WAITING_STATUSES),
-                      "oldest_waiting_age_seconds": round((utcnow() - oldest).total_seconds(), 1) if oldest else None},
+                      "oldest_waiting_age_seconds": round((now - oldest).total_seconds(), 1) if oldest else None},
             "providers": [p.model_dump() for p in providers],
             "senders": (await senders.counts(session, settings)).model_dump(),
             "recent_failures": [

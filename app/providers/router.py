@@ -180,5 +180,5 @@ async def test_provider(provider_id: ProviderPath, body: TestEmailRequest, tx: T
     With `from`, it goes out from that address: what only a send can prove about a sender (Send As over SMTP, the
     mailbox's own sending for Graph and Exchange); the senders report then shows the result."""
     accepted = await provider_verify.send_test(tx.session, principal, provider_id, body)
-    jobs.wake_for(tx, [accepted.id])
+    jobs.wake_for(tx, [accepted.id], high=True)  # test emails are in the high lane
     return accepted
