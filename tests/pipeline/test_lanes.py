@@ -7,6 +7,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql
+
+from app.messages import repository
 from app.parameters.service import effective_days
 from tests.conftest import Env
 from tests.messages.helpers import PROBLEM, draft, make_user, user_key
@@ -315,15 +319,10 @@ async def test_claim_and_first_page_read_indexes(pg_env: Env) -> None:
     page_plan = "\n".join(r[0] for r in await env.sql(
         "EXPLAIN SELECT id FROM message WHERE status IN ('queued') ORDER BY id DESC LIMIT 50"))
     assert "Index" in page_plan and "Seq Scan" not in page_plan and "Sort" not in page_plan, page_plan
-    from sqlalchemy.dialects import postgresql
-
-    from app.messages import repository
-
     cond = repository.due_lanes(datetime.now(UTC), batch_enabled=True)[0]
-    from sqlalchemy import select
-
     q = select(repository.M.c.id).where(cond).order_by(repository.M.c.next_attempt_at).limit(100)
-    sql = str(q.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    pg = postgresql.dialect()  # type: ignore[no-untyped-call]
+    sql = str(q.compile(dialect=pg, compile_kwargs={"literal_binds": True}))
     claim_plan = "\n".join(r[0] for r in await env.sql("EXPLAIN " + sql))
     assert "ix_message_lane" in claim_plan, claim_plan
     assert (await env.client.get("/status")).json()["queue"]["by_status"] == {"queued": 5000, "sent": 15000}
