@@ -133,9 +133,9 @@ class Attempt(SQLModel, table=True):
 
 
 class MessageCount(SQLModel, table=True):
-    """How many messages are in each status and kind, kept by database triggers on `message` in the same transaction
-    as every insert, status change and delete (migration 0019), so monitoring reads a few rows instead of
-    counting the table. The count of a status is the sum over its shards. On PostgreSQL a shard is the
+    """How many messages are in each status and kind, kept by database triggers on `message` in the same
+    transaction as every insert, status change, delete and truncate (migration 0021), so monitoring reads a few
+    rows instead of counting the table. A count is the sum over its shards. On PostgreSQL a shard is the
     backend's pid, so concurrent transactions never write the same row (no hot row, no lock order to get
     wrong); `lifecycle.compact_counts` folds the shards of ended backends into shard 0. SQLite has one writer:
     shard 0."""

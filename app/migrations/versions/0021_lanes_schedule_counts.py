@@ -1,7 +1,7 @@
 """Priority lanes, scheduled sending, status counters (issue 17)
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-12-01
 
 - message.priority (0 high, 1 normal, 2 low; existing rows normal) and message.send_at.
@@ -20,8 +20,8 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
-revision: str = "0019"
-down_revision: str | Sequence[str] | None = "0018"
+revision: str = "0021"
+down_revision: str | Sequence[str] | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
