@@ -33,4 +33,4 @@ openapi: install
 	$(BIN)/python scripts/export_openapi.py
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

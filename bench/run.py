@@ -762,6 +762,11 @@ def main() -> int:
     ap.add_argument("--ref", default=None,
                     help="benchmark this git revision (exported with git archive to a temporary directory) "
                          "instead of the working tree, e.g. --ref HEAD while others edit the tree")
+    ap.add_argument("--scale", default=None,
+                    help="scale mode (bench/scale.py): backlog sizes, e.g. 10000,1000000: delivery, high-priority "
+                         "latency, monitoring and listing latencies, bulk submit and rows read at each size")
+    ap.add_argument("--scale-window", type=float, default=60.0,
+                    help="scale mode: seconds of delivery measured at each size (less if the backlog drains)")
     a = ap.parse_args()
     a.runs = a.runs or (1 if a.quick else 3)
     if a.wait_quiet is None:
@@ -828,6 +833,20 @@ def main() -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
+    if a.scale:
+        import scale
+
+        sizes = [int(x.replace("_", "")) for x in a.scale.split(",") if x.strip()]
+        out = Path(a.out) if a.out != str(RESULTS / "latest.json") else RESULTS / "scale.json"
+        try:
+            return scale.main(sizes, a.scale_window, procs, logdir, a, src, out)
+        except KeyboardInterrupt:
+            log("interrupted: cleaning up")
+            return 130
+        finally:
+            procs.stop_all()
+            if src != ROOT:
+                shutil.rmtree(src, ignore_errors=True)
     runs: list[dict] = []
     memory: list[dict] = []
     t_start = time.monotonic()

@@ -101,7 +101,7 @@ async def resend(
     new = prepared.row
     # The batch account as From pins its provider (senders.py, rule 3), as on submission.
     new.update(provider=provider or sender.provider, user_id=row.user_id, api_key_id=row.api_key_id,
-               resent_from=message_id,
+               resent_from=message_id, priority=row.priority,
                workflow_event_id=row.workflow_event_id, template_id=row.template_id, language=row.language,
                attachment_count=len(originals))
     attachments = [{"position": i, "filename": a.filename, "content_type": a.content_type,

@@ -23,7 +23,7 @@ from sqlmodel import Field, SQLModel
 from app.core.clock import utcnow
 from app.models._base import BigId
 
-# The waiting statuses (lifecycle.WAITING_STATUSES) as the lane index's predicate; repository.due repeats it.
+# The waiting statuses (lifecycle.WAITING_STATUSES) as the lane index's predicate; repository.due_lanes repeats it.
 WAITING_PREDICATE = "status IN ('queued', 'deferred', 'retrying')"
 
 
