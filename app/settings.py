@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.transports.netpolicy import NetworkPolicy, parse_networks
 
 
 class Settings(BaseSettings):
@@ -53,6 +55,11 @@ class Settings(BaseSettings):
     # stored client secret is sent to the sign-in host.
     allow_provider_url_override: bool = Field(default=False, alias="OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE")
 
+    # Networks providers (SMTP) may connect to although they are not globally routable (private, loopback,
+    # link-local/metadata, CGNAT...): comma-separated, e.g. "10.0.0.25/32". Unset: none, except loopback in the
+    # embedded default (a local test server). See app.transports.netpolicy.
+    provider_allowed_networks: str | None = Field(default=None, alias="OUTBOX_PROVIDER_ALLOWED_NETWORKS")
+
     # Freeze the start-up heap and collect less often (see core.runtime); off in the test suite, which starts
     # many apps in one process.
     tune_gc: bool = Field(default=True, alias="OUTBOX_TUNE_GC")
@@ -88,6 +95,20 @@ class Settings(BaseSettings):
     # envelope sender and no bounce is read), and where `outbox bounces` listens for them.
     bounce_domain: str = Field(default="", alias="OUTBOX_BOUNCE_DOMAIN")
     bounce_listen: str = Field(default="127.0.0.1:2525", alias="OUTBOX_BOUNCE_LISTEN")
+
+    @field_validator("provider_allowed_networks")
+    @classmethod
+    def _networks(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_networks(v)  # refuse to start with a typo rather than allow nothing (or everything)
+        return v
+
+    @property
+    def provider_network_policy(self) -> NetworkPolicy:
+        value = self.provider_allowed_networks
+        if value is None:
+            value = "127.0.0.0/8, ::1" if self.environment == "embedded" else ""
+        return NetworkPolicy(parse_networks(value))
 
     @property
     def embedded_redis(self) -> bool:

@@ -180,6 +180,16 @@ _TABLE: dict[str, _Row] = {
         "selects "
         "another provider for these messages."),
 
+    "config.address_not_allowed": _Row(
+        "held", "The provider's server is on a network Outbox may not reach",
+        "The server's name resolves to an address that is not on the public internet (private, loopback, "
+        "link-local such as the cloud metadata service 169.254.169.254, or carrier-grade NAT). Outbox does not "
+        "connect there unless the deployment allows it, so that the provider settings cannot be used to reach "
+        "internal services.",
+        "If the server really is an internal relay, the operator adds its address to "
+        "OUTBOX_PROVIDER_ALLOWED_NETWORKS (for example 10.0.0.25/32) and restarts Outbox; otherwise correct the "
+        "server name."),
+
     # ---------------------------------------------------------------- SMTP: connection and TLS
     **_network_rows("smtp", "the SMTP server", "the outgoing mail server name and port number "
                     "(Microsoft 365: smtp.office365.com, port 587)"),
@@ -955,7 +965,8 @@ def _exchange_type(stage: Stage, reply: Reply) -> str:
 # --- public API
 # -------------------------------------------------------------------------------------------------
 
-_ANY_PROVIDER = {"secret_undecryptable": "secret.undecryptable", "not_configured": "config.not_configured"}
+_ANY_PROVIDER = {"secret_undecryptable": "secret.undecryptable", "not_configured": "config.not_configured",
+                 "address_not_allowed": "config.address_not_allowed"}
 
 
 def _verdict(error_type: str, *, uncertain: bool, retry_after: float | None) -> Verdict:

@@ -105,6 +105,7 @@ def _smtp(row: ProviderConfig, secrets: dict[str, str], settings: Settings, conn
         auth_mechanism=c.get("auth_mechanism") if oauth is None else None,
         oauth=oauth,
         local_hostname=c.get("ehlo_name"),
+        network_policy=settings.provider_network_policy,  # the SSRF guard, at connect time
     )
     return Runtime("smtp", config, limit, c.get("from_address"), connections)
 

@@ -16,6 +16,7 @@ connection whose token has less than `REFRESH_MARGIN` left is not reused but rep
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ from typing import Literal
 
 import aiosmtplib
 
+from app.transports import netpolicy
 from app.transports.base import OutgoingMessage, Reply, SendResult, Stage, TransportError
 from app.transports.ehlo import default_ehlo_name
+from app.transports.netpolicy import AddressNotAllowed, NetworkPolicy
 from app.transports.oauth import REFRESH_MARGIN, SmtpOAuthConfig, SmtpTokens, token_source
 
 TlsMode = Literal["none", "starttls", "tls"]
@@ -46,10 +49,19 @@ class SmtpConfig:
     local_hostname: str | None = None  # the EHLO name; None = `app.transports.ehlo.default_ehlo_name`
     auth_mechanism: PasswordMechanism | None = None  # password sign-in: None = the server's first usable one
     oauth: SmtpOAuthConfig | None = None  # AUTH XOAUTH2 as `username` (the mailbox) with a token from here
+    network_policy: NetworkPolicy | None = None  # None: connect anywhere (only unit tests build it so)
 
     @property
     def signs_in(self) -> bool:
         return self.oauth is not None or bool(self.username)
+
+
+def excerpt(text: str, limit: int = 24) -> str:
+    """A short, printable excerpt of what a non-SMTP peer sent, quoted."""
+    text = text.removeprefix("Malformed SMTP response line: ")
+    clean = "".join(ch if ch.isprintable() and ch.isascii() else " " for ch in text)
+    clean = " ".join(clean.split())
+    return repr(clean[:limit] + ("..." if len(clean) > limit else ""))
 
 
 def _failure(stage: Stage, exc: BaseException, *, uncertain: bool = False) -> TransportError:
@@ -65,6 +77,9 @@ def _failure(stage: Stage, exc: BaseException, *, uncertain: bool = False) -> Tr
     if isinstance(exc, aiosmtplib.SMTPDataError):
         return TransportError("data", Reply(exc.code, exc.message), provider="smtp")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if not 200 <= exc.code <= 599:  # not an SMTP server: never echo what it said (a banner may hold a token)
+            return TransportError(stage, Reply(None, "the server did not answer like an SMTP server; it began: "
+                                                     f"{excerpt(exc.message)}", "smtp_error"), provider="smtp")
         return TransportError(stage, Reply(exc.code, exc.message), provider="smtp")
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
         return TransportError(stage, Reply(None, "the server did not answer in time", "timeout"),
@@ -74,6 +89,8 @@ def _failure(stage: Stage, exc: BaseException, *, uncertain: bool = False) -> Tr
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
         return TransportError(stage, Reply(None, f"connection lost: {exc}", "disconnected"),
                               provider="smtp", uncertain=uncertain)
+    if isinstance(exc, AddressNotAllowed):
+        return TransportError("connect", Reply(None, str(exc), "address_not_allowed"), provider="smtp")
     if isinstance(exc, aiosmtplib.SMTPConnectError | ConnectionError | OSError):
         return TransportError("connect", Reply(None, f"cannot connect: {exc}", "connect_failed"), provider="smtp")
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
@@ -115,12 +132,15 @@ class SmtpPool:
         self.ehlo_name: str | None = config.local_hostname  # the default is found on the first connection
         self.sign_ins = 0  # AUTH commands sent (each one a sign-in the server counts)
 
-    def _client(self) -> aiosmtplib.SMTP:
+    def _client(self, sock: socket.socket | None = None) -> aiosmtplib.SMTP:
         c = self.config
-        # No username/password here: aiosmtplib's login() would try every mechanism (see _sign_in).
+        # No username/password here: aiosmtplib's login() would try every mechanism (see _sign_in). With a
+        # socket already connected (to the address the network policy checked), the host name still serves
+        # TLS (SNI and the certificate check).
         return aiosmtplib.SMTP(
             hostname=c.host,
-            port=c.port,
+            port=None if sock is not None else c.port,
+            sock=sock,
             use_tls=c.tls == "tls",
             start_tls=True if c.tls == "starttls" else False,
             timeout=c.timeout,
@@ -133,7 +153,14 @@ class SmtpPool:
         """A connected, TLS-negotiated, signed-in client and the server's greeting. Raises TransportError."""
         if self.ehlo_name is None:
             self.ehlo_name = await default_ehlo_name(self.config.host, self.config.port)
-        client = self._client()
+        try:
+            sock = None
+            if self.config.network_policy is not None:
+                sock = await netpolicy.connect(self.config.host, self.config.port, self.config.timeout,
+                                               self.config.network_policy)
+        except Exception as exc:
+            raise _failure("connect", exc) from exc
+        client = self._client(sock)
         try:
             greeting = await client.connect()
         except Exception as exc:
