@@ -217,21 +217,30 @@ def _address_list(name: str, addresses: list[str]) -> str:
 
 
 _FALLBACK_MAX = 60
+# Letters that do not decompose into an ASCII letter plus accents (NFKD), spelled the usual way.
+_SPELLED = {"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe", "Œ": "OE", "ł": "l", "Ł": "L",
+            "đ": "d", "Đ": "D", "þ": "th", "Þ": "Th", "–": "-", "—": "-", "‘": "'", "’": "'", "“": "'",
+            "”": "'"}
 
 
-def ascii_fallback(filename: str) -> str:
-    """A plain ASCII stand-in for a file name: accents dropped ("Übersicht März.pdf" -> "Ubersicht Marz.pdf"),
-    other characters as "_", at most 60 characters with the extension kept, never empty."""
-    folded = unicodedata.normalize("NFKD", filename)
-    out = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else ("" if unicodedata.combining(ch) else "_")
-                  for ch in folded).strip()
-    stem, dot, ext = out.rpartition(".")
-    if not dot or len(ext) > 10 or not ext.strip("_"):
-        stem, dot, ext = out, "", ""
-    if not stem.strip("_ ."):
-        stem = "attachment"
-    stem = stem[: _FALLBACK_MAX - len(dot + ext)]
-    return stem + dot + ext
+def ascii_fallback(filename: str, default: str = "attachment") -> str:
+    """A plain ASCII stand-in for a file name, for readers that only know a quoted `filename=` (MIME parameters
+    here, HTTP Content-Disposition in `app.messages.outgoing`): accents dropped, æ ø ß... spelled out
+    ("Übersicht März.pdf" -> "Ubersicht Marz.pdf"), other characters "_" (a lone one dropped), at most 60
+    characters with the extension kept, `default` when nothing is left of the name."""
+    out = []
+    for ch in unicodedata.normalize("NFKD", filename):
+        if unicodedata.combining(ch):
+            continue
+        ch = _SPELLED.get(ch, ch)
+        out.append(ch if ch.isascii() and ch.isprintable() and ch not in '"\\;' else "_")
+    text = re.sub(r"_+", "_", "".join(out))
+    text = re.sub(r"\s*_(?=\s|\.|$)", "", text)  # drop a lone "_" left by an emoji or symbol
+    stem, dot, ext = text.rpartition(".")
+    if not dot or len(ext) > 10:
+        stem, dot, ext = text, "", ""
+    stem = stem.strip(" _") or default
+    return stem[: _FALLBACK_MAX - len(dot + ext)] + dot + ext
 
 
 def _param(name: str, value: str) -> str:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from urllib.parse import quote
 
+from app.mail.build import ascii_fallback
 from app.messages.repository import MessageRow
 from app.transports.base import Attachment, OutgoingMessage
 
@@ -34,29 +33,10 @@ def pending_recipients(row: MessageRow) -> list[str] | None:
     return [a for a in [*row.to_addrs, *row.cc_addrs, *row.bcc_addrs] if state.get(a, {}).get("state") == "pending"]
 
 
-# Letters that do not decompose into an ASCII letter plus accents (NFKD), spelled the usual way.
-_SPELLED = {"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe", "Œ": "OE", "ł": "l", "Ł": "L",
-            "đ": "d", "Đ": "D", "þ": "th", "Þ": "Th", "–": "-", "—": "-", "‘": "'", "’": "'", "“": "'",
-            "”": "'"}
-
-
-def _ascii_fallback(filename: str) -> str:
-    out = []
-    for ch in unicodedata.normalize("NFKD", filename):
-        if unicodedata.combining(ch):
-            continue
-        ch = _SPELLED.get(ch, ch)
-        out.append(ch if ch.isascii() and ch.isprintable() and ch not in '"\\;' else "_")
-    text = re.sub(r"_+", "_", "".join(out))
-    text = re.sub(r"\s*_(?=\s|\.|$)", "", text)  # drop a lone "_" left by an emoji or symbol
-    stem, dot, ext = text.rpartition(".")
-    return f"{stem.strip(' _') or 'message'}{dot}{ext}" if dot else (text.strip(" _") or "message")
-
-
 def content_disposition(filename: str) -> str:
     """`attachment` with the file name: a quoted ASCII `filename`, plus RFC 6266 `filename*` (UTF-8) when
     the name is not plain ASCII, so that every browser and client gets a sensible name."""
-    fallback = _ascii_fallback(filename)
+    fallback = ascii_fallback(filename, default="message")
     if fallback == filename:
         return f'attachment; filename="{filename}"'
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe=_ATTR_SAFE)}"

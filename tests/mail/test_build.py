@@ -217,7 +217,7 @@ class TestBuildMime:
 
     @pytest.mark.parametrize(("filename", "fallback"), [
         ("März.pdf", "Marz.pdf"), ("Übersicht März 2026.xlsx", "Ubersicht Marz 2026.xlsx"),
-        ("报告.pdf", "attachment.pdf"), ("Ærø \"quoted\".txt", "_r_ _quoted_.txt"),
+        ("报告.pdf", "attachment.pdf"), ("Ærø \"quoted\".txt", "AEro _quoted.txt"), ("Straße.pdf", "Strasse.pdf"),
         ("é" * 90 + ".docx", "e" * 55 + ".docx"),
     ])
     def test_non_ascii_filename_has_a_plain_fallback(self, filename: str, fallback: str) -> None:
