@@ -134,10 +134,12 @@ def _microsoft(row: ProviderConfig, secrets: dict[str, str], settings: Settings)
         config = ExchangeConfig(
             ews_url=c["ews_url"], auth="oauth", tenant_id=c["tenant_id"], client_id=c["client_id"],
             client_secret=secrets["client_secret"], authority_host=c.get("authority_host"),
-            cloud=c.get("cloud", "global"), ca_bundle=ca, timeout=timeout)
+            cloud=c.get("cloud", "global"), ca_bundle=ca, timeout=timeout,
+            network_policy=settings.provider_network_policy)
     else:
         if not secrets.get("password"):
             raise _unusable(provider, "auth", "no Exchange password is stored", "not_configured")
         config = ExchangeConfig(ews_url=c["ews_url"], auth="basic", username=c.get("username"),
-                                password=secrets["password"], ca_bundle=ca, timeout=timeout)
+                                password=secrets["password"], ca_bundle=ca, timeout=timeout,
+                                network_policy=settings.provider_network_policy)
     return Runtime(provider, config, row.per_minute_limit or 0, c.get("batch_account"))

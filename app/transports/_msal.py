@@ -262,6 +262,8 @@ def http_failure(
             "connect", Reply(None, f"connecting to {host} timed out", "timeout"), provider=provider
         )
     if isinstance(exc, httpx.ConnectError):
+        if "OUTBOX_PROVIDER_ALLOWED_NETWORKS" in str(exc):  # refused by the network policy (netpolicy)
+            return TransportError("connect", Reply(None, str(exc), "address_not_allowed"), provider=provider)
         if _is_tls_failure(exc):
             return TransportError(
                 "tls", Reply(None, f"TLS with {host} failed: {exc}", "tls_failed"), provider=provider

@@ -24,6 +24,7 @@ import httpx
 from app.transports._msal import TokenSettings, TokenSource, http_failure
 from app.transports.base import OutgoingMessage, Reply, SendResult, Stage, TransportError
 from app.transports.graph import Cloud, cloud_hosts
+from app.transports.netpolicy import NetworkPolicy, http_transport
 from app.transports.oauth import EXCHANGE_ONLINE_RESOURCES
 
 __all__ = ["DEPRECATION_NOTE", "ExchangeConfig", "ExchangeTransport"]
@@ -59,6 +60,7 @@ class ExchangeConfig:
     cloud: Cloud = "global"  # national cloud: its sign-in host, and its Exchange Online resource as the scope
     ca_bundle: str | None = None
     timeout: float = 30.0
+    network_policy: NetworkPolicy | None = None  # the SSRF guard at connect time (None: unit tests only)
 
     def __repr__(self) -> str:  # never show the password or the secret
         return (
@@ -109,7 +111,8 @@ class ExchangeTransport:
             ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True
         )
         self._http = httpx.AsyncClient(
-            verify=verify, timeout=httpx.Timeout(config.timeout), follow_redirects=False
+            verify=verify, timeout=httpx.Timeout(config.timeout), follow_redirects=False,
+            transport=http_transport(config.network_policy, verify) if config.network_policy else None,
         )
 
     async def send(self, msg: OutgoingMessage) -> SendResult:

@@ -13,8 +13,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+import httpcore
+import httpx
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -90,3 +95,35 @@ async def connect(host: str, port: int, timeout: float, policy: NetworkPolicy) -
 
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+class _CheckedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend with the policy applied at connect time: the host is resolved here and the
+    connection made to the checked address (TLS still uses the URL's host name for SNI and the certificate)."""
+
+    def __init__(self, policy: NetworkPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+        refused: list[str] = []
+        for *_, addr in infos:
+            ip = ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
+            if self._policy.allows(ip):
+                return await self._inner.connect_tcp(str(ip), port, timeout, local_address, socket_options)
+            refused.append(f"{ip} ({_kind(ip)})")
+        raise httpcore.ConnectError(
+            f"{host} resolves to {', '.join(_unique(refused))}: providers may not connect there unless "
+            f"OUTBOX_PROVIDER_ALLOWED_NETWORKS includes it (allowed now: {self._policy.describe()})")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def http_transport(policy: NetworkPolicy, verify: ssl.SSLContext | bool) -> httpx.AsyncHTTPTransport:
+    transport = httpx.AsyncHTTPTransport(verify=verify)
+    transport._pool._network_backend = _CheckedBackend(policy)  # httpx has no public hook
+    return transport

@@ -121,3 +121,16 @@ async def test_a_non_smtp_peer_is_quoted_short_and_clean(db_url: str, banner: by
             assert rows[0][0] == 0
     finally:
         peer.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_ews_url_on_a_private_address_is_refused_at_connect_time(db_url: str, peer: Peer) -> None:
+    async with running_env(db_url, OUTBOX_PROVIDER_ALLOWED_NETWORKS="") as env:
+        for host in ("127.0.0.1", "localhost", "169.254.169.254"):
+            r = await env.client.patch("/providers/exchange", json={
+                "ews_url": f"https://{host}:{peer.port}/EWS/Exchange.asmx", "auth": "basic", "username": "svc",
+                "password": "p", "batch_account": "batch@example.com", "timeout_seconds": 3})
+            assert r.status_code == 200, r.text
+            v = (await env.client.post("/providers/exchange/verify")).json()
+            assert v["ok"] is False and v["error_type"] == "config.address_not_allowed", (host, v)
+        assert peer.connections == 0
