@@ -243,7 +243,8 @@ async def history_page(
         times[name] = None
         try:
             if raw:
-                times[name] = datetime.fromisoformat(raw).replace(tzinfo=UTC)
+                at = datetime.fromisoformat(raw)
+                times[name] = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
         except ValueError:
             problems.append(f"{name}: not a date and time (2026-12-01T14:00)")
     allowed = HISTORY_STATUSES if who.is_admin else STATUSES
@@ -319,7 +320,9 @@ def _provider_body(provider: str, current: BaseModel, form: dict[str, Any]) -> d
             if form.get(name):
                 body[name] = form[name]
         elif name in form:
-            body[name] = form[name].strip() or None
+            value = form[name].strip() or None
+            if value is not None or _nullable(fields[name]):
+                body[name] = value  # a blank field that cannot be null keeps the stored value
     # A blank field that cannot be null is left out: its default applies, or the refusal names it.
     return {k: v for k, v in body.items() if v is not None or _nullable(fields[k])}
 

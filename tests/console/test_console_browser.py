@@ -131,6 +131,12 @@ def test_console_end_to_end_in_a_browser(live: Live) -> None:
         expect(page.locator("svg.chart rect").first).to_be_visible()
         html(page)
         page.screenshot(path=str(ARTIFACTS / "console-status.png"))
+        # The page refreshes itself: a message submitted now shows up without navigating.
+        url = page.url
+        later = api.post("/messages", json={"to": ["later@example.com"], "subject": "later",
+                                            "body_text": "x"}).json()["id"]
+        expect(page.locator(f"#m-{later} td.status")).to_have_text("sent", timeout=30_000)
+        assert page.url == url
         assert any(r.message["Subject"] == "Outbox test email" for r in live.smtp.received)
 
         # Its history page: every attempt, recipients, the .eml.

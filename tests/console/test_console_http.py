@@ -174,3 +174,48 @@ async def test_no_secret_is_ever_rendered(env: Env) -> None:
         r = await c.post("/console/providers/smtp/verify", data={"csrf": token})
         assert r.status_code == 200 and "Verify smtp: failed" in r.text and "Fix:" in r.text
         assert SECRET not in r.text
+
+
+async def test_message_actions_and_provider_tabs_go_through_the_api_services(env: Env, smtp: SmtpServer) -> None:
+    await env.use_smtp(smtp)
+    waiting = (await env.client.post("/messages", json={"to": ["w@example.com"], "subject": "to cancel",
+                                                        "body_text": "x"})).json()["id"]
+    async with _client(env) as c:
+        token = await _sign_in(c, env.admin_key)
+        page = (await c.get("/console/status")).text
+        assert f'aria-label="Cancel message {waiting}"' in page
+        r = await c.post(f"/console/messages/{waiting}/cancel", data={"csrf": token, "next": "/console/status"})
+        assert r.status_code == 303 and r.headers["location"] == "/console/status"
+        assert (await env.client.get(f"/messages/{waiting}")).json()["status"] == "cancelled"
+        # Cancelling it again: the service's 409, shown as the flash, nothing changed.
+        r = await c.post(f"/console/messages/{waiting}/cancel", data={"csrf": token})
+        assert "Refused: Only an unsent message" in (await c.get(r.headers["location"])).text
+        # Resend the cancelled one: a new message, linked to it.
+        r = await c.post(f"/console/messages/{waiting}/resend", data={"csrf": token})
+        flash = (await c.get(r.headers["location"])).text
+        new_id = int(re.search(r"resent as message (\d+)", flash).group(1))  # type: ignore[union-attr]
+        assert (await env.client.get(f"/messages/{new_id}")).json()["resent_from"] == waiting
+        # An off-site `next` is not followed.
+        r = await c.post(f"/console/messages/{new_id}/cancel", data={"csrf": token, "next": "//evil.example/x"})
+        assert r.headers["location"] == "/console"
+        # Microsoft Graph tab: saved through the same service as PUT /providers/graph; the secret write-only.
+        r = await c.post("/console/providers/graph", data={
+            "csrf": token, "tenant_id": "contoso.onmicrosoft.com", "client_id": "0b5e1c4a-6f1e-4b5f-9d52-1c2b3a4d5e6f",
+            "client_secret": SECRET, "cloud": "global", "batch_account": "batch@contoso.com", "per_minute_limit": "",
+            "timeout_seconds": "30"})
+        assert r.status_code == 303, r.text
+        got = (await env.client.get("/providers/graph")).json()
+        assert got["configured"] and got["client_secret_set"] and got["per_minute_limit"] == 0
+        page = (await c.get("/console/parameters?tab=graph")).text
+        assert SECRET not in page and 'class="secret-set">set<' in page
+        # A wrong client id is refused naming the field; nothing changed.
+        r = await c.post("/console/providers/graph", data={
+            "csrf": token, "tenant_id": "contoso.onmicrosoft.com", "client_id": "not-a-guid", "cloud": "global",
+            "batch_account": "batch@contoso.com", "timeout_seconds": "30"})
+        assert r.status_code == 422 and "client_id" in r.text
+        assert (await env.client.get("/providers/graph")).json() == got
+        # History filters: by time finished, with or without a zone.
+        r = await c.get("/console/history?status=failed&since=2020-01-01T00:00&until=2020-01-02T00:00%2B02:00")
+        assert r.status_code == 200 and "No message matches." in r.text
+        r = await c.get("/console/history?since=yesterday")
+        assert "since: not a date and time" in r.text
