@@ -27,6 +27,7 @@ import json
 import statistics
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,12 @@ def _pct(values: list[float], q: float) -> float:
 def _timed(lv: Live, path: str, n: int = 20) -> dict[str, float]:
     out = []
     for _ in range(n):
+        req = urllib.request.Request(f"http://127.0.0.1:{lv.port}{path}",
+                                     headers={"Authorization": f"Bearer {lv.key}"})
         t = time.perf_counter()
-        code, _ = lv.http("GET", path)
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            resp.read()
+            code = resp.status
         out.append((time.perf_counter() - t) * 1000)
         assert code == 200, (path, code)
     return {"p50_ms": round(statistics.median(out), 1), "p95_ms": round(_pct(out, 0.95), 1)}
@@ -57,6 +62,19 @@ def _rows_read(lv: Live) -> int:
     row = lv.psql("SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables "
                   "WHERE relname = 'message'")
     return int(row or 0)
+
+
+def _reads_by_source(lv: Live) -> dict[str, int]:
+    """Rows read from `message` by sequential scans and per index (pg_stat_user_tables / _indexes)."""
+    out = {"seq_tup_read": int(lv.psql("SELECT coalesce(seq_tup_read, 0) FROM pg_stat_user_tables "
+                                       "WHERE relname = 'message'") or 0),
+           "seq_scan": int(lv.psql("SELECT coalesce(seq_scan, 0) FROM pg_stat_user_tables "
+                                   "WHERE relname = 'message'") or 0)}
+    for line in lv.psql("SELECT indexrelname, idx_tup_fetch FROM pg_stat_user_indexes "
+                        "WHERE relname = 'message'").splitlines():
+        name, n = line.split("|")
+        out[name] = int(n)
+    return out
 
 
 def one_size(lv: Live, n: int, window: float) -> dict[str, Any]:
@@ -96,6 +114,7 @@ def one_size(lv: Live, n: int, window: float) -> dict[str, Any]:
     cw = CpuWindow({"api": lv.procs.procs["api"].pid, "sink": lv.procs.procs["sink"].pid, "worker0": pids[0]})
     time.sleep(1.5)
     rows0 = _rows_read(lv)
+    src0 = _reads_by_source(lv)
     cw.start()
     t0_wall = time.time()
     t0 = time.monotonic()
@@ -132,6 +151,7 @@ def one_size(lv: Live, n: int, window: float) -> dict[str, Any]:
     lv.stop_workers()
     time.sleep(1.5)  # let the backends flush their counters
     rows1 = _rows_read(lv)
+    src1 = _reads_by_source(lv)
     bulk_sent = int(lv.psql(f"SELECT count(*) FROM message WHERE status = 'sent' AND priority = 2 "
                             f"AND sent_at >= to_timestamp({t0_wall})"))
     all_sent = int(lv.psql(f"SELECT count(*) FROM message WHERE status = 'sent' "
@@ -144,6 +164,7 @@ def one_size(lv: Live, n: int, window: float) -> dict[str, Any]:
         "window_s": round(elapsed, 1), "bulk_sent": bulk_sent, "msgs_per_s": round(bulk_sent / elapsed),
         "drained": bulk_sent >= n, "rows_read": rows1 - rows0,
         "rows_read_per_message": round((rows1 - rows0) / max(1, all_sent), 2),
+        "rows_read_by_source": {k: src1[k] - src0.get(k, 0) for k in src1 if src1[k] - src0.get(k, 0)},
         "cpu_cores": cpu, "cpu_top_others": cw.top_others,
     }
     r["high"] = {"submitted": len(high_ids), "sent": len(lat), "unsent": unsent_high, "errors": errors[:3],

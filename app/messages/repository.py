@@ -266,7 +266,10 @@ async def claimers(session: AsyncSession) -> list[str]:
 async def any_due(session: AsyncSession, now: datetime, *, batch_enabled: bool) -> bool:
     """Whether any lane has a due message (one index probe per lane)."""
     for cond in due_lanes(now, batch_enabled=batch_enabled):
-        if (await session.execute(select(M.c.id).where(cond).limit(1))).first() is not None:
+        # In index order: without it PostgreSQL may pick a sequential scan "until the first match", which reads
+        # every row already sent before it finds one still waiting.
+        if (await session.execute(select(M.c.id).where(cond).order_by(M.c.next_attempt_at).limit(1))).first() \
+                is not None:
             return True
     return False
 

@@ -25,6 +25,7 @@ from app.models._base import BigId
 
 # The waiting statuses (lifecycle.WAITING_STATUSES) as the lane index's predicate; repository.due_lanes repeats it.
 WAITING_PREDICATE = "status IN ('queued', 'deferred', 'retrying')"
+UNSENT_PREDICATE = "status IN ('draft', 'queued', 'deferred', 'retrying', 'held')"  # lifecycle.UNSENT_STATUSES
 
 
 class Message(SQLModel, table=True):
@@ -36,6 +37,8 @@ class Message(SQLModel, table=True):
         # the backlog (literal statuses: the planner proves the predicate from the query's literal IN list).
         Index("ix_message_lane", "priority", "next_attempt_at",
               postgresql_where=text(WAITING_PREDICATE), sqlite_where=text(WAITING_PREDICATE)),
+        Index("ix_message_expiry", "expires_at",  # the expiry sweep: unsent messages past their time only
+              postgresql_where=text(UNSENT_PREDICATE), sqlite_where=text(UNSENT_PREDICATE)),
         Index("ix_message_status_id", "status", "id"),  # listing by status, newest first (keyset pages)
         Index("ix_message_status_finished", "status", "finished_at"),  # recent failures, purge
         UniqueConstraint("api_key_id", "idempotency_key", name="uq_message_idempotency"),
