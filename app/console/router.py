@@ -51,6 +51,10 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/console", include_in_schema=False)
 FLASH_COOKIE = "outbox_console_flash"
+# Only our own files; no framing by another site (clickjacking), forms post only here. Inline style attributes
+# are the chart legend's colours.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 ACTIVE: tuple[Status, ...] = ("queued", "deferred", "retrying", "held", "sending")
 STATUSES: tuple[Status, ...] = ("draft", "queued", "sending", "deferred", "retrying", "held", "sent", "failed",
                                 "expired", "cancelled")
@@ -110,6 +114,9 @@ def _page(request: Request, name: str, who: Principal | None, status_code: int =
     if flash:
         response.delete_cookie(FLASH_COOKIE, path=session.PATH)
     response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
     return response
 
 

@@ -51,6 +51,8 @@ async def test_admin_signs_in_and_sees_sending_status_with_the_chart(env: Env, s
         assert cookie.path == "/console" and cookie.has_nonstandard_attr("HttpOnly")
         page = await c.get("/console/status")
         assert page.status_code == 200
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
         html = page.text
         assert '<svg class="chart"' in html and "Messages per minute by outcome" in html
         assert "sent: <strong>3</strong>" in html  # three sent attempts this minute, grouped per minute
