@@ -7,12 +7,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app.console.router import install_console
-from app.core import db
+from app.core import db, openapi_docs
 from app.core.crypto import load_keys
 from app.core.docs import install_docs
 from app.core.embedded import EmbeddedValkey
@@ -139,6 +140,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await asyncio.to_thread(embedded.stop)
 
 
+def _complete_spec(app: FastAPI) -> None:
+    """Descriptions, examples and problem responses for every operation (app.core.openapi_docs)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return openapi_docs.complete(generate())  # idempotent: the first call caches the completed document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
@@ -159,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_middleware(app)
     install_docs(app)
+    _complete_spec(app)
     for router in (parameters_router, providers_router, users_router, keys_router, templates_router,
                    workflow_router, messages_router, history_router, webhooks_router, suppressions_router,
                    monitoring_router):

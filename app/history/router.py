@@ -11,7 +11,7 @@ from app.core.pagination import Cursor, DbId, Limit, Offset, Page
 from app.messages import service as message_service
 from app.messages.lifecycle import HISTORY_STATUSES
 from app.messages.repository import MessageFilter
-from app.messages.schemas import MessagePublic, MessageSummary
+from app.messages.schemas import AnyProvider, Kind, MessagePublic, MessageSummary
 from app.users.auth import AdminDep
 
 router = APIRouter(prefix="/history", tags=["history"], responses=problem_responses(401, 403, 422))
@@ -21,8 +21,8 @@ router = APIRouter(prefix="/history", tags=["history"], responses=problem_respon
 async def list_history(
     tx: TxDep, principal: AdminDep,
     status: Annotated[list[Literal["sent", "failed", "expired"]] | None, Query()] = None,
-    sender: str | None = None, provider: str | None = None,
-    kind: Annotated[Literal["batch", "interactive", "workflow", "test"] | None, Query()] = None,
+    sender: str | None = None, provider: AnyProvider | None = None,
+    kind: Kind | None = None,
     since: AwareDatetime | None = None, until: AwareDatetime | None = None,  # with a zone: 2026-01-01T00:00Z
     limit: Limit = 50, offset: Offset = 0, cursor: Cursor = None,
     workflow_event_id: Annotated[str | None, Query(max_length=200, description="Notifications of one workflow "

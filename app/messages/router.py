@@ -16,10 +16,12 @@ from app.messages.lifecycle import Status
 from app.messages.outgoing import content_disposition
 from app.messages.repository import MessageFilter
 from app.messages.schemas import (
+    AnyProvider,
     BulkAccepted,
     BulkIn,
     ChooseProviderProblem,
     DraftUpdate,
+    Kind,
     MessageAccepted,
     MessageIn,
     MessagePublic,
@@ -76,7 +78,7 @@ async def submit_bulk(body: BulkIn, request: Request, tx: TxDep, principal: Serv
 async def list_messages(
     tx: TxDep, principal: AnyKeyDep,
     status_: Annotated[list[Status] | None, Query(alias="status")] = None,
-    sender: str | None = None, provider: str | None = None, kind: str | None = None,
+    sender: str | None = None, provider: AnyProvider | None = None, kind: Kind | None = None,
     since: AwareDatetime | None = None, until: AwareDatetime | None = None,  # with a zone: 2026-01-01T00:00Z
     limit: Limit = 50, offset: Offset = 0, cursor: Cursor = None,
     workflow_event_id: Annotated[str | None, Query(max_length=200, description="Notifications of one workflow "
@@ -138,7 +140,10 @@ async def resend_message(
 EML_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
     "description": "The message as an RFC 5322 file (`X-Unsent: 1`: Outlook opens it as an unsent message, "
                    "ready to send), with every attachment",
-    "content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}},
+    "content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}, "example": (
+        "X-Unsent: 1\r\nFrom: Anna Berg <anna.berg@contoso.com>\r\nTo: supplier@example.com\r\n"
+        "Subject: Invoice INV-1042\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        "Please find the invoice attached.\r\n")}},
     "headers": {"Content-Disposition": {
         "description": 'attachment; filename="Subject.eml" (and filename* for non-ASCII names, RFC 6266)',
         "schema": {"type": "string"}}},

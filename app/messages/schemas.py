@@ -14,6 +14,11 @@ SEND_AT_DOC = ("Scheduled sending: not before this time (with a zone). It waits 
                "`next_attempt_at` = send_at and can be cancelled until then; the expiration days count from it. "
                "At most a minute in the past (then: at once) and at most 366 days ahead")
 
+AnyProvider = Literal["smtp", "graph", "exchange", "email_app"]
+Kind = Literal["interactive", "batch", "workflow", "test"]
+AttemptOutcome = Literal["sent", "partial", "transient", "permanent", "throttled", "held", "deferred",
+                         "handed_to_user"]
+
 
 class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -84,9 +89,9 @@ class BulkAccepted(BaseModel):
 
 class AttemptPublic(BaseModel):
     at: datetime
-    provider: str
+    provider: AnyProvider
     sender: str
-    outcome: str
+    outcome: AttemptOutcome
     reply_code: int | None = None
     reply_text: str | None = None
     error_type: str | None = None
@@ -106,8 +111,8 @@ class AttachmentPublic(BaseModel):
 class MessageSummary(BaseModel):
     id: int
     status: Status
-    kind: str
-    provider: str | None
+    kind: Kind
+    provider: AnyProvider | None
     sender: str
     to: list[str]
     subject: str
@@ -171,7 +176,7 @@ class MessagePublic(MessageSummary):
     body_text: str | None
     body_html: str | None
     size_bytes: int
-    sent_via: str | None
+    sent_via: AnyProvider | None
     expires_at: datetime | None
     handed_to_user_at: datetime | None = Field(
         None, description="When the message was handed to the user as an .eml file (provider email_app)")
@@ -265,7 +270,7 @@ class ChooseProviderProblem(BaseModel):
     choices: list[ProviderChoice]
     proposed: Literal["smtp", "graph", "exchange", "email_app"] | None = Field(
         description="The last choice made: pre-select it")
-    provider: str | None = Field(None, description="provider-unavailable: the provider that cannot be used")
+    provider: AnyProvider | None = Field(None, description="provider-unavailable: the provider that cannot be used")
     reason: Literal["not_offered", "not_configured", "external_user"] | None = Field(
         None, description="provider-unavailable: why")
 

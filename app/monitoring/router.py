@@ -8,16 +8,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 
 from app.core.deps import TxDep
 from app.monitoring import service as monitoring_service
+from app.monitoring.schemas import ServiceStatus
 
 router = APIRouter(tags=["monitoring"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", summary="Liveness: the process answers",
+            responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}})
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: database and Redis reachable", responses={503: {"description": "not ready"}})
+@router.get("/readyz", summary="Readiness: database and Redis reachable", responses={
+    200: {"description": "Ready", "content": {"application/json": {
+        "example": {"ready": True, "database": "ok", "redis": "ok"}}}},
+    503: {"description": "Not ready (with `Retry-After`): what does not answer", "content": {"application/json": {
+        "example": {"ready": False, "database": "ok", "redis": "ConnectionError: Error 111 connecting"}}}}})
 async def readyz(request: Request, tx: TxDep) -> Response:
     db, db_err = await monitoring_service.db_ok(tx.session)
     rd, rd_err = await monitoring_service.redis_ok(request.app.state.redis)
@@ -26,7 +32,7 @@ async def readyz(request: Request, tx: TxDep) -> Response:
     return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "5"})
 
 
-@router.get("/status", summary="Service status for monitoring (no secrets)")
+@router.get("/status", response_model=ServiceStatus, summary="Service status for monitoring (no secrets)")
 async def service_status(request: Request, tx: TxDep) -> dict[str, Any]:
     """Database and Redis reachable, workers alive (heartbeat age), queue depth by status, age of the oldest
     waiting message, batch processing on/off, each provider's limit, tokens left and deferrals, recent failures."""
@@ -34,7 +40,9 @@ async def service_status(request: Request, tx: TxDep) -> dict[str, Any]:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}}})
+            responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"example": (
+                "# HELP outbox_messages Messages by status\n# TYPE outbox_messages gauge\n"
+                'outbox_messages{status="queued"} 3.0\noutbox_workers_alive 1.0\n')}}}})
 async def metrics(request: Request, tx: TxDep) -> Response:
     st = await monitoring_service.status(tx.session, request.app.state.redis, request.app.state.settings)
     reg = CollectorRegistry()

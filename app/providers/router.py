@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path, Query, status
 
@@ -33,7 +33,7 @@ from app.providers.schemas import (
 from app.users.auth import AdminDep
 
 router = APIRouter(prefix="/providers", tags=["providers"], responses=problem_responses(401, 403, 422))
-ProviderPath = Annotated[str, Path(pattern="^(smtp|graph|exchange)$", description="smtp | graph | exchange")]
+ProviderPath = Annotated[Literal["smtp", "graph", "exchange"], Path(description="smtp | graph | exchange")]
 
 
 @router.get("", response_model=list[ProviderSummary], summary="Every provider, its state and its limit in force")

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from app.core.merge_patch import patch_model
 from app.mail.validate import MailInputError, check_header_text
+from app.messages.lifecycle import Status
 from app.transports.ehlo import check_ehlo_name
 
 TlsMode = Literal["none", "starttls", "tls"]
@@ -165,13 +166,13 @@ class SmtpSettingsPublic(BaseModel):
 
 
 class ProviderSummary(BaseModel):
-    id: str
+    id: Literal["smtp", "graph", "exchange", "email_app"]
     name: str
     configured: bool
     deprecated: bool = False
     per_minute_limit_in_force: int = 0
-    limit_source: str = "none"
-    secret_status: str = "not_set"
+    limit_source: LimitSource = "none"
+    secret_status: Literal["ok", "not_set", "undecryptable"] = "not_set"
     note: str | None = None
     warnings: list[str] = Field(default_factory=list, description="The provider's settings warnings")
 
@@ -211,7 +212,9 @@ SenderState = Literal["ok", "unproven", "failing"]
 
 class LastSend(BaseModel):
     at: datetime
-    outcome: str = Field(description="sent | partial | permanent | ... (the attempt's outcome)")
+    outcome: Literal["sent", "partial", "transient", "permanent", "throttled", "held", "deferred",
+                     "handed_to_user"] = Field(
+        description="The attempt's outcome")
     error_type: str | None = None
     message_id: int
 
@@ -251,12 +254,12 @@ class SendersReport(BaseModel):
 
 class TestEmailAccepted(BaseModel):
     id: int
-    status: str
+    status: Status
 
 
 class ErrorType(BaseModel):
     error_type: str
-    kind: str
+    kind: Literal["transient", "permanent", "throttled", "held"]
     title: str
     explanation: str
     fix: str
@@ -276,7 +279,7 @@ class VerifyStep(BaseModel):
 
 
 class VerifyResult(BaseModel):
-    provider: str
+    provider: Literal["smtp", "graph", "exchange"]
     ok: bool
     detail: str
     error_type: str | None = None
