@@ -72,6 +72,7 @@ _METHODS = {"get", "put", "post", "patch", "delete"}
 _CLOSED = {"status", "kind", "provider", "provider_id", "role", "outcome", "sent_via", "secret_status",
            "limit_source", "auth", "tls", "state", "reason", "cloud", "auth_method", "template_scope",
            "batch_provider", "field"}
+_OPEN_BY_DESIGN = {"BounceInfo.status"}  # an RFC 3463 status code (x.y.z): an open set
 
 
 def _operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -129,7 +130,8 @@ def test_closed_sets_are_enums() -> None:
         return bool(branches) and all(closed(b) for b in branches)
 
     open_sets = [f"{name}.{prop}" for name, schema in spec["components"]["schemas"].items()
-                 for prop, sub in schema.get("properties", {}).items() if prop in _CLOSED and not closed(sub)]
+                 for prop, sub in schema.get("properties", {}).items()
+                 if prop in _CLOSED and not closed(sub) and f"{name}.{prop}" not in _OPEN_BY_DESIGN]
     open_sets += [f"{m} {p} ?{prm['name']}" for m, p, op in _operations(spec) for prm in op.get("parameters", [])
                   if prm["name"] in _CLOSED and not closed(prm["schema"])]
     assert open_sets == []
