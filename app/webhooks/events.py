@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.ttl_cache import TTLCache
 from app.models import MESSAGES, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS, WEBHOOK_EVENTS
 
 M = MESSAGES
@@ -77,10 +78,26 @@ def emitted(session: AsyncSession) -> int:
     return int(session.info.pop(_EMITTED, 0))
 
 
+# Every write of a batch of outcomes asks which endpoints want its events: the worker keeps the list for
+# ENDPOINTS_TTL seconds (a change made through this process empties it at once; `forget_endpoints`), so the
+# delivery path does not read the endpoint table once per recorded group. An endpoint created in another
+# process starts receiving events within the TTL.
+ENDPOINTS_TTL = 2.0
+_endpoints: TTLCache[int, list[tuple[int, set[str], int | None]]] = TTLCache(ENDPOINTS_TTL)
+
+
+def forget_endpoints() -> None:
+    _endpoints.clear()
+
+
 async def _endpoints_wanting(session: AsyncSession, types: Iterable[str]) -> list[tuple[int, set[str], int | None]]:
     wanted = set(types)
-    rows = (await session.execute(select(EP.c.id, EP.c.events, EP.c.api_key_id))).all()
-    return [(r.id, set(r.events or ()), r.api_key_id) for r in rows if wanted & set(r.events or ())]
+    every = _endpoints.get(0)
+    if every is None:
+        rows = (await session.execute(select(EP.c.id, EP.c.events, EP.c.api_key_id))).all()
+        every = [(r.id, set(r.events or ()), r.api_key_id) for r in rows]
+        _endpoints.put(0, every)
+    return [e for e in every if wanted & e[1]]
 
 
 async def emit(session: AsyncSession, events: Sequence[NewEvent], now: datetime,

@@ -78,6 +78,7 @@ async def create(session: AsyncSession, principal: Principal, body: WebhookIn, s
         api_key_id=None if principal.is_admin else principal.key_id,
         secret_encrypted=encrypt_secrets({"current": secret}, settings), created_at=now, updated_at=now,
     ))).scalar_one()
+    events.forget_endpoints()
     row = await _row(session, principal, new_id)
     return WebhookCreated(**await _public(session, row), secret=secret)
 
@@ -125,6 +126,7 @@ async def update_endpoint(session: AsyncSession, principal: Principal, endpoint_
             values.update(disabled_at=now, disabled_reason="Disabled by an API call; events are kept and "
                                                            "delivered when it is enabled again.")
     await session.execute(update(EP).where(EP.c.id == endpoint_id).values(**values))
+    events.forget_endpoints()
     return WebhookUpdated(**await _public(session, await _row(session, principal, endpoint_id)), replayed=replayed)
 
 
@@ -132,6 +134,7 @@ async def delete_endpoint(session: AsyncSession, principal: Principal, endpoint_
     await _row(session, principal, endpoint_id)
     await session.execute(delete(D).where(D.c.endpoint_id == endpoint_id))
     await session.execute(delete(EP).where(EP.c.id == endpoint_id))
+    events.forget_endpoints()
 
 
 async def rotate_secret(session: AsyncSession, principal: Principal, endpoint_id: int, body: RotateSecretIn,
