@@ -109,7 +109,7 @@ def test_response_examples_are_valid_responses() -> None:
     for route in routes:
         if not isinstance(route, APIRoute) or route.response_model is None or not route.include_in_schema:
             continue
-        for method in route.methods:
+        for method in route.methods or ():
             op = spec["paths"][route.path_format][method.lower()]
             code = str(route.status_code or 200)
             content = op["responses"].get(code, {}).get("content", {}).get("application/json")
