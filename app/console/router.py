@@ -216,13 +216,13 @@ async def message_action(message_id: DbId, action: str, request: Request, tx: Tx
             await message_service.cancel(tx.session, who, message_id)
             done = f"Message {message_id} cancelled."
         elif action == "retry":
-            await message_service.retry(tx.session, who, message_id)
-            jobs.wake_for(tx, [message_id])
+            retried = await message_service.retry(tx.session, who, message_id)
+            jobs.wake_for(tx, [message_id], high=retried.priority == "high")
             done = f"Message {message_id} queued again."
         elif action == "resend":
             new = await resend_service.resend(tx.session, who, message_id, None)
             if new.status == "queued":
-                jobs.wake_for(tx, [new.id])
+                jobs.wake_for(tx, [new.id], high=new.priority == "high")
             done = f"Message {message_id} resent as message {new.id} ({new.status})."
         else:
             raise PageError(404, "No such action", f"{action} is not something a message can do here.")
@@ -413,7 +413,7 @@ async def test_provider(provider: str, request: Request, tx: TxDep, settings: Se
         await tx.session.rollback()
         return _page(request, "parameters.html", who, status_code=422, problems=_problems(exc),
                      **await _parameters_context(tx, settings, provider))
-    jobs.wake_for(tx, [accepted.id])
+    jobs.wake_for(tx, [accepted.id], high=True)  # test emails are in the high lane (as in the API's router)
     return _back(request, f"/console/messages/{accepted.id}",
                  f"Test email queued as message {accepted.id}: this page shows how it goes.")
 

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
-from app.messages.lifecycle import LANES, WAITING_STATUSES, SendState, Status
+from app.messages.lifecycle import LANES, PRIORITY_NAMES, WAITING_STATUSES, SendState, Status
 from app.models import ATTACHMENTS, ATTEMPTS, COUNTS, MESSAGES
 from app.transports.base import Attachment
 
@@ -323,6 +323,15 @@ async def recent_failures(session: AsyncSession, n: int = 5) -> list[Any]:
     return list((await session.execute(
         select(M.c.id, M.c.finished_at, M.c.last_error_type, M.c.last_error, M.c.sent_via, M.c.provider)
         .where(M.c.status == "failed").order_by(M.c.finished_at.desc()).limit(n))).all())
+
+
+async def waiting_by_lane(session: AsyncSession) -> dict[str, int]:
+    """Waiting messages (queued, deferred, retrying) per priority lane: one range count of ix_message_lane each."""
+    out: dict[str, int] = {}
+    for lane in LANES:
+        n = (await session.execute(select(func.count()).select_from(M).where(waiting_in_lane(lane)))).scalar_one()
+        out[PRIORITY_NAMES[lane]] = int(n)
+    return out
 
 
 async def counts_by_status_and_kind(session: AsyncSession) -> dict[str, dict[str, int]]:

@@ -99,7 +99,8 @@ async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settin
         out.update({
             "batch_processing_enabled": params.batch_processing_enabled,
             "batch_provider": params.batch_provider,
-            "queue": {"by_status": counts, "by_status_and_lane": lanes,
+            "queue": {"by_status": counts, "by_status_and_kind": lanes,
+                      "waiting_by_lane": await repository.waiting_by_lane(session),
                       "waiting": sum(counts.get(s, 0) for s in WAITING_STATUSES),
                       "oldest_waiting_age_seconds": round((now - oldest).total_seconds(), 1) if oldest else None},
             "providers": [p.model_dump() for p in providers],

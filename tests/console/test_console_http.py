@@ -186,6 +186,8 @@ async def test_message_actions_and_provider_tabs_go_through_the_api_services(env
         token = await _sign_in(c, env.admin_key)
         page = (await c.get("/console/status")).text
         assert f'aria-label="Cancel message {waiting}"' in page
+        assert "queued, deferred or retrying: 0 high · 1 normal · 0 low" in page  # per priority lane
+        assert '<td class="status">queued</td><td>batch, normal</td>' in page
         r = await c.post(f"/console/messages/{waiting}/cancel", data={"csrf": token, "next": "/console/status"})
         assert r.status_code == 303 and r.headers["location"] == "/console/status"
         assert (await env.client.get(f"/messages/{waiting}")).json()["status"] == "cancelled"

@@ -283,7 +283,7 @@ async def test_counts_follow_every_transition(env: Env, smtp: SmtpServer) -> Non
     by_kind: dict[str, dict[str, int]] = {}
     for status, kind, n in await env.sql("SELECT status, kind, count(*) FROM message GROUP BY status, kind"):
         by_kind.setdefault(status, {})[kind] = int(n)
-    assert (await env.client.get("/status")).json()["queue"]["by_status_and_lane"] == by_kind
+    assert (await env.client.get("/status")).json()["queue"]["by_status_and_kind"] == by_kind
     metrics = (await env.client.get("/metrics")).text
     assert 'outbox_messages{status="sent"} 3.0' in metrics
 
