@@ -68,11 +68,13 @@ def _string_problem(value: str) -> str | None:
     return None
 
 
-def json_problem(body: bytes) -> tuple[str, str] | None:
+def json_problem(body: bytes, *, check_depth: bool = True) -> tuple[str, str] | None:
     """(field, reason) for the first string no field can take, or JSON nested too deep; None if fine (or not
-    JSON at all: the route's parser says so). The body is parsed only when a cheap scan finds a suspect."""
+    JSON at all: the route's parser says so). The body is parsed only when a cheap scan finds a suspect.
+    `check_depth=False` for routes whose schema has no free-form (Any) field: their typed fields refuse nesting, and
+    a bulk body's many brackets would otherwise have it parsed twice."""
     if not (_NUL_ESCAPE.search(body) or _SURROGATE_ESCAPE.search(body)
-            or body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH):
+            or (check_depth and body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH)):
         return None
     try:
         doc = json.loads(body)
@@ -213,7 +215,9 @@ class Guard:
                     break
             body = b"".join(chunks)
             del chunks
-            if b"json" in headers.get(b"content-type", b"") and (bad := json_problem(body)) is not None:
+            free_form = not (_is_message(method, path) or (method == "POST" and _BULK.match(path)))
+            if (b"json" in headers.get(b"content-type", b"")
+                    and (bad := json_problem(body, check_depth=free_form)) is not None):
                 await _invalid(scope, receive, send, *bad)
                 return
             delivered = False

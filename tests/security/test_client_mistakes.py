@@ -113,3 +113,13 @@ def test_malformed_ews_url_is_422_and_not_stored(client: httpx.Client, url: str)
                                                 "password": "p", "batch_account": "batch@example.com"})
     assert _field(r) == "ews_url"
     assert client.get("/providers/exchange").json().get("ews_url") is None
+
+
+def test_deep_nesting_in_a_message_is_422_not_500(client: httpx.Client) -> None:
+    # Message routes have no free-form field: the schema refuses the nesting (and bulk bodies are not parsed twice).
+    body = json.dumps(GOOD)[:-1] + ', "headers": ' + "[" * 800 + "]" * 800 + "}"
+    r = client.post("/messages", content=body.encode(), headers={"Content-Type": "application/json"})
+    assert _field(r) == "headers"
+    bulk = '{"messages": [' + "[" * 800 + "]" * 800 + "]}"
+    r = client.post("/messages/bulk", content=bulk.encode(), headers={"Content-Type": "application/json"})
+    assert _field(r).startswith("messages")
