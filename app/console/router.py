@@ -84,7 +84,7 @@ def _when(value: datetime | None) -> str:
 
 def _age(seconds: float | None) -> str:
     if seconds is None:
-        return "none waiting"
+        return "none"
     s = int(seconds)
     if s < 120:
         return f"{s} s"
