@@ -159,3 +159,16 @@ def test_worker_process_logs_json_and_stays_quiet_when_idle(tmp_path: Path, sqli
     assert all({"timestamp", "level", "logger"} <= x.keys() for x in lines)
     stopped = next(x["event"] for x in lines if x["event"].startswith("shutdown on SIGTERM"))
     assert int(stopped.split("◆ ")[1].split()[0]) >= 3, stopped  # the reconciler did run, silently
+
+
+async def test_request_log_errors_only(sqlite_template: Path, tmp_path: Path, logbuf: io.StringIO) -> None:
+    """OUTBOX_REQUEST_LOG=errors: answers of 400 and up (and slow requests) get their line, plain successes not."""
+    path = tmp_path / "outbox.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    async with running_env(f"sqlite:///{path}", OUTBOX_REQUEST_LOG="errors") as env:
+        configure_logging(Settings(OUTBOX_LOG_FORMAT="json"), stream=logbuf)
+        assert (await env.client.get("/parameters")).status_code == 200
+        assert (await env.client.get("/messages/999999")).status_code == 404
+        assert (await env.client.get("/parameters", headers={"Authorization": "Bearer wrong"})).status_code == 401
+    req = [x for x in _json_lines(logbuf.getvalue()) if x["event"] == "request"]
+    assert [(x["path"], x["status"]) for x in req] == [("/messages/999999", 404), ("/parameters", 401)]

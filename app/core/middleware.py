@@ -17,6 +17,16 @@ from app.core.guard import Guard
 log = structlog.get_logger("outbox.request")
 # Polled many times a minute by load balancers and monitoring: logged only when they do not answer 200.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+SLOW_SECONDS = 1.0  # with OUTBOX_REQUEST_LOG=errors, a request this slow is logged whatever its status
+
+
+def _worth_a_line(scope: Scope, path: str, status: int, elapsed: float) -> bool:
+    if path in _QUIET_PATHS:
+        return status != 200
+    settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
+    if settings is not None and settings.request_log == "errors":
+        return status >= 400 or elapsed >= SLOW_SECONDS
+    return True
 
 
 class RequestContext:
@@ -51,10 +61,10 @@ class RequestContext:
             log.exception(f"unhandled error on {scope['method']} {scope['path']}")
             raise
         finally:
-            path = scope["path"]
-            if status != 200 or path not in _QUIET_PATHS:
-                log.info("request", method=scope["method"], path=path, status=status,
-                         duration_ms=round((time.perf_counter() - started) * 1000, 1))
+            elapsed = time.perf_counter() - started
+            if _worth_a_line(scope, scope["path"], status, elapsed):
+                log.info("request", method=scope["method"], path=scope["path"], status=status,
+                         duration_ms=round(elapsed * 1000, 1))
             structlog.contextvars.unbind_contextvars("request_id")
 
 
