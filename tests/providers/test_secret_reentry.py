@@ -4,8 +4,6 @@ listener on the new port never hears from Outbox."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 from tests.conftest import Env
 from tests.fakes.graph_server import GraphFake
 from tests.providers.conftest import graph_body
+from tests.support.peer import Peer
 from tests.support.smtp_server import SmtpServer
 
 SMTP: dict[str, Any] = {"host": "127.0.0.1", "tls": "starttls", "authentication_required": True,
@@ -21,36 +20,9 @@ SMTP: dict[str, Any] = {"host": "127.0.0.1", "tls": "starttls", "authentication_
                         "timeout_seconds": 3}
 
 
-class Listener:
-    """A TCP port that records every connection (the attacker's listener on the 'new port')."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.sock.settimeout(0.2)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.sock.close()
-
-
 @pytest.fixture
-def listener() -> Iterator[Listener]:
-    lst = Listener()
+def listener() -> Iterator[Peer]:
+    lst = Peer(hold=0)  # the attacker's listener on the 'new port'
     yield lst
     lst.close()
 
@@ -60,7 +32,7 @@ def listener() -> Iterator[Listener]:
     {"host": "localhost"},
 ])
 async def test_smtp_secret_needs_reentry_on_any_change_of_destination(
-        env: Env, smtp: SmtpServer, listener: Listener, change: dict[str, Any]) -> None:
+        env: Env, smtp: SmtpServer, listener: Peer, change: dict[str, Any]) -> None:
     r = await env.client.patch("/providers/smtp", json={**SMTP, "port": smtp.port, "password": "s3cret"})
     assert r.status_code == 200, r.text
     change = {k: (listener.port if v == "LISTENER" else v) for k, v in change.items()}

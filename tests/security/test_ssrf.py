@@ -5,8 +5,6 @@ SMTP server is quoted only as a short, sanitised excerpt."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,39 +13,10 @@ from pydantic import ValidationError
 
 from app.settings import Settings
 from tests.conftest import running_env
+from tests.support.peer import Peer
 from tests.support.smtp_server import SmtpServer
 
 TOKEN = "AKIA1234567890SECRETTOKEN"
-
-
-class Peer:
-    """A TCP service on loopback that greets with `banner` (an SSH or HTTP server, say) and counts connections."""
-
-    def __init__(self, banner: bytes = b"") -> None:
-        self.banner = banner
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            if self.banner:
-                conn.sendall(self.banner)
-            threading.Timer(2, conn.close).start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.sock.close()
 
 
 @pytest.fixture
