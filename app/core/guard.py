@@ -150,8 +150,11 @@ class Guard:
             if _is_message(method, path):
                 from app.parameters import service as parameters_service
 
-                async with state.sessionmaker() as session:
-                    limit_mb = (await parameters_service.cached(session)).attachment_size_limit_mb
+                params = parameters_service.peek()
+                if params is None:
+                    async with state.sessionmaker() as session:
+                        params = await parameters_service.cached(session)
+                limit_mb = params.attachment_size_limit_mb
         except AppError as exc:
             await _problem(scope, receive, send, exc.status_code, exc.slug, exc.title, exc.detail, exc.headers)
             return

@@ -7,6 +7,7 @@ line, the traceback as text in `exception`), readable `key=value` lines in the e
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -26,12 +27,18 @@ _OWNED = ("outbox", "uvicorn", "arq")
 _CHILDREN = ("uvicorn.error", "uvicorn.access", "arq.worker", "arq.jobs", "arq.connections")
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_key(name: str) -> bool:
+    return _SECRET_KEYS.search(name) is not None
+
+
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for k in list(event):
-        if _SECRET_KEYS.search(k):
+    """Runs once per record, in the formatter (records of structlog and of the standard library alike)."""
+    for k, v in event.items():
+        if isinstance(k, str) and _secret_key(k):
             event[k] = "[redacted]"
-        elif isinstance(event[k], str):
-            event[k] = _BEARER.sub(r"\1[redacted]", event[k])
+        elif isinstance(v, str) and "Bearer" in v:
+            event[k] = _BEARER.sub(r"\1[redacted]", v)
     return event
 
 
@@ -98,7 +105,7 @@ def configure_logging(settings: Settings | None = None, *, stream: IO[str] | Non
     out = stream or sys.stderr
     level = logging.getLevelName((settings.log_level if settings is not None else "INFO").upper())
     structlog.configure(
-        processors=[*_shared(), _redact, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*_shared(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,

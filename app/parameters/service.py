@@ -45,6 +45,11 @@ async def get(session: AsyncSession) -> Parameters:
 _cache: TTLCache[int, Parameters] = TTLCache()
 
 
+def peek() -> Parameters | None:
+    """The cached copy if it is fresh (no session needed), else None."""
+    return _cache.get(1)
+
+
 async def cached(session: AsyncSession) -> Parameters:
     """A detached copy of the parameters for read-only use on hot paths."""
     hit = _cache.get(1)
