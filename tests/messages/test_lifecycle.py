@@ -176,11 +176,15 @@ async def test_status_and_metrics(env: Env, smtp: SmtpServer) -> None:
     assert st["database"]["ok"] and st["redis"]["ok"]
     assert st["queue"]["by_status"] == {"queued": 1}
     assert st["queue"]["oldest_waiting_age_seconds"] is not None
-    assert st["workers"]["alive"] == 1  # the test worker context's heartbeat
+    # The test worker context's heartbeat (a worker process a previous test stopped may still be counted for
+    # a moment: its heartbeat outlives it by the TTL, which is what /status is for).
+    assert env.worker_ctx["worker_id"] in [w["id"] for w in st["workers"]["items"]]
+    assert st["workers"]["alive"] >= 1
     assert "throttle" in st and st["throttle"]["smtp"]["per_minute_limit"] == 0
     text = (await env.client.get("/metrics")).text
     assert 'outbox_messages{status="queued"} 1.0' in text
-    assert "outbox_workers_alive 1.0" in text
+    alive = next(line for line in text.splitlines() if line.startswith("outbox_workers_alive "))
+    assert float(alive.split()[1]) >= 1
     ready = await env.client.get("/readyz")
     assert ready.status_code == 200
 
