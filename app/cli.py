@@ -147,8 +147,10 @@ def worker() -> None:
 def bounces(
     listen: Annotated[str | None, typer.Option(help="host:port (default OUTBOX_BOUNCE_LISTEN)")] = None,
 ) -> None:
-    """Listen for bounces (DSNs) over SMTP: point your relay's route for bounces+*@OUTBOX_BOUNCE_DOMAIN here.
-    Records bounced recipients, suppresses hard bounces, sends message.bounced webhooks."""
+    """Listen for bounces (DSNs) and feedback-loop complaints (ARF) over SMTP: point your relay's route for
+    bounces+*@OUTBOX_BOUNCE_DOMAIN and the complaints address (OUTBOX_COMPLAINTS_ADDRESS, default
+    complaints@OUTBOX_BOUNCE_DOMAIN) here. Records bounced and complaining recipients, suppresses hard bounces
+    and spam complaints, sends message.bounced and message.complained webhooks."""
     import asyncio
 
     from app.bounces.listener import run as run_listener

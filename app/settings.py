@@ -99,6 +99,18 @@ class Settings(BaseSettings):
     # envelope sender and no bounce is read), and where `outbox bounces` listens for them.
     bounce_domain: str = Field(default="", alias="OUTBOX_BOUNCE_DOMAIN")
     bounce_listen: str = Field(default="127.0.0.1:2525", alias="OUTBOX_BOUNCE_LISTEN")
+    # The address to register with mailbox providers' feedback loops: `outbox bounces` accepts complaints (ARF
+    # reports) there as well as at the bounce addresses. Empty: complaints@<OUTBOX_BOUNCE_DOMAIN>.
+    complaints_address: str = Field(default="", alias="OUTBOX_COMPLAINTS_ADDRESS")
+
+    @field_validator("complaints_address")
+    @classmethod
+    def _complaints_address(cls, v: str) -> str:
+        bare = v.strip().strip("<>").strip()
+        local, at, domain = bare.rpartition("@")
+        if bare and (not at or not local or "." not in domain or any(c.isspace() or c in "<>," for c in bare)):
+            raise ValueError("OUTBOX_COMPLAINTS_ADDRESS must be one address, e.g. fbl@bounces.example.com")
+        return bare
 
     @field_validator("provider_allowed_networks")
     @classmethod

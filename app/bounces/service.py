@@ -56,14 +56,17 @@ def _classify(r: RecipientReport) -> dict[str, Any]:
                                                    "it there (DELETE /suppressions/{id}) once it is fixed."}
 
 
-async def _match(session: AsyncSession, report: Report, token_message_id: int | None) -> tuple[Any, str] | None:
+async def match_message(session: AsyncSession, token_message_id: int | None,
+                        original_message_id: str | None) -> tuple[Any, str] | None:
+    """The message a report is about (its id, status and recipients) and how it was found: by the VERP token,
+    else by the returned message's Message-ID (complaints use it too)."""
     cols = (M.c.id, M.c.status, M.c.to_addrs, M.c.cc_addrs, M.c.bcc_addrs)
     if token_message_id is not None:
         row = (await session.execute(select(*cols).where(M.c.id == token_message_id))).first()
         if row is not None:
             return row, "token"
-    if report.original_message_id:
-        row = (await session.execute(select(*cols).where(M.c.message_id_header == report.original_message_id)
+    if original_message_id:
+        row = (await session.execute(select(*cols).where(M.c.message_id_header == original_message_id)
                                      .order_by(M.c.id.desc()).limit(1))).first()
         if row is not None:
             return row, "message_id"
@@ -75,7 +78,7 @@ async def record(session: AsyncSession, report: Report, token_message_id: int | 
     failures = report.failures
     if not failures:
         return out
-    found = await _match(session, report, token_message_id)
+    found = await match_message(session, token_message_id, report.original_message_id)
     if found is None:
         return out
     msg, matched_by = found

@@ -1,4 +1,4 @@
-"""The per-message Return-Path (VERP): `bounces+<id>-<mac>@<OUTBOX_BOUNCE_DOMAIN>`.
+"""The per-message Return-Path (VERP): `bounces+<id>-<mac>@<OUTBOX_BOUNCE_DOMAIN>`, and the complaints address.
 
 The token names the message and carries a MAC (HMAC-SHA256 under a key derived from the secret keys, 65 bits
 shown), so a bounce cannot be pinned on another message by guessing ids. Every configured key is tried when
@@ -15,6 +15,7 @@ from app.core.crypto import load_keys
 from app.settings import Settings
 
 LOCAL_PART = "bounces"
+COMPLAINTS_LOCAL_PART = "complaints"
 _TOKEN = re.compile(r"^bounces\+(\d{1,19})-([a-z2-7]{13})@(.+)$", re.IGNORECASE)
 
 
@@ -44,8 +45,22 @@ def message_of(address: str, settings: Settings) -> int | None:
     return None
 
 
+def complaints_address(settings: Settings) -> str | None:
+    """Where feedback loops send complaints: OUTBOX_COMPLAINTS_ADDRESS, else complaints@<bounce domain>."""
+    configured = settings.complaints_address.strip().strip("<>").strip()
+    if configured:
+        return configured
+    domain = settings.bounce_domain.strip()
+    return f"{COMPLAINTS_LOCAL_PART}@{domain}" if domain else None
+
+
 def is_bounce_address(address: str, settings: Settings) -> bool:
-    """`bounces@domain` or `bounces+anything@domain`: what the listener accepts RCPT for."""
-    local, _, domain = address.strip().strip("<>").rpartition("@")
+    """`bounces@domain`, `bounces+anything@domain` or the complaints address: what the listener accepts RCPT
+    for."""
+    bare = address.strip().strip("<>")
+    complaints = complaints_address(settings)
+    if complaints is not None and bare.casefold() == complaints.casefold():
+        return True
+    local, _, domain = bare.rpartition("@")
     base = local.split("+", 1)[0].lower()
     return bool(settings.bounce_domain) and base == LOCAL_PART and domain.lower() == settings.bounce_domain.lower()

@@ -1,5 +1,5 @@
 """Webhook endpoints, the events they receive, and each delivery of an event to an endpoint; the suppression
-list and recorded bounces (issue 16)."""
+list, recorded bounces and complaints (issue 16)."""
 
 from __future__ import annotations
 
@@ -79,13 +79,13 @@ class WebhookDelivery(SQLModel, table=True):
 
 
 class Suppression(SQLModel, table=True):
-    """An address Outbox does not send to: a hard bounce, or added by an administrator."""
+    """An address Outbox does not send to: a hard bounce, a complaint, or added by an administrator."""
 
     __tablename__ = "suppression"
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     address: str = Field(max_length=320, unique=True)  # lower case
-    reason: str = Field(max_length=16)  # hard_bounce | manual
+    reason: str = Field(max_length=16)  # hard_bounce | complaint | manual
     detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     message_id: int | None = Field(default=None, sa_column=Column(BigId, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
@@ -112,11 +112,31 @@ class MessageBounce(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class MessageComplaint(SQLModel, table=True):
+    """A feedback-loop complaint (an ARF report) about a sent message, for one of its recipients."""
+
+    __tablename__ = "message_complaint"
+    __table_args__ = (UniqueConstraint("message_id", "recipient", "feedback_type", name="uq_message_complaint"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    message_id: int = Field(sa_column=Column(BigId, ForeignKey("message.id", ondelete="CASCADE"), nullable=False,
+                                             index=True))
+    recipient: str = Field(max_length=320)
+    feedback_type: str = Field(max_length=16)  # abuse | fraud | virus | other
+    user_agent: str | None = Field(default=None, max_length=255)  # who reported it (the report's User-Agent)
+    source_ip: str | None = Field(default=None, max_length=64)
+    arrived_at: datetime | None = None  # when the provider received the message (Arrival-Date)
+    matched_by: str = Field(max_length=16)  # token | message_id
+    recipient_by: str = Field(max_length=16)  # report (named in it) | only (the message's only recipient)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 WEBHOOK_ENDPOINTS: Table = SQLModel.metadata.tables["webhook_endpoint"]
 WEBHOOK_EVENTS: Table = SQLModel.metadata.tables["webhook_event"]
 WEBHOOK_DELIVERIES: Table = SQLModel.metadata.tables["webhook_delivery"]
 SUPPRESSIONS: Table = SQLModel.metadata.tables["suppression"]
 BOUNCES: Table = SQLModel.metadata.tables["message_bounce"]
+COMPLAINTS: Table = SQLModel.metadata.tables["message_complaint"]
 
 # Bounces are matched by the returned message's Message-ID when the VERP token is missing.
 Index("ix_message_message_id_header", MESSAGES.c.message_id_header)
