@@ -77,10 +77,11 @@ TAGS: list[dict[str, str]] = [
     {"name": "history", "description": "Email history: what was sent, failed or expired, with the attempts "
      "and, for each failure, its explanation and fix."},
     {"name": "webhooks", "description": "Outcomes pushed to your services: signed (Standard Webhooks) events "
-     "for sent, failed, bounced, expired, held and deferred messages, retried for about three days, with a "
-     "delivery log and a test ping. The signing secret is shown once."},
-    {"name": "suppressions", "description": "Addresses Outbox no longer sends to: added by a hard bounce or "
-     "by an administrator. A submission to one is refused naming the field, or sent without it on request."},
+     "for sent, failed, bounced, expired, held, deferred and complained-about messages, retried for about three "
+     "days, with a delivery log and a test ping. The signing secret is shown once."},
+    {"name": "suppressions", "description": "Addresses Outbox no longer sends to: added by a hard bounce, a spam "
+     "complaint or an administrator. A submission to one is refused naming the field, or sent without it on "
+     "request."},
     {"name": "monitoring", "description": "For load balancers and monitoring, without a key: liveness, "
      "readiness, the service status (queue, workers, providers) and Prometheus metrics."},
 ]

@@ -212,7 +212,8 @@ OVERRIDES: dict[str, tuple[str, Any]] = {
     "RecipientStatus.address": ("The recipient's address", MAIL),
     "SuppressionPublic.address": ("The suppressed address: mail to it is refused", "gone@example.com"),
     "SuppressionPublic.id": ("The suppression's id", 9),
-    "SuppressionPublic.detail": ("Details (the bounce's text, or the administrator's note)", None),
+    "SuppressionPublic.detail": ("Details (the bounce's text, the complaint's type and reporter, or the "
+                                 "administrator's note)", None),
     "SenderCheck.sender": ("The sender address checked", "ap@contoso.com"),
     "SenderCheck.provider": ("The provider it was checked for", "smtp"),
     "SenderCheck.error_type": ("The latest failure's `error_type` (null: none)", None),

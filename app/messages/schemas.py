@@ -151,6 +151,9 @@ class RecipientStatus(BaseModel):
     fix: str | None = None
     at: datetime | None = Field(None, description="When the server answered for this recipient")
     bounce: BounceInfo | None = Field(None, description="The bounce (DSN) received for this recipient, if any")
+    complaint: ComplaintInfo | None = Field(
+        None, description="The feedback-loop complaint (ARF report) received about this recipient, if any: the "
+                          "recipient marked the message as spam; `state` still says how delivery went")
 
 
 class BounceInfo(BaseModel):
@@ -165,6 +168,24 @@ class BounceInfo(BaseModel):
     explanation: str | None
     fix: str | None
     at: datetime
+
+
+class ComplaintInfo(BaseModel):
+    """A feedback-loop complaint: the recipient's mailbox provider reported that they marked the message as spam
+    (an Abuse Reporting Format report, RFC 5965)."""
+
+    feedback_type: Literal["abuse", "fraud", "virus", "other"] = Field(
+        description="abuse: marked as spam (the address is suppressed); fraud: reported as phishing or fraud "
+                    "(suppressed); virus: a scanner found a virus; other: any other report")
+    reported_by: str | None = Field(description="Who sent the report (its User-Agent, e.g. the provider's "
+                                                "feedback loop)")
+    source_ip: str | None = Field(description="The address the provider received the message from")
+    arrived_at: datetime | None = Field(description="When the provider received the message (Arrival-Date)")
+    suppressed: bool = Field(description="True for abuse and fraud: the complaint put the address on the "
+                                         "suppression list (unless it was there already)")
+    explanation: str = Field(description="What the complaint means")
+    fix: str | None = Field(description="What to do about it")
+    at: datetime = Field(description="When Outbox received the report")
 
 
 class MessagePublic(MessageSummary):

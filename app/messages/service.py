@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.bounces import complaints
 from app.bounces import service as bounces
 from app.core.clock import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound, TooLarge
@@ -35,6 +36,7 @@ from app.messages.schemas import (
     AttachmentPublic,
     AttemptPublic,
     BounceInfo,
+    ComplaintInfo,
     MessageAccepted,
     MessageIn,
     MessagePublic,
@@ -328,11 +330,13 @@ async def get(session: AsyncSession, principal: Principal, message_id: int) -> M
                      for a in atts],
         attempt_log=[AttemptPublic.model_validate(a, from_attributes=True) for a in attempts],
         resent_as=await repository.resends(session, message_id),
-        recipients=_recipients(r, await bounces.for_message(session, message_id)),
+        recipients=_recipients(r, await bounces.for_message(session, message_id),
+                               await complaints.for_message(session, message_id)),
     )
 
 
-def _recipients(r: repository.MessageRow, bounced: dict[str, BounceInfo] | None = None) -> list[RecipientStatus]:
+def _recipients(r: repository.MessageRow, bounced: dict[str, BounceInfo] | None = None,
+                complained: dict[str, ComplaintInfo] | None = None) -> list[RecipientStatus]:
     """Every recipient with its state. Until a server answers recipients apart (no per-recipient state), they
     share the message's fate: accepted once it is sent, failed once it failed or expired, else pending."""
     shared = "accepted" if r.status == "sent" else "failed" if r.status in ("failed", "expired") else "pending"
@@ -346,7 +350,8 @@ def _recipients(r: repository.MessageRow, bounced: dict[str, BounceInfo] | None 
                 reply_code=s.get("code"), reply_text=s.get("text"),
                 error_type=bounce.error_type if bounce else s.get("error_type"),
                 explanation=bounce.explanation if bounce else s.get("explanation"),
-                fix=bounce.fix if bounce else s.get("fix"), at=s.get("at"), bounce=bounce))
+                fix=bounce.fix if bounce else s.get("fix"), at=s.get("at"), bounce=bounce,
+                complaint=(complained or {}).get(a)))
     return out
 
 

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Reason = Literal["hard_bounce", "manual"]
+Reason = Literal["hard_bounce", "complaint", "manual"]
 
 
 class SuppressionIn(BaseModel):
@@ -20,7 +20,8 @@ class SuppressionPublic(BaseModel):
     id: int
     address: str
     reason: Reason = Field(description="hard_bounce: a delivery status notification said the address does not "
-                                       "exist or refuses mail for good; manual: added through the API")
+                                       "exist or refuses mail for good; complaint: the recipient marked a message "
+                                       "as spam or fraud (a feedback-loop report); manual: added through the API")
     detail: str | None
-    message_id: int | None = Field(description="The message whose bounce caused it")
+    message_id: int | None = Field(description="The message whose bounce or complaint caused it")
     created_at: datetime

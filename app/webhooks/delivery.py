@@ -76,8 +76,9 @@ def payload(event: Any, message: Any | None) -> dict[str, Any]:
     status = d.get("status")
     given: dict[str, Any] = d.get("recipients") or {}
     recipients: list[dict[str, Any]] = []
-    if event.type == "message.bounced":
-        recipients = [{"address": a, "status": "bounced", **v} for a, v in given.items()]
+    if event.type in ("message.bounced", "message.complained"):
+        word = "bounced" if event.type == "message.bounced" else "complained"
+        recipients = [{"address": a, "status": word, **v} for a, v in given.items()]
     elif message is not None and d.get("recipient_state"):
         # Per-recipient delivery: each address has its own state (accepted, pending = retried, failed).
         state: dict[str, Any] = d["recipient_state"]

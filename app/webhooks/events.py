@@ -1,8 +1,8 @@
 """Webhook events, written in the transaction of the change that causes them (durable, at least once).
 
-`lifecycle` calls `emit_outcomes` / `emit_status` inside its writes, and bounce processing calls `emit`: the
-event row and one pending delivery per endpoint that wants it are inserted with the status change, so a commit
-means the event will be delivered, whatever happens to Redis or the worker afterwards. Nothing is written
+`lifecycle` calls `emit_outcomes` / `emit_status` inside its writes, and bounce and complaint processing call
+`emit`: the event row and one pending delivery per endpoint that wants it are inserted with the status change,
+so a commit means the event will be delivered, whatever happens to Redis or the worker afterwards. Nothing is written
 when no endpoint (enabled or not: a disabled one gets what it missed when re-enabled) wants the event type.
 """
 
@@ -26,7 +26,7 @@ EV = WEBHOOK_EVENTS
 D = WEBHOOK_DELIVERIES
 
 EVENT_TYPES: tuple[str, ...] = ("message.sent", "message.failed", "message.bounced", "message.expired",
-                                "message.held", "message.deferred")
+                                "message.held", "message.deferred", "message.complained")
 TEST_EVENT = "webhook.test"
 # The message status a write leads to -> the event it is. `retrying` is a deferral too (a temporary failure).
 STATUS_EVENTS: dict[str, str] = {"sent": "message.sent", "failed": "message.failed", "expired": "message.expired",

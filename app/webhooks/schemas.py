@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 EventType = Literal["message.sent", "message.failed", "message.bounced", "message.expired", "message.held",
-                    "message.deferred"]
+                    "message.deferred", "message.complained"]
 DeliveryState = Literal["pending", "delivered", "failed"]
 
 
@@ -14,7 +14,7 @@ class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(max_length=2000, description="http(s) URL that receives the events (POST, JSON, signed)")
-    events: list[EventType] = Field(min_length=1, max_length=6, description="The event types this endpoint wants")
+    events: list[EventType] = Field(min_length=1, max_length=7, description="The event types this endpoint wants")
     enabled: bool = True
     description: str = Field(default="", max_length=200)
 
@@ -25,7 +25,7 @@ class WebhookUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str | None = Field(default=None, max_length=2000)
-    events: list[EventType] | None = Field(default=None, min_length=1, max_length=6)
+    events: list[EventType] | None = Field(default=None, min_length=1, max_length=7)
     enabled: bool | None = None
     description: str | None = Field(default=None, max_length=200)
 
