@@ -5,8 +5,11 @@ from typing import Any
 
 import pytest
 
+from app.bounces import listener
 from tests.conftest import Env, running_env
 from tests.support.webhook_receiver import Receiver, receiver
+
+DOMAIN = "bounce.test"  # OUTBOX_BOUNCE_DOMAIN of `benv`
 
 
 @pytest.fixture
@@ -14,6 +17,24 @@ async def wenv(db_url: str) -> AsyncIterator[Env]:
     # Receivers run on loopback: allowed here explicitly (off by default).
     async with running_env(db_url, OUTBOX_WEBHOOK_ALLOW_PRIVATE_URLS=True) as e:
         yield e
+
+
+@pytest.fixture
+async def benv(db_url: str) -> AsyncIterator[Env]:
+    async with running_env(db_url, OUTBOX_WEBHOOK_ALLOW_PRIVATE_URLS=True, OUTBOX_BOUNCE_DOMAIN=DOMAIN) as e:
+        yield e
+
+
+@pytest.fixture
+async def inbound(benv: Env) -> AsyncIterator[int]:
+    """The bounce listener (`outbox bounces`) on a free loopback port."""
+    server = await listener.start(benv.settings, benv.worker_ctx["sessionmaker"], benv.redis, "127.0.0.1:0")
+    port = int(server.sockets[0].getsockname()[1])
+    try:
+        yield port
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.fixture

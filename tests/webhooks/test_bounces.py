@@ -5,36 +5,16 @@ hostile and malformed reports change nothing."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
 
 from app.bounces import dsn, listener, verp
-from tests.conftest import Env, running_env
+from tests.conftest import Env
 from tests.support.smtp_server import SmtpServer
 from tests.support.webhook_receiver import receiver
-from tests.webhooks.conftest import add_endpoint, deliver_webhooks
-
-DOMAIN = "bounce.test"
-
-
-@pytest.fixture
-async def benv(db_url: str) -> AsyncIterator[Env]:
-    async with running_env(db_url, OUTBOX_WEBHOOK_ALLOW_PRIVATE_URLS=True, OUTBOX_BOUNCE_DOMAIN=DOMAIN) as e:
-        yield e
-
-
-@pytest.fixture
-async def inbound(benv: Env) -> AsyncIterator[int]:
-    server = await listener.start(benv.settings, benv.worker_ctx["sessionmaker"], benv.redis, "127.0.0.1:0")
-    port = int(server.sockets[0].getsockname()[1])
-    try:
-        yield port
-    finally:
-        server.close()
-        await server.wait_closed()
+from tests.webhooks.conftest import DOMAIN, add_endpoint, deliver_webhooks
 
 
 def make_dsn(recipients: list[tuple[str, str, str, str]], original: EmailMessage | None = None,
