@@ -59,9 +59,10 @@ class Settings(BaseSettings):
     # stored client secret is sent to the sign-in host.
     allow_provider_url_override: bool = Field(default=False, alias="OUTBOX_ALLOW_PROVIDER_URL_OVERRIDE")
 
-    # Networks providers (SMTP) may connect to although they are not globally routable (private, loopback,
-    # link-local/metadata, CGNAT...): comma-separated, e.g. "10.0.0.25/32". Unset: none, except loopback in the
-    # embedded default (a local test server). See app.transports.netpolicy.
+    # Networks providers may connect to (every connection: SMTP, EWS, Graph, sign-in, token URL) although they
+    # are not globally routable (private, loopback, link-local/metadata, CGNAT...): comma-separated, e.g.
+    # "10.0.0.25/32". Unset: none, except loopback in the embedded default (a local test server). See
+    # app.transports.netpolicy.
     provider_allowed_networks: str | None = Field(default=None, alias="OUTBOX_PROVIDER_ALLOWED_NETWORKS")
 
     # Freeze the start-up heap and collect less often (see core.runtime); off in the test suite, which starts

@@ -182,13 +182,14 @@ _TABLE: dict[str, _Row] = {
 
     "config.address_not_allowed": _Row(
         "held", "The provider's server is on a network Outbox may not reach",
-        "The server's name resolves to an address that is not on the public internet (private, loopback, "
-        "link-local such as the cloud metadata service 169.254.169.254, or carrier-grade NAT). Outbox does not "
-        "connect there unless the deployment allows it, so that the provider settings cannot be used to reach "
-        "internal services.",
-        "If the server really is an internal relay, the operator adds its address to "
-        "OUTBOX_PROVIDER_ALLOWED_NETWORKS (for example 10.0.0.25/32) and restarts Outbox; otherwise correct the "
-        "server name."),
+        "The server's name (the SMTP server, the EWS URL, the Graph endpoint, the sign-in host or the token URL) "
+        "resolves to an address that is not on the public internet (private, loopback, link-local such as the "
+        "cloud metadata service 169.254.169.254, or carrier-grade NAT). Outbox does not connect there unless the "
+        "deployment allows it, so that the provider settings cannot be used to reach internal services or to "
+        "send a password or client secret to them.",
+        "If the server really is on an internal network (a relay, an on-premises Exchange), the operator adds its "
+        "address to OUTBOX_PROVIDER_ALLOWED_NETWORKS (for example 10.0.0.25/32) and restarts Outbox; otherwise "
+        "correct the host name or URL named above."),
 
     # ---------------------------------------------------------------- SMTP: connection and TLS
     **_network_rows("smtp", "the SMTP server", "the outgoing mail server name and port number "

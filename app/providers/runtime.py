@@ -127,7 +127,7 @@ def _microsoft(row: ProviderConfig, secrets: dict[str, str], settings: Settings)
         config = GraphConfig(
             tenant_id=c["tenant_id"], client_id=c["client_id"], client_secret=secrets["client_secret"],
             cloud=c.get("cloud", "global"), authority_host=c.get("authority_host"), graph_base=c.get("graph_base"),
-            ca_bundle=ca, timeout=timeout)
+            ca_bundle=ca, timeout=timeout, network_policy=settings.provider_network_policy)
     elif c.get("auth") == "oauth":
         if not secrets.get("client_secret"):
             raise _unusable(provider, "token", "no client secret is stored", "AADSTS7000218")

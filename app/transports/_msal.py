@@ -24,9 +24,8 @@ from typing import Any
 
 import httpx
 import msal
-import requests
-from requests.adapters import HTTPAdapter
 
+from app.transports import netpolicy
 from app.transports.base import Reply, Stage, TransportError
 
 __all__ = ["AccessToken", "TokenSettings", "TokenSource", "aadsts_code", "http_failure"]
@@ -55,6 +54,8 @@ class TokenSettings:
     # PEM with the private key and its certificate: sign a client assertion instead of sending a secret (MSAL
     # computes the SHA-256 thumbprint from the certificate and signs with PS256).
     client_certificate: str | None = field(default=None, repr=False)
+    # Where the sign-in host may be (the SSRF guard, checked at connect time); None only in transport unit tests.
+    network_policy: netpolicy.NetworkPolicy | None = None
 
     @property
     def credential(self) -> str | dict[str, str]:
@@ -72,37 +73,34 @@ class AccessToken:
     from_cache: bool = False
 
 
-class _Session(requests.Session):
-    """The `requests.Session` handed to MSAL as `http_client`.
+class _Http:
+    """MSAL's `http_client` (its documented minimal interface: `get`, `post`, `close`, responses with
+    `status_code`, `text`, `headers`) over the provider HTTP client of `netpolicy`, so that tenant discovery and
+    the token request (which carries the client secret) are checked like every other provider connection.
 
-    - A CA bundle given here wins over `REQUESTS_CA_BUNDLE`/`CURL_CA_BUNDLE`, which requests otherwise lets
-      override `session.verify` (seen on this machine). Proxies from the environment still apply.
-    - MSAL ignores its own `timeout=` when given an http_client, so the timeout is applied here.
+    - The timeout is the client's (MSAL ignores its own `timeout=` when given an http_client).
     - The last HTTP status seen by the current thread is kept, because MSAL's error dict does not carry it.
     """
 
-    def __init__(self, *, ca_bundle: str | None, timeout: float) -> None:
-        super().__init__()
-        self._ca_bundle = ca_bundle
-        self._timeout = timeout
+    def __init__(self, client: httpx.Client) -> None:
+        self._client = client
         self._local = threading.local()
-        if ca_bundle is not None:
-            self.verify = ca_bundle
-        # MSAL's own default session retries a failed connection once; keep that (never a read retry).
-        self.mount("https://", HTTPAdapter(max_retries=1))
 
-    def merge_environment_settings(
-        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        settings: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if self._ca_bundle is not None:
-            settings["verify"] = self._ca_bundle
-        return settings
+    def get(self, url: str, params: Any = None, headers: Any = None, **kwargs: Any) -> httpx.Response:
+        return self._keep(self._client.get(url, params=params, headers=headers, **kwargs))
 
-    # Same call as Session.request; the signature is loosened only to inject a default timeout.
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        kwargs.setdefault("timeout", self._timeout)
-        response = super().request(method, url, *args, **kwargs)
+    def post(self, url: str, params: Any = None, data: Any = None, headers: Any = None,
+             **kwargs: Any) -> httpx.Response:
+        # MSAL sends a dict (form-encoded here) or, as it recommends, a ready string (sent as it is). A dict may
+        # hold bytes (the signed client assertion), which httpx would write as "b'...'": decode them first.
+        body: dict[str, Any] = {"content": data} if isinstance(data, str | bytes) else {"data": data and {
+            k: v.decode("ascii") if isinstance(v, bytes) else v for k, v in data.items()}}
+        return self._keep(self._client.post(url, params=params, headers=headers, **body, **kwargs))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _keep(self, response: httpx.Response) -> httpx.Response:
         self._local.status = response.status_code
         return response
 
@@ -121,7 +119,8 @@ class TokenSource:
     def __init__(self, settings: TokenSettings, *, provider: str) -> None:
         self._settings = settings
         self._provider = provider
-        self._session = _Session(ca_bundle=settings.ca_bundle, timeout=settings.timeout)
+        self._session = _Http(netpolicy.sync_client(settings.network_policy, ca_bundle=settings.ca_bundle,
+                                                    timeout=settings.timeout))
         self._app: Any = None
         self._lock = asyncio.Lock()
 
@@ -212,13 +211,16 @@ class TokenSource:
 
     def _exception_error(self, exc: Exception) -> TransportError:
         authority = self._settings.authority
-        if isinstance(exc, requests.exceptions.Timeout):
+        refused = netpolicy.refusal(exc)
+        if refused is not None:
+            return self._fail(None, refused, "address_not_allowed")
+        if isinstance(exc, httpx.TimeoutException):
             return self._fail(
                 None, f"no answer from {authority} within {self._settings.timeout:g}s", "timeout"
             )
-        if isinstance(exc, requests.exceptions.SSLError):
+        if isinstance(exc, httpx.HTTPError) and _is_tls_failure(exc):
             return self._fail(None, f"TLS failure talking to {authority}: {exc}", "connect_failed")
-        if isinstance(exc, requests.exceptions.RequestException):
+        if isinstance(exc, httpx.HTTPError):
             return self._fail(None, f"cannot reach {authority}: {type(exc).__name__}", "connect_failed")
         if isinstance(exc, msal.exceptions.MsalServiceError):  # 5xx from the token endpoint
             status = self._session.last_status
@@ -261,9 +263,10 @@ def http_failure(
         return TransportError(
             "connect", Reply(None, f"connecting to {host} timed out", "timeout"), provider=provider
         )
+    refused = netpolicy.refusal(exc)
+    if refused is not None:  # nothing was sent: the network policy refused the address
+        return TransportError("connect", Reply(None, refused, "address_not_allowed"), provider=provider)
     if isinstance(exc, httpx.ConnectError):
-        if "OUTBOX_PROVIDER_ALLOWED_NETWORKS" in str(exc):  # refused by the network policy (netpolicy)
-            return TransportError("connect", Reply(None, str(exc), "address_not_allowed"), provider=provider)
         if _is_tls_failure(exc):
             return TransportError(
                 "tls", Reply(None, f"TLS with {host} failed: {exc}", "tls_failed"), provider=provider

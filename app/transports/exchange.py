@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import logging
-import ssl
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -21,10 +20,11 @@ from xml.sax.saxutils import escape, quoteattr
 
 import httpx
 
+from app.transports import netpolicy
 from app.transports._msal import TokenSettings, TokenSource, http_failure
 from app.transports.base import OutgoingMessage, Reply, SendResult, Stage, TransportError
 from app.transports.graph import Cloud, cloud_hosts
-from app.transports.netpolicy import NetworkPolicy, http_transport
+from app.transports.netpolicy import NetworkPolicy
 from app.transports.oauth import EXCHANGE_ONLINE_RESOURCES
 
 __all__ = ["DEPRECATION_NOTE", "ExchangeConfig", "ExchangeTransport"]
@@ -60,7 +60,7 @@ class ExchangeConfig:
     cloud: Cloud = "global"  # national cloud: its sign-in host, and its Exchange Online resource as the scope
     ca_bundle: str | None = None
     timeout: float = 30.0
-    network_policy: NetworkPolicy | None = None  # the SSRF guard at connect time (None: unit tests only)
+    network_policy: NetworkPolicy | None = None  # the SSRF guard at connect time, EWS and sign-in (None: unit tests)
 
     def __repr__(self) -> str:  # never show the password or the secret
         return (
@@ -96,6 +96,7 @@ class ExchangeTransport:
                     ca_bundle=config.ca_bundle,
                     timeout=config.timeout,
                     local_authority=authority_host != default_authority,
+                    network_policy=config.network_policy,
                 ),
                 provider=PROVIDER,
             )
@@ -107,13 +108,7 @@ class ExchangeTransport:
             raise ValueError(f"unknown EWS auth {config.auth!r}")
         if self._host == _EXCHANGE_ONLINE:
             _LOG.warning("exchange provider targets Exchange Online: %s", DEPRECATION_NOTE)
-        verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True
-        )
-        self._http = httpx.AsyncClient(
-            verify=verify, timeout=httpx.Timeout(config.timeout), follow_redirects=False,
-            transport=http_transport(config.network_policy, verify) if config.network_policy else None,
-        )
+        self._http = netpolicy.async_client(config.network_policy, ca_bundle=config.ca_bundle, timeout=config.timeout)
 
     async def send(self, msg: OutgoingMessage) -> SendResult:
         body = _envelope(_create_item(msg), self._impersonate(msg.sender))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,8 +23,10 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from app.transports import netpolicy
 from app.transports._msal import TokenSettings, TokenSource, http_failure
 from app.transports.base import Attachment, OutgoingMessage, Reply, SendResult, Stage, TransportError
+from app.transports.netpolicy import NetworkPolicy
 
 __all__ = [
     "Cloud",
@@ -88,6 +89,8 @@ class GraphConfig:
     )
     ca_bundle: str | None = None  # CA file for tests (trustme)
     timeout: float = 30.0
+    # The SSRF guard for Graph and the sign-in host, at connect time (None: transport unit tests only).
+    network_policy: NetworkPolicy | None = None
 
     def __repr__(self) -> str:  # never show the secret
         return (
@@ -120,19 +123,14 @@ class GraphTransport:
                 ca_bundle=config.ca_bundle,
                 timeout=config.timeout,
                 local_authority=config.authority_host is not None and authority_host != default_authority,
+                network_policy=config.network_policy,
             ),
             provider=PROVIDER,
         )
-        # httpx 0.28 deprecates verify=<path>; an SSLContext is the supported form.
-        verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True
-        )
-        self._http = httpx.AsyncClient(
-            verify=verify,
-            timeout=httpx.Timeout(config.timeout),
+        self._http = netpolicy.async_client(
+            config.network_policy, ca_bundle=config.ca_bundle, timeout=config.timeout,
             # Graph allows 4 concurrent requests per mailbox and app; the engine enforces that, not the pool.
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
-            follow_redirects=False,
         )
 
     # ------------------------------------------------------------------ public API

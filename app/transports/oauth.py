@@ -19,7 +19,6 @@ import asyncio
 import base64
 import binascii
 import json
-import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -27,9 +26,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app.transports import netpolicy
 from app.transports._msal import AccessToken, TokenSettings, TokenSource, http_failure
 from app.transports.base import Reply, TransportError
 from app.transports.graph import Cloud, cloud_hosts
+from app.transports.netpolicy import NetworkPolicy
 
 __all__ = [
     "EXCHANGE_ONLINE_RESOURCES",
@@ -109,7 +110,7 @@ class EntraTokens:
     """Client credentials against Microsoft Entra ID through MSAL (one application object, built lazily off
     the loop, so one token cache for every connection of the pool)."""
 
-    def __init__(self, config: SmtpOAuthConfig) -> None:
+    def __init__(self, config: SmtpOAuthConfig, policy: NetworkPolicy | None = None) -> None:
         if not (config.tenant_id and config.client_id and (config.client_secret or config.client_certificate)):
             raise ValueError("SMTP OAuth needs tenant_id, client_id and a client secret or certificate")
         default_authority = cloud_hosts(config.cloud)[0]
@@ -124,6 +125,7 @@ class EntraTokens:
                 ca_bundle=config.ca_bundle,
                 timeout=config.timeout,
                 local_authority=authority_host != default_authority,
+                network_policy=policy,
             ),
             provider=PROVIDER,
         )
@@ -149,7 +151,7 @@ class EntraTokens:
 class EndpointTokens:
     """Client credentials against any OAuth 2.0 token endpoint (form POST, `client_secret_post`)."""
 
-    def __init__(self, config: SmtpOAuthConfig) -> None:
+    def __init__(self, config: SmtpOAuthConfig, policy: NetworkPolicy | None = None) -> None:
         if not (config.token_url and config.client_id and config.client_secret and config.scope):
             raise ValueError("SMTP OAuth with a token endpoint needs token_url, client_id, client_secret and scope")
         u = urlsplit(config.token_url)
@@ -157,10 +159,7 @@ class EndpointTokens:
             raise ValueError("token_url must be an https URL (the client secret is sent to it)")
         self._config = config
         self._host = u.netloc
-        verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True
-        )
-        self._client = httpx.AsyncClient(timeout=config.timeout, verify=verify)
+        self._client = netpolicy.async_client(policy, ca_bundle=config.ca_bundle, timeout=config.timeout)
         self._cached: AccessToken | None = None
         self._lock = asyncio.Lock()
         self.requests = 0
@@ -219,11 +218,12 @@ class EndpointTokens:
                               provider=PROVIDER)
 
 
-def token_source(config: SmtpOAuthConfig) -> EntraTokens | EndpointTokens:
-    """A new token source (no network I/O). Raises ValueError for an unusable configuration."""
+def token_source(config: SmtpOAuthConfig, policy: NetworkPolicy | None) -> EntraTokens | EndpointTokens:
+    """A new token source (no network I/O), connecting where the SMTP provider's network `policy` allows.
+    Raises ValueError for an unusable configuration."""
     if config.kind == "oauth2_client_credentials":
-        return EntraTokens(config)
-    return EndpointTokens(config)
+        return EntraTokens(config, policy)
+    return EndpointTokens(config, policy)
 
 
 def token_claims(token: str) -> dict[str, Any]:

@@ -126,7 +126,8 @@ class SmtpPool:
         if config.oauth is not None and not config.username:
             raise ValueError("SMTP OAuth needs the mailbox to sign in as (username)")
         # One token source per pool: every connection signs in with the same cached token.
-        self.tokens: SmtpTokens | None = token_source(config.oauth) if config.oauth is not None else None
+        self.tokens: SmtpTokens | None = (
+            token_source(config.oauth, config.network_policy) if config.oauth is not None else None)
         self._token_expiry: dict[aiosmtplib.SMTP, float] = {}  # connection -> expiry of the token it used
         self.connections_opened = 0
         self.ehlo_name: str | None = config.local_hostname  # the default is found on the first connection

@@ -1,5 +1,6 @@
 """A TCP service on loopback that counts connections: the attacker's listener on a 'new port', or a non-SMTP
-service (SSH, HTTP) that greets with `banner`. Each connection is closed after `hold` seconds (0: at once)."""
+service (SSH, HTTP) that greets with `banner`. Each connection is closed after `hold` seconds (0: at once). `host`
+may be another loopback address (127.0.0.2): a listener the network policy can tell apart from a fake on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import threading
 
 
 class Peer:
-    def __init__(self, banner: bytes = b"", hold: float = 2.0) -> None:
+    def __init__(self, banner: bytes = b"", hold: float = 2.0, host: str = "127.0.0.1") -> None:
         self.banner = banner
         self.hold = hold
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server((host, 0))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.connections = 0
