@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     large_bodies: int = Field(default=2, ge=1, alias="OUTBOX_LARGE_BODIES")
     # Longest wait for the next part of a request body before 408 (half-sent bodies; headers: the proxy's job).
     body_read_timeout_seconds: float = Field(default=30.0, gt=0, alias="OUTBOX_BODY_READ_TIMEOUT_SECONDS")
-    # Failed authentications per client (IP) and minute before 429; 0 turns the limit off.
+    # Failed authentications per client (IP) and minute before 429, counted in Redis over every API process
+    # (users.auth_cache); 0 turns the limit off.
     auth_failures_per_minute: int = Field(default=20, ge=0, alias="OUTBOX_AUTH_FAILURES_PER_MINUTE")
     # /status and /metrics need an API key (any role) when true.
     status_requires_key: bool = Field(default=False, alias="OUTBOX_STATUS_REQUIRES_KEY")

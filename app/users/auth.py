@@ -48,10 +48,12 @@ async def authenticate(state: Any, authorization: str | None, client: str) -> Pr
     if cached is not None:
         return cached
     settings: Settings = state.settings
-    wait = auth_cache.blocked_for(client, settings.auth_failures_per_minute)
+    limit = settings.auth_failures_per_minute
+    # Only for a key not verified here in the last seconds: the cached path above never waits on Redis.
+    wait = await auth_cache.blocked_for(state.redis, client, limit)
     if wait:
         raise TooManyFailures(
-            f"More than {settings.auth_failures_per_minute} failed authentications from this client in a minute; "
+            f"More than {limit} failed authentications from this client in a minute; "
             f"try again in {wait} s.", headers={"Retry-After": str(wait)})
     if not auth_cache.known_bad(digest):
         async with state.sessionmaker() as session:
@@ -66,7 +68,7 @@ async def authenticate(state: Any, authorization: str | None, client: str) -> Pr
             auth_cache.put(digest, principal)
             return principal
         auth_cache.put_bad(digest)
-    auth_cache.count_failure(client)
+    await auth_cache.count_failure(state.redis, client, limit)
     raise Unauthorized("The API key is unknown or revoked, or its user is disabled.",
                        headers={"WWW-Authenticate": "Bearer"})
 

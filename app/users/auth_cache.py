@@ -5,9 +5,19 @@ Looking the key up in the database was a tenth of the API's CPU per request. A h
 listening empties its cache on the message, so a revoked key stops working at once everywhere. If Redis is
 unreachable, the TTL bounds how long a revoked key can still be used (documented in the README).
 
-Wrong keys are remembered for `BAD_TTL` seconds (the same guess again costs no database lookup), and failed
-authentications are counted per client in one-minute windows: past the limit, a client's keys that are not
-already cached are refused with 429 before any lookup. Both are per API process.
+Wrong keys are remembered for `BAD_TTL` seconds, per process (the same guess again costs no database lookup).
+
+Failed authentications are counted per client in one-minute windows, in Redis, so that the limit holds for all
+API processes together (uvicorn --workers, replicas): one counter per client and wall-clock minute
+(`outbox:auth-failures:<client>:<minute>`, INCR and EXPIRE in one round trip). Past the limit, a client's keys
+that are not already cached are refused with 429 before any lookup. The check costs one Redis GET, made only for
+a key this process has not verified in the last `TTL` seconds (never on the cached path, which is the hot one);
+a process that has seen the client over the limit remembers it until the window ends and asks no more.
+
+If Redis is unreachable (or slower than `REDIS_TIMEOUT`), the limit falls back to this process's own count,
+which is always kept as well: it fails open to the per-process limit, as before Redis counted, rather than
+closed (refusing every uncached key whenever Redis hiccups would lock out every client, the honest ones
+first). A log line says so, at most once a minute.
 """
 
 from __future__ import annotations
@@ -28,7 +38,11 @@ FAILURE_WINDOW = 60.0
 CHANNEL = "outbox:api-keys:revoked"
 _cache: dict[str, tuple[Principal, float]] = {}
 _bad: dict[str, float] = {}  # digest -> until
-_failures: dict[str, tuple[float, int]] = {}  # client -> (window start, failures in it)
+FAILURE_KEY = "outbox:auth-failures"
+REDIS_TIMEOUT = 0.5  # seconds; slower counts as unreachable (the fallback below), so auth never waits on Redis
+_failures: dict[str, tuple[float, int]] = {}  # client -> (window start, failures in it), this process only
+_blocked: dict[str, float] = {}  # client -> until (monotonic): over the limit of every process, seen in Redis
+_warned_at = -FAILURE_WINDOW
 
 
 def get(key_hash: str) -> Principal | None:
@@ -58,7 +72,18 @@ def put_bad(key_hash: str) -> None:
     _bad[key_hash] = time.monotonic() + BAD_TTL
 
 
-def count_failure(client: str) -> None:
+def _window() -> tuple[int, float]:
+    """The current wall-clock window (shared by every process) and the seconds left in it."""
+    now = time.time()
+    window = int(now // FAILURE_WINDOW)
+    return window, (window + 1) * FAILURE_WINDOW - now
+
+
+def _key(client: str, window: int) -> str:
+    return f"{FAILURE_KEY}:{client}:{window}"
+
+
+def _local_failure(client: str) -> None:
     now = time.monotonic()
     start, count = _failures.get(client, (now, 0))
     if now - start >= FAILURE_WINDOW:
@@ -68,15 +93,72 @@ def count_failure(client: str) -> None:
     _failures[client] = (start, count + 1)
 
 
-def blocked_for(client: str, per_minute: int) -> int:
-    """Seconds until `client` may try another key (0: it may now)."""
+def _local_wait(client: str, per_minute: int) -> float:
     hit = _failures.get(client)
-    if hit is None or per_minute <= 0:
+    if hit is not None and hit[1] >= per_minute:
+        left = hit[0] + FAILURE_WINDOW - time.monotonic()
+        if left > 0:
+            return left
+    until = _blocked.get(client)
+    return until - time.monotonic() if until is not None else 0.0
+
+
+def _seconds(left: float) -> int:
+    return max(1, int(left + 0.999)) if left > 0 else 0
+
+
+async def count_failure(redis: ArqRedis | None, client: str, per_minute: int) -> None:
+    """Count a failed authentication of `client`, here and in Redis (for every API process)."""
+    if per_minute <= 0:
+        return
+    _local_failure(client)
+    if redis is None:
+        return
+    window, left = _window()
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.incr(_key(client, window))
+            pipe.expire(_key(client, window), int(FAILURE_WINDOW) * 2)
+            count, _ = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+    except Exception:
+        _redis_down()
+        return
+    if int(count) >= per_minute:
+        _block(client, left)
+
+
+async def blocked_for(redis: ArqRedis | None, client: str, per_minute: int) -> int:
+    """Seconds until `client` may try another key (0: it may now): the count of every API process (Redis),
+    else this process's own."""
+    if per_minute <= 0:
         return 0
-    left = hit[0] + FAILURE_WINDOW - time.monotonic()
-    if left <= 0 or hit[1] < per_minute:
+    local = _local_wait(client, per_minute)
+    if local > 0 or redis is None:
+        return _seconds(local)
+    window, left = _window()
+    try:
+        count = await asyncio.wait_for(redis.get(_key(client, window)), REDIS_TIMEOUT)
+    except Exception:
+        _redis_down()
         return 0
-    return max(1, int(left + 0.999))
+    if count is not None and int(count) >= per_minute:
+        _block(client, left)
+        return _seconds(left)
+    return 0
+
+
+def _block(client: str, seconds: float) -> None:
+    if len(_blocked) > 100_000:
+        _blocked.clear()
+    _blocked[client] = time.monotonic() + seconds
+
+
+def _redis_down() -> None:
+    global _warned_at
+    now = time.monotonic()
+    if now - _warned_at >= FAILURE_WINDOW:
+        _warned_at = now
+        log.warning("Redis unreachable: failed authentications are counted per API process until it is back")
 
 
 def forget() -> None:
@@ -87,6 +169,7 @@ def forget() -> None:
 
 def reset_failures() -> None:
     _failures.clear()
+    _blocked.clear()
 
 
 async def announce_revoked(redis: ArqRedis | None) -> None:
