@@ -33,9 +33,10 @@ SECRET_DOC = ("Write-only: never returned. Leave it out to keep the stored one (
 
 
 class SmtpSettingsUpdate(BaseModel):
-    """The SMTP settings, whole (PUT): every field is required (null where it may be null) except `password`
-    `client_secret` and `client_certificate`, which are write-only and kept when left out. To change some fields
-    only, use PATCH. Changing the host (or, with OAuth, the sign-in host) requires entering the secrets again."""
+    """The SMTP settings, whole (PUT): every field is required (null where it may be null, `ehlo_name`
+    included) except `password`, `client_secret` and `client_certificate`, which are write-only and kept when
+    left out. To change some fields only, use PATCH. Changing the host (or, with OAuth, the sign-in host)
+    requires entering the secrets again."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "host": "smtp.office365.com", "port": 587, "tls": "starttls", "auth_method": "oauth2_client_credentials",
@@ -101,9 +102,8 @@ class SmtpSettingsUpdate(BaseModel):
     validate_certificates: bool = Field(description="Check the server's TLS certificate (leave on)")
     timeout_seconds: float = Field(ge=1, le=300, description="Seconds to wait for the server at each step")
     ehlo_name: str | None = Field(
-        None, max_length=255,
-        description="Optional (left out = null). The name Outbox greets the server with (EHLO/HELO): this "
-                    "machine's fully qualified DNS name, "
+        max_length=255,
+        description="The name Outbox greets the server with (EHLO/HELO): this machine's fully qualified DNS name, "
                     "or an address literal such as [192.0.2.10]. null = the machine's FQDN when it is one, else "
                     "the address literal of the local address. A name that is not fully qualified is accepted "
                     "with a warning: servers such as Postfix with reject_non_fqdn_helo_hostname refuse it")

@@ -135,7 +135,7 @@ async def test_smtp_password_is_write_only(env: Env) -> None:
             "username": "batch@example.com", "password": "s3cr3t-Pa55", "from_address": "batch@example.com",
             "from_name": None, "per_minute_limit": None, "validate_certificates": True, "timeout_seconds": 30,
             "auth_method": "password", "auth_mechanism": None, "tenant_id": None, "client_id": None, "cloud": "global",
-            "authority_host": None, "token_url": None, "scope": None}
+            "authority_host": None, "token_url": None, "scope": None, "ehlo_name": None}
     r = await env.client.put("/providers/smtp", json=body)
     assert r.status_code == 200, r.text
     out = r.json()

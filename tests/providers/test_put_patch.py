@@ -40,7 +40,8 @@ RESOURCES = {
          "authentication_required": True, "username": "batch@contoso.com", "password": "Sm7p-Pa55-w0rd",
          "auth_mechanism": "LOGIN", "tenant_id": None, "client_id": None, "cloud": "global", "authority_host": None,
          "token_url": None, "scope": None, "from_address": "batch@contoso.com", "from_name": "Contoso ERP",
-         "per_minute_limit": 40, "validate_certificates": True, "timeout_seconds": 12},
+         "per_minute_limit": 40, "validate_certificates": True, "timeout_seconds": 12,
+         "ehlo_name": "outbox.contoso.com"},
         {"from_name": "Contoso Finance", "per_minute_limit": 10}, ["password", "client_secret"], nullable="from_name"),
     "graph": Resource(
         "/providers/graph",
@@ -74,6 +75,19 @@ async def _get(env: Env, r: Resource) -> dict[str, Any]:
     assert got.status_code == 200, got.text
     out: dict[str, Any] = got.json()
     return out
+
+
+async def test_smtp_put_needs_the_ehlo_name_like_every_field(env: Env) -> None:
+    """A PUT that leaves `ehlo_name` out (a client written before it existed) would have cleared a configured
+    name; it is refused like any missing field, and PATCH keeps it."""
+    r = RESOURCES["smtp"]
+    assert (await env.client.put(r.path, json=r.whole)).status_code == 200
+    before = await _get(env, r)
+    resp = await env.client.put(r.path, json={k: v for k, v in r.whole.items() if k != "ehlo_name"})
+    assert resp.status_code == 422, resp.text
+    assert [(e["field"], e["type"]) for e in resp.json()["errors"]] == [("ehlo_name", "missing")], resp.text
+    assert await _get(env, r) == before and before["ehlo_name"] == "outbox.contoso.com"
+    assert (await env.client.put(r.path, json={**r.whole, "ehlo_name": None})).json()["ehlo_name"] is None
 
 
 @pytest.mark.parametrize("name", list(RESOURCES))

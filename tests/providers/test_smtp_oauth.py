@@ -34,7 +34,7 @@ WHOLE: dict[str, Any] = {
     "host": None, "port": 587, "tls": "starttls", "auth_method": "password", "authentication_required": False,
     "username": None, "auth_mechanism": None, "tenant_id": None, "client_id": None, "cloud": "global",
     "authority_host": None, "token_url": None, "scope": None, "from_address": None, "from_name": None,
-    "per_minute_limit": None, "validate_certificates": True, "timeout_seconds": 30}
+    "per_minute_limit": None, "validate_certificates": True, "timeout_seconds": 30, "ehlo_name": None}
 
 
 def oauth_body(exo: ExoSmtpServer, **extra: Any) -> dict[str, Any]:
