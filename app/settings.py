@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # envelope sender and no bounce is read), and where `outbox bounces` listens for them.
     bounce_domain: str = Field(default="", alias="OUTBOX_BOUNCE_DOMAIN")
     bounce_listen: str = Field(default="127.0.0.1:2525", alias="OUTBOX_BOUNCE_LISTEN")
+    # Microsoft Graph / Exchange: how often the worker reads the batch mailbox's inbox for NDRs (seconds;
+    # 0: never). Needs Mail.Read (Graph) or read access to that mailbox (EWS).
+    bounce_poll_seconds: int = Field(default=60, ge=0, le=86400, alias="OUTBOX_BOUNCE_POLL_SECONDS")
     # The address to register with mailbox providers' feedback loops: `outbox bounces` accepts complaints (ARF
     # reports) there as well as at the bounce addresses. Empty: complaints@<OUTBOX_BOUNCE_DOMAIN>.
     complaints_address: str = Field(default="", alias="OUTBOX_COMPLAINTS_ADDRESS")

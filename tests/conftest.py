@@ -35,7 +35,7 @@ PG = os.environ.get("TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("TEST_REDIS", "redis://127.0.0.1:6379/15")
 TABLES = ("delivery_attempt, message_attachment, message, api_key, app_user, provider_config, email_parameters, "
           "email_template_content, email_template, notification_rule, workflow_event, webhook_delivery, "
-          "webhook_event, webhook_endpoint, suppression, message_bounce, message_complaint")
+          "webhook_event, webhook_endpoint, suppression, message_bounce, message_complaint, bounce_mailbox")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from typing import Any, cast
 from arq import cron, func
 from arq.typing import WorkerCoroutine
 
+from app.bounces import jobs as bounce_jobs
 from app.core.db import create_engine, is_sqlite, make_sessionmaker
 from app.core.logging import configure_logging
 from app.core.redis import redis_settings
@@ -22,6 +23,7 @@ from app.messages import jobs
 from app.monitoring.service import HEARTBEAT_SECONDS, HEARTBEAT_TTL_SECONDS, WORKER_KEY_PREFIX
 from app.settings import Settings, get_settings
 from app.webhooks import jobs as webhook_jobs
+from worker.bounces import poll_mailboxes
 from worker.context import WorkerContext
 from worker.dispatch import deliver, high_lane
 from worker.reconcile import reconcile
@@ -100,6 +102,11 @@ class WorkerSettings:
              second=set(range(0, 60, max(1, _settings.reconcile_every_seconds))),
              run_at_startup=True, keep_result=0, timeout=60, unique=True),
     ]
+    if _settings.bounce_poll_seconds > 0:
+        # Ticks; each mailbox's row says when its poll is due and who holds it (app.bounces.mailbox).
+        cron_jobs.append(cron(cast(WorkerCoroutine, poll_mailboxes), name=bounce_jobs.POLL,
+                              second=set(range(0, 60, bounce_jobs.tick_seconds(_settings.bounce_poll_seconds))),
+                              run_at_startup=True, keep_result=0, timeout=240, unique=True))
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = redis_settings(_settings.effective_redis_url)

@@ -1,6 +1,7 @@
 """Every table, imported here so metadata is complete wherever models are used."""
 
 from app.models.api_key import ApiKey
+from app.models.bounce_mailbox import BOUNCE_MAILBOXES, BounceMailbox
 from app.models.message import (
     ATTACHMENTS,
     ATTEMPTS,
@@ -36,6 +37,7 @@ __all__ = [
     "ATTACHMENTS",
     "ATTEMPTS",
     "BOUNCES",
+    "BOUNCE_MAILBOXES",
     "COMPLAINTS",
     "COUNTS",
     "MESSAGES",
@@ -45,6 +47,7 @@ __all__ = [
     "WEBHOOK_EVENTS",
     "ApiKey",
     "Attempt",
+    "BounceMailbox",
     "EmailTemplate",
     "EmailTemplateContent",
     "Message",

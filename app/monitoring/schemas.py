@@ -69,6 +69,27 @@ class Workers(BaseModel):
     items: list[WorkerState] = Field(description="Each live worker")
 
 
+class BounceMailboxState(BaseModel):
+    model_config = _OPEN
+
+    provider: Literal["graph", "exchange"] = Field(description="The provider whose batch mailbox is read")
+    mailbox: str = Field(description="The batch account's mailbox whose inbox is read for NDRs")
+    read_up_to: str = Field(description="Items received before this time are done (ISO 8601, UTC)")
+    last_poll_at: str | None = Field(description="When it was last polled (ISO 8601, UTC)")
+    last_ok_at: str | None = Field(description="When a poll last ended without an error (ISO 8601, UTC)")
+    ndrs_recorded: int = Field(description="NDRs read from it so far (matched to one of our messages or not)")
+    error_code: Literal["permission_missing", "throttled", "sign_in_failed", "read_failed", "internal"] | None = (
+        Field(description="Why the last poll stopped (null: it did not)"))
+    error: str | None = Field(description="What an administrator reads about that, with the fix")
+
+
+class BouncePolling(BaseModel):
+    model_config = _OPEN
+
+    every_seconds: int = Field(description="OUTBOX_BOUNCE_POLL_SECONDS (0: the mailboxes are not read)")
+    mailboxes: list[BounceMailboxState] = Field(description="Each batch mailbox read so far")
+
+
 class ServiceStatus(BaseModel):
     """The service's state. `status` is `degraded` when the database or Redis does not answer or no worker is
     alive; the parts that need the database or Redis are left out while they are down."""
@@ -103,3 +124,5 @@ class ServiceStatus(BaseModel):
     recent_failures: list[RecentFailure] | None = Field(None, description="The last five failed messages")
     throttle: dict[str, ThrottleState] | None = Field(None, description="Each provider's throttling window")
     workers: Workers | None = Field(None, description="Workers alive (while Redis answers)")
+    bounce_polling: BouncePolling | None = Field(
+        None, description="Reading NDRs from the Graph / Exchange batch mailboxes (while the database answers)")

@@ -76,6 +76,22 @@ async def throughput(session: AsyncSession, minutes: int) -> dict[str, Any]:
     return {"start": start, "minutes": minutes, "series": series}
 
 
+async def _bounce_polling(session: AsyncSession, settings: Settings, providers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Reading NDRs from the Graph / Exchange batch mailboxes: the period, each mailbox's state; a mailbox the
+    app may not read also becomes a warning of its provider (where an administrator looks first)."""
+    from app.bounces import mailbox
+
+    states = await mailbox.states(session)
+    if settings.bounce_poll_seconds > 0:
+        for st in states:
+            if st["error_code"] != mailbox.PERMISSION_MISSING:
+                continue
+            for p in providers:
+                if p["id"] == st["provider"]:
+                    p["warnings"] = [*p.get("warnings", []), f"Bounce polling is on but {st['error']}"]
+    return {"every_seconds": settings.bounce_poll_seconds, "mailboxes": states}
+
+
 async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settings) -> dict[str, Any]:
     from app.providers import senders
     from app.providers import service as providers_service
@@ -110,6 +126,7 @@ async def status(session: AsyncSession, redis: ArqRedis | None, settings: Settin
                  "error_type": f.last_error_type, "error": f.last_error, "provider": f.sent_via or f.provider}
                 for f in failures],
         })
+        out["bounce_polling"] = await _bounce_polling(session, settings, out["providers"])
         if rd and redis is not None:
             out["throttle"] = await throttle.state(
                 redis, {p.id: p.per_minute_limit_in_force for p in providers if p.id != "email_app"},

@@ -9,9 +9,10 @@ the explanation and fix shown in history, is done by `app.delivery.classify`, ne
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
-Stage = Literal["connect", "tls", "auth", "token", "mail", "rcpt", "data", "send", "upload", "verify"]
+Stage = Literal["connect", "tls", "auth", "token", "mail", "rcpt", "data", "send", "upload", "verify", "read"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,16 @@ class Reply:
     code: int | None
     text: str
     error_code: str | None = None  # e.g. Graph "ErrorSendAsDenied", EWS "ErrorQuotaExceeded", "AADSTS7000215"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """An item listed in a mailbox's inbox (reading NDRs): its provider id, when it arrived, and whether its
+    message class says it is a non-delivery report (`REPORT.IPM.Note.NDR`)."""
+
+    id: str
+    received: datetime
+    is_ndr: bool
 
 
 @dataclass(slots=True)

@@ -9,10 +9,14 @@ needs Send As on other senders). NTLM/Kerberos are not supported (httpx has neit
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
 import ipaddress
 import logging
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Literal
 from urllib.parse import urlsplit
@@ -22,7 +26,7 @@ import httpx
 
 from app.transports import netpolicy
 from app.transports._msal import TokenSettings, TokenSource, http_failure
-from app.transports.base import OutgoingMessage, Reply, SendResult, Stage, TransportError
+from app.transports.base import InboxItem, OutgoingMessage, Reply, SendResult, Stage, TransportError
 from app.transports.graph import Cloud, cloud_hosts
 from app.transports.netpolicy import NetworkPolicy
 from app.transports.oauth import EXCHANGE_ONLINE_RESOURCES
@@ -45,6 +49,8 @@ _SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 _M = "http://schemas.microsoft.com/exchange/services/2006/messages"
 _T = "http://schemas.microsoft.com/exchange/services/2006/types"
 _EXCHANGE_ONLINE = "outlook.office365.com"
+NDR_ITEM_CLASS = "REPORT.IPM.Note.NDR"
+_MIME_CONTENT = re.compile(rb"<(?:[A-Za-z0-9_]+:)?MimeContent\b[^>]*>([A-Za-z0-9+/=\s]*)")
 
 
 @dataclass(frozen=True)
@@ -141,8 +147,135 @@ class ExchangeTransport:
         )
         code, text, backoff = _response_message(response.content)
         if response.status_code == 200 and code == "NoError":
-            return Reply(200, f"Credentials accepted; mailbox {mailbox} is reachable through EWS.")
+            return Reply(200, f"Credentials accepted; mailbox {mailbox} is reachable through EWS."
+                              f"{await self._read_note(mailbox)}")
         raise self._error(response, "verify", code, text, backoff)
+
+    async def _read_note(self, mailbox: str) -> str:
+        """Whether the inbox of `mailbox` can be read, where NDRs for what it sends arrive (GetFolder on it:
+        for OAuth the impersonated inbox verify just read; for Basic the delegate access it needs)."""
+        if self._tokens is not None:
+            return (" Bounces: the app can read this mailbox's inbox (impersonation with full_access_as_app), so "
+                    "non-delivery reports (NDRs) arriving there are read and recorded.")
+        operation = ("<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape>"
+                     f"<m:FolderIds>{self._inbox(mailbox)}</m:FolderIds></m:GetFolder>")
+        try:
+            response = await self._post(_envelope(operation, None), mailbox, "verify", final=False)
+        except TransportError as exc:
+            return f" Bounces: the inbox of {mailbox} could not be checked ({exc.reply.text})."
+        code, text, _ = _response_message(response.content)
+        if response.status_code == 200 and code == "NoError":
+            return (f" Bounces: {self._config.username} can read the inbox of {mailbox}, so non-delivery reports "
+                    "(NDRs) arriving there are read and recorded.")
+        return (f" Bounces: {self._config.username} may NOT read the inbox of {mailbox} ({code or response.status_code}"
+                f": {text or 'no detail'}): NDRs arriving there are not read. Give the account FullAccess (or at "
+                "least Reviewer on the Inbox folder) on that mailbox.")
+
+    # ------------------------------------------------------------------ reading the inbox for NDRs
+
+    async def inbox_page(
+        self, mailbox: str, since: datetime, page_size: int, offset: int = 0
+    ) -> tuple[list[InboxItem], int | None]:
+        """One page of the NDRs in `mailbox`'s inbox received at or after `since`, oldest first; and the offset
+        of the next page (None: this was the last).
+
+        `FindItem` (Messages.xsd FindItemType: ItemShape, IndexedPageItemView, Restriction, SortOrder,
+        ParentFolderIds, in that order) restricted to `item:ItemClass` = `REPORT.IPM.Note.NDR` and
+        `item:DateTimeReceived` >= `since`, sorted by DateTimeReceived. The inbox is the distinguished folder
+        `inbox` of the impersonated mailbox (OAuth, as sending does), or of `mailbox` named in the folder id
+        (Basic: delegate access, which needs read permission on that mailbox)."""
+        view = (f'<m:IndexedPageItemView MaxEntriesReturned="{int(page_size)}" Offset="{int(offset)}" '
+                'BasePoint="Beginning"/>')
+        operation = (
+            '<m:FindItem Traversal="Shallow">'
+            "<m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>"
+            '<t:FieldURI FieldURI="item:DateTimeReceived"/><t:FieldURI FieldURI="item:ItemClass"/>'
+            "</t:AdditionalProperties></m:ItemShape>"
+            f"{view}"
+            "<m:Restriction><t:And>"
+            '<t:IsEqualTo><t:FieldURI FieldURI="item:ItemClass"/><t:FieldURIOrConstant>'
+            f'<t:Constant Value="{NDR_ITEM_CLASS}"/></t:FieldURIOrConstant></t:IsEqualTo>'
+            '<t:IsGreaterThanOrEqualTo><t:FieldURI FieldURI="item:DateTimeReceived"/><t:FieldURIOrConstant>'
+            f'<t:Constant Value="{since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}"/>'
+            "</t:FieldURIOrConstant></t:IsGreaterThanOrEqualTo>"
+            "</t:And></m:Restriction>"
+            '<m:SortOrder><t:FieldOrder Order="Ascending"><t:FieldURI FieldURI="item:DateTimeReceived"/>'
+            "</t:FieldOrder></m:SortOrder>"
+            f"<m:ParentFolderIds>{self._inbox(mailbox)}</m:ParentFolderIds>"
+            "</m:FindItem>"
+        )
+        response = await self._post(_envelope(operation, self._impersonate(mailbox)), mailbox, "read", final=False)
+        code, text, backoff = _response_message(response.content)
+        if response.status_code != 200 or code != "NoError":
+            raise self._error(response, "read", code, text, backoff)
+        return _found_items(response.content, offset)
+
+    async def item_mime(self, mailbox: str, item_id: str, max_bytes: int) -> bytes:
+        """One item's MIME (`GetItem` with `IncludeMimeContent`), at most `max_bytes` of it. The answer is read
+        only as far as that needs: the base64 of a huge NDR is cut, and what was read is decoded (the report
+        parts come before the returned original)."""
+        operation = (
+            "<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>"
+            "<t:IncludeMimeContent>true</t:IncludeMimeContent></m:ItemShape>"
+            f"<m:ItemIds><t:ItemId Id={quoteattr(item_id)}/></m:ItemIds></m:GetItem>"
+        )
+        body = _envelope(operation, self._impersonate(mailbox))
+        limit = max_bytes * 4 // 3 + 8192  # base64 and the SOAP around it
+        raw, complete, status = await self._post_capped(body, mailbox, limit)
+        if complete:
+            code, text, backoff = _response_message(raw)
+            if status != 200 or code != "NoError":
+                raise self._error(httpx.Response(status, content=raw), "read", code, text, backoff)
+        match = _MIME_CONTENT.search(raw)
+        if match is None:
+            raise TransportError("read", Reply(status, "GetItem returned no MimeContent", "no_mime"),
+                                 provider=PROVIDER)
+        b64 = re.sub(rb"\s+", b"", match.group(1))
+        b64 = b64[: len(b64) - len(b64) % 4]
+        try:
+            return base64.b64decode(b64)[:max_bytes]
+        except (ValueError, binascii.Error):
+            raise TransportError("read", Reply(status, "GetItem returned unreadable MimeContent", "no_mime"),
+                                 provider=PROVIDER) from None
+
+    def _inbox(self, mailbox: str) -> str:
+        if self._tokens is not None:
+            return '<t:DistinguishedFolderId Id="inbox"/>'
+        return (f'<t:DistinguishedFolderId Id="inbox"><t:Mailbox><t:EmailAddress>{escape(mailbox)}'
+                "</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>")
+
+    async def _post_capped(self, body: bytes, mailbox: str, limit: int) -> tuple[bytes, bool, int]:
+        """POST and read at most `limit` bytes of the answer: (bytes, whether that was all of it, status)."""
+        headers = {"Content-Type": "text/xml; charset=utf-8", "Accept": "text/xml"}
+        for attempt in (1, 2):
+            token: str | None = None
+            if self._tokens is not None:
+                token = await self._tokens.token()
+                headers["Authorization"] = f"Bearer {token}"
+                headers["X-AnchorMailbox"] = mailbox
+            else:
+                if not _transport_is_safe(self._config.ews_url):
+                    raise TransportError("tls", Reply(None, "refusing to send the Exchange password over plain "
+                                                            "http: Basic needs https", "tls_failed"),
+                                         provider=PROVIDER)
+                headers["Authorization"] = f"Basic {self._basic}"
+            try:
+                async with self._http.stream("POST", self._config.ews_url, content=body, headers=headers) as r:
+                    if r.status_code == 401 and attempt == 1 and token is not None and self._tokens is not None:
+                        self._tokens.invalidate(token)
+                        continue
+                    out = bytearray()
+                    complete = True
+                    async for chunk in r.aiter_bytes():
+                        out.extend(chunk)
+                        if len(out) > limit:
+                            complete = False
+                            break
+                    return bytes(out[:limit]), complete, r.status_code
+            except httpx.HTTPError as exc:
+                raise http_failure(exc, "read", provider=PROVIDER, host=self._host, timeout=self._config.timeout,
+                                   final=False) from exc
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -356,6 +489,50 @@ def _response_message(content: bytes) -> tuple[str | None, str | None, float | N
             seconds = _seconds(element.text, scale=1000)
             backoff = seconds if seconds is not None else backoff
     return code, text, backoff
+
+
+def _found_items(content: bytes, offset: int) -> tuple[list[InboxItem], int | None]:
+    """The items of a FindItem answer (each with ItemId, DateTimeReceived, ItemClass) and the next page's offset
+    (None when IncludesLastItemInRange is true or the page was empty)."""
+    try:
+        root = ET.fromstring(content)
+    except ET.ParseError:
+        raise TransportError("read", Reply(200, "FindItem answer is not XML", "bad_answer"),
+                             provider=PROVIDER) from None
+    items: list[InboxItem] = []
+    last = True
+    next_offset = offset
+    for element in root.iter():
+        name = _local(element.tag)
+        if name == "RootFolder":
+            last = element.get("IncludesLastItemInRange", "true").lower() == "true"
+            with contextlib.suppress(ValueError):
+                next_offset = int(element.get("IndexedPagingOffset", str(offset)))
+        elif name == "Items":
+            for item in element:
+                item_id = when = klass = None
+                for child in item:
+                    child_name = _local(child.tag)
+                    if child_name == "ItemId":
+                        item_id = child.get("Id")
+                    elif child_name == "DateTimeReceived":
+                        when = (child.text or "").strip()
+                    elif child_name == "ItemClass":
+                        klass = (child.text or "").strip()
+                if not item_id or not when or len(item_id) > 512:
+                    continue
+                try:
+                    received = datetime.fromisoformat(when)
+                except ValueError:
+                    continue
+                if received.tzinfo is None:
+                    received = received.replace(tzinfo=UTC)
+                items.append(InboxItem(item_id, received.astimezone(UTC),
+                                       (klass or "").upper().startswith("REPORT.") and
+                                       (klass or "").upper().endswith(".NDR")))
+    if last or not items:
+        return items, None
+    return items, max(next_offset, offset + len(items))
 
 
 def _seconds(value: str | None, *, scale: float = 1.0) -> float | None:

@@ -19,13 +19,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 
 from app.transports import netpolicy
 from app.transports._msal import TokenSettings, TokenSource, http_failure
-from app.transports.base import Attachment, OutgoingMessage, Reply, SendResult, Stage, TransportError
+from app.transports.base import (
+    Attachment,
+    InboxItem,
+    OutgoingMessage,
+    Reply,
+    SendResult,
+    Stage,
+    TransportError,
+)
 from app.transports.netpolicy import NetworkPolicy
 
 __all__ = [
@@ -40,6 +48,8 @@ __all__ = [
 Cloud = Literal["global", "usgov_gcch", "usgov_dod", "china"]
 
 PROVIDER = "graph"
+# PR_MESSAGE_CLASS as a Graph extended property id ("{type} {proptag}"); Graph answers with "String 0x1a".
+MESSAGE_CLASS_PROPERTY = "String 0x001A"
 
 # PROVIDERS.md §1.7. China: MSAL 1.39 calls login.chinacloudapi.cn "DEPRECATED_AZURE_CHINA" and Entra's docs
 # now list login.partner.microsoftonline.cn, so the latter is used (both are on MSAL's well-known list).
@@ -176,14 +186,16 @@ class GraphTransport:
         url = self._user_url(mailbox, "mailFolders/inbox") + "?$select=id"
         response = await self._call("GET", url, "verify", token=token)
         if response.status_code == 200:
-            return Reply(200, f"Token acquired{granted_note}; mailbox {mailbox} is reachable.{large}")
+            return Reply(200, f"Token acquired{granted_note}; mailbox {mailbox} is reachable."
+                              f"{_mail_read_note(roles, True)}{large}")
         code, message = _graph_error(response)
         if response.status_code == 403 and code == "ErrorAccessDenied":
             return Reply(
                 403,
                 f"Token acquired{granted_note}; mailbox {mailbox} resolves but the app may not read it, "
                 "as expected without Mail.Read. Only a real send proves the right to send from it (an "
-                f"application access policy excluding the mailbox answers the same way): {message}.{large}",
+                f"application access policy excluding the mailbox answers the same way): {message}."
+                f"{_mail_read_note(roles, False)}{large}",
                 code,
             )
         raise self._error(response, "verify")
@@ -191,6 +203,75 @@ class GraphTransport:
     async def aclose(self) -> None:
         await self._http.aclose()
         await self._tokens.aclose()
+
+    # ------------------------------------------------------------------ reading the inbox for NDRs
+
+    async def inbox_page(
+        self, mailbox: str, since: datetime, page_size: int, next_link: str | None = None
+    ) -> tuple[list[InboxItem], str | None]:
+        """One page of the inbox, oldest first, of messages received at or after `since`, each with its MAPI
+        message class; and the `@odata.nextLink` of the next page (None: the last one).
+
+        Request shapes (microsoft-graph-docs-contrib, v1.0): `GET /users/{id}/mailFolders/{id}/messages`
+        (mailfolder-list-messages.md; application permission Mail.ReadBasic.All, Mail.Read or Mail.ReadWrite);
+        `$filter` + `$orderby` on the same property, first in both (user-list-messages.md: otherwise 400
+        `InefficientFilter`); PR_MESSAGE_CLASS through `$expand=singleValueExtendedProperties($filter=id eq
+        'String 0x001A')` (singlevaluelegacyextendedproperty-get.md), which Exchange sets to
+        `REPORT.IPM.Note.NDR` on a non-delivery report; paging by following `@odata.nextLink` as given
+        (paging.md), only on the Graph host itself. Errors raise TransportError (stage "read"; 429/503 carry
+        Retry-After).
+        """
+        if next_link is not None:
+            if not next_link.startswith(self._graph + "/"):
+                raise TransportError("read", Reply(None, "Graph gave a nextLink to another host; not followed",
+                                                   "bad_next_link"), provider=PROVIDER)
+            url = next_link
+        else:
+            query = {
+                "$filter": f"receivedDateTime ge {_odata_time(since)}",
+                "$orderby": "receivedDateTime asc",
+                "$select": "id,receivedDateTime",
+                "$expand": f"singleValueExtendedProperties($filter=id eq '{MESSAGE_CLASS_PROPERTY}')",
+                "$top": str(page_size),
+            }
+            url = self._user_url(mailbox, "mailFolders/inbox/messages") + "?" + urlencode(query, quote_via=quote)
+        response = await self._call("GET", url, "read")
+        if response.status_code != 200:
+            raise self._error(response, "read")
+        body = _json_object(response)
+        items: list[InboxItem] = []
+        for value in body.get("value") or []:
+            item = _inbox_item(value)
+            if item is not None:
+                items.append(item)
+        link = body.get("@odata.nextLink")
+        return items, link if isinstance(link, str) and link else None
+
+    async def message_mime(self, mailbox: str, message_id: str, max_bytes: int) -> bytes:
+        """The MIME of one message (`GET /users/{id}/messages/{id}/$value`, message-get.md, Mail.Read), at most
+        `max_bytes` of it: an NDR's report parts come before the returned original, so a cut-off copy of a
+        huge one still carries them."""
+        url = self._user_url(mailbox, f"messages/{quote(message_id, safe='')}/$value")
+        token = await self._tokens.token()
+        for attempt in (1, 2):
+            try:
+                async with self._http.stream("GET", url, headers={"Authorization": f"Bearer {token}"}) as r:
+                    if r.status_code == 401 and attempt == 1:
+                        self._tokens.invalidate(token)
+                        token = await self._tokens.token()
+                        continue
+                    if r.status_code != 200:
+                        await r.aread()
+                        raise self._error(r, "read")
+                    out = bytearray()
+                    async for chunk in r.aiter_bytes():
+                        out.extend(chunk[: max_bytes - len(out)])
+                        if len(out) >= max_bytes:
+                            break
+                    return bytes(out)
+            except httpx.HTTPError as exc:
+                raise self._network_error(exc, "read", final=False) from exc
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ draft + upload session flow
 
@@ -523,6 +604,24 @@ def _next_expected(ranges: Any, default: int, size: int) -> int:
     return min(min(starts), size) if starts else default
 
 
+READ_ROLES = frozenset({"Mail.Read", "Mail.ReadWrite"})
+
+
+def _mail_read_note(roles: set[str] | None, inbox_readable: bool) -> str:
+    """What verify says about reading NDRs from the batch mailbox (Mail.Read, the least permission that can
+    fetch a message's MIME; Mail.ReadBasic.All cannot)."""
+    if inbox_readable:
+        return (" Bounces: the app can read this mailbox (Mail.Read granted), so non-delivery reports (NDRs) "
+                "arriving in its inbox are read and recorded.")
+    if roles is not None and roles & READ_ROLES:
+        return (" Bounces: Mail.Read is granted but this mailbox's inbox could not be read (an application "
+                "access policy may exclude it): NDRs arriving there are not read.")
+    return (" Bounces: Mail.Read NOT granted: non-delivery reports (NDRs) arriving in the batch mailbox cannot be "
+            "read, so bounces after Graph accepted a message are not recorded. Add Mail.Read as an Application "
+            "permission and grant admin consent (it lets the app read every mailbox unless an application "
+            "access policy limits it).")
+
+
 def _large_message_note(roles: set[str] | None, cloud: Cloud) -> str:
     """What verify says about messages that need the draft flow (Mail.ReadWrite, upload sessions)."""
     what = ("Messages that do not fit in one 4 MB sendMail request (an attachment of 3,000,000 bytes or more, or "
@@ -537,6 +636,44 @@ def _large_message_note(roles: set[str] | None, cloud: Cloud) -> str:
     return (f" Mail.ReadWrite NOT granted: {what[0].lower()}{what[1:]}, which needs Mail.ReadWrite; without it "
             "they fail (403 ErrorAccessDenied, graph.readwrite_missing). Add Mail.ReadWrite as an Application "
             "permission and grant admin consent if you send such messages.")
+
+
+def _odata_time(when: datetime) -> str:
+    """An OData DateTimeOffset literal in UTC: 2026-12-01T10:00:00Z."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_ndr_class(value: object) -> bool:
+    """Whether a MAPI message class is a non-delivery report: REPORT.IPM.Note.NDR (or REPORT.<other>.NDR)."""
+    text = str(value or "").strip().upper()
+    return text.startswith("REPORT.") and text.endswith(".NDR")
+
+
+def _inbox_item(value: Any) -> InboxItem | None:
+    """An inbox listing's item, or None when it lacks an id or a readable receivedDateTime."""
+    if not isinstance(value, dict):
+        return None
+    item_id = value.get("id")
+    received = value.get("receivedDateTime")
+    if not isinstance(item_id, str) or not item_id or len(item_id) > 512 or not isinstance(received, str):
+        return None
+    try:
+        when = datetime.fromisoformat(received)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    message_class = None
+    for prop in value.get("singleValueExtendedProperties") or []:
+        if not isinstance(prop, dict):
+            continue
+        kind, _, tag = str(prop.get("id", "")).partition(" ")
+        try:
+            if kind.lower() == "string" and int(tag, 16) == 0x001A:
+                message_class = prop.get("value")
+        except ValueError:
+            continue
+    return InboxItem(item_id, when.astimezone(UTC), is_ndr_class(message_class))
 
 
 def _has_request(exc: httpx.HTTPError) -> bool:

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import email
+import itertools
 import threading
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import getaddresses
 from typing import Literal
 from xml.sax.saxutils import escape
 
@@ -26,11 +30,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.fakes import exo_ndr
 from tests.fakes._entra import EntraFake
 from tests.fakes._https import wait_for_signal
 
 __all__ = [
     "EwsFake",
+    "EwsItem",
     "EwsMessage",
     "EwsScripted",
     "ews_error",
@@ -97,6 +103,16 @@ def slow(seconds: float) -> EwsScripted:
 
 
 @dataclass(frozen=True)
+class EwsItem:
+    """An item in a fake mailbox's inbox (FindItem / GetItem serve it)."""
+
+    id: str
+    received: datetime
+    item_class: str
+    mime: bytes
+
+
+@dataclass(frozen=True)
 class EwsMessage:
     """A message accepted by `CreateItem`/`SendAndSaveCopy`."""
 
@@ -142,6 +158,12 @@ class EwsFake(EntraFake):
         self.sent: list[EwsMessage] = []
         self._ews_scripts: deque[EwsScripted] = deque()
         self._lock = threading.Lock()
+        # Reading NDRs (issue 16): each mailbox's inbox; addresses refused downstream after CreateItem (an NDR
+        # from the exo_ndr sample named lands in the sender's inbox); whether the caller may read mailboxes.
+        self.inboxes: dict[str, list[EwsItem]] = {}
+        self.refuse: dict[str, str] = {}
+        self.can_read_mail = True
+        self._ids = itertools.count(1)
 
     def _routes(self) -> list[Route]:
         return [Route("/EWS/Exchange.asmx", self._ews, methods=["POST"])]
@@ -151,6 +173,28 @@ class EwsFake(EntraFake):
         with self._lock:
             self._ews_scripts.clear()
         self.sent.clear()
+        self.inboxes.clear()
+        self.refuse.clear()
+        self.can_read_mail = True
+
+    def deliver(self, mailbox: str, mime: bytes, item_class: str = "IPM.Note") -> EwsItem:
+        """Put an item in `mailbox`'s inbox (received now, to the second)."""
+        item = EwsItem(f"AAMkEws{next(self._ids)}AAA=", datetime.now(UTC).replace(microsecond=0), item_class, mime)
+        self.inboxes.setdefault(mailbox.lower(), []).append(item)
+        return item
+
+    def _bounce(self, mailbox: str, mime: bytes | None, recipients: list[str]) -> None:
+        if mime is None:
+            return
+        parsed = email.message_from_bytes(mime)
+        # With Send As (Basic), the From mailbox is the sender the NDR goes back to.
+        sender = next((a for _, a in getaddresses(parsed.get_all("From", []))), None) or mailbox
+        for rcpt in dict.fromkeys(recipients):
+            key = self.refuse.get(rcpt.lower())
+            if key is not None:
+                ndr = exo_ndr.build(exo_ndr.SAMPLES[key], sender=sender, recipient=rcpt, original=mime,
+                                    subject=str(parsed.get("Subject", "")), headers_only=True)
+                self.deliver(sender, ndr, "REPORT.IPM.Note.NDR")
 
     @property
     def ews_url(self) -> str:
@@ -215,7 +259,13 @@ class EwsFake(EntraFake):
 
         if op_name == "CreateItem":
             return self._create_item(operation, op_name, mailbox, auth_kind)
+        if op_name == "FindItem":
+            return self._find_item(operation, mailbox)
+        if op_name == "GetItem":
+            return self._get_item(operation, mailbox)
         if op_name == "GetFolder":
+            if not self.can_read_mail:
+                return _response(op_name, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
             return _response(op_name, "NoError", None)
         if op_name == "ResolveNames":
             entry = (operation.findtext("m:UnresolvedEntry", "", NS) or "").removeprefix("smtp:")
@@ -268,6 +318,11 @@ class EwsFake(EntraFake):
             for a in message.findall("t:Attachments/t:FileAttachment", NS)
         ]
         saved = operation.find("m:SavedItemFolderId/t:DistinguishedFolderId", NS)
+        mime_rcpts = []
+        if mime is not None:
+            parsed = email.message_from_bytes(mime)
+            mime_rcpts = [a for _, a in getaddresses(parsed.get_all("To", []) + parsed.get_all("Cc", []))]
+        self._bounce(mailbox, mime, mime_rcpts + addresses("ToRecipients") + addresses("BccRecipients"))
         self.sent.append(
             EwsMessage(
                 mailbox=mailbox,
@@ -283,6 +338,87 @@ class EwsFake(EntraFake):
             )
         )
         return _response(op_name, "NoError", None)
+
+    def _find_item(self, operation: ET.Element, caller: str) -> Response:
+        names = [c.tag.removeprefix(f"{{{M}}}") for c in operation]
+        if names != _FIND_ORDER or operation.get("Traversal") != "Shallow":
+            return _fault("ErrorSchemaValidation", f"FindItem children {names} are not in schema order", 500)
+        mailbox = _folder_mailbox(operation, "m:ParentFolderIds", caller)
+        if mailbox is None:
+            return _response("FindItem", "ErrorInvalidRequest", "only the inbox is served")
+        if not self.can_read_mail:
+            return _response("FindItem", "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+        restriction = operation.find("m:Restriction", NS)
+        assert restriction is not None
+        klass = _constant(restriction, "IsEqualTo", "item:ItemClass")
+        since_text = _constant(restriction, "IsGreaterThanOrEqualTo", "item:DateTimeReceived")
+        sort = operation.find("m:SortOrder/t:FieldOrder", NS)
+        if sort is None or sort.get("Order") != "Ascending":
+            return _response("FindItem", "ErrorInvalidRequest", "expected an ascending sort")
+        view = operation.find("m:IndexedPageItemView", NS)
+        assert view is not None
+        size, offset = int(view.get("MaxEntriesReturned", "1000")), int(view.get("Offset", "0"))
+        since = datetime.fromisoformat(since_text) if since_text else None
+        items = [i for i in self.inboxes.get(mailbox.lower(), [])
+                 if (klass is None or i.item_class == klass) and (since is None or i.received >= since)]
+        items.sort(key=lambda i: i.received)
+        page = items[offset:offset + size]
+        last = offset + len(page) >= len(items)
+        xml = "".join(
+            f'<t:Message><t:ItemId Id="{i.id}" ChangeKey="CQAAAA=="/><t:ItemClass>{escape(i.item_class)}'
+            f"</t:ItemClass><t:DateTimeReceived>{i.received.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            "</t:DateTimeReceived></t:Message>" for i in page)
+        inner = (f'<m:RootFolder IndexedPagingOffset="{offset + len(page)}" TotalItemsInView="{len(items)}" '
+                 f'IncludesLastItemInRange="{"true" if last else "false"}"><t:Items>{xml}</t:Items></m:RootFolder>')
+        return _success("FindItem", inner)
+
+    def _get_item(self, operation: ET.Element, caller: str) -> Response:
+        if operation.findtext("m:ItemShape/t:IncludeMimeContent", None, NS) != "true":
+            return _response("GetItem", "ErrorInvalidRequest", "expected IncludeMimeContent")
+        if not self.can_read_mail:
+            return _response("GetItem", "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+        ids = [e.get("Id") for e in operation.findall("m:ItemIds/t:ItemId", NS)]
+        # Basic (delegate): the item may be in any mailbox the caller reads; OAuth: the impersonated one.
+        for items in self.inboxes.values():
+            for i in items:
+                if i.id in ids:
+                    mime = base64.b64encode(i.mime).decode()
+                    return _success("GetItem", f'<m:Items><t:Message><t:MimeContent CharacterSet="UTF-8">{mime}'
+                                               f'</t:MimeContent><t:ItemId Id="{i.id}" ChangeKey="CQAAAA=="/>'
+                                               "</t:Message></m:Items>")
+        del caller
+        return _response("GetItem", "ErrorItemNotFound", "The specified object was not found in the store.")
+
+
+def _success(op_name: str, inner: str) -> Response:
+    xml = _soap(
+        f'<m:{op_name}Response xmlns:m="{M}" xmlns:t="{T}"><m:ResponseMessages>'
+        f'<m:{op_name}ResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>{inner}'
+        f"</m:{op_name}ResponseMessage></m:ResponseMessages></m:{op_name}Response>"
+    )
+    return Response(xml, status_code=200, media_type="text/xml; charset=utf-8")
+
+
+# FindItemType's sequence (Messages.xsd): ItemShape, a paging view, GroupBy, Restriction, SortOrder,
+# ParentFolderIds, QueryString.
+_FIND_ORDER = ["ItemShape", "IndexedPageItemView", "Restriction", "SortOrder", "ParentFolderIds"]
+
+
+def _folder_mailbox(operation: ET.Element, folders: str, caller: str) -> str | None:
+    """The mailbox whose inbox is meant (the caller's or a delegate's), or None when it is not the inbox."""
+    folder = operation.find(f"{folders}/t:DistinguishedFolderId", NS)
+    if folder is None or folder.get("Id") != "inbox":
+        return None
+    return folder.findtext("t:Mailbox/t:EmailAddress", None, NS) or caller
+
+
+def _constant(restriction: ET.Element, test: str, field_uri: str) -> str | None:
+    for element in restriction.iter(f"{{{T}}}{test}"):
+        uri = element.find("t:FieldURI", NS)
+        const = element.find("t:FieldURIOrConstant/t:Constant", NS)
+        if uri is not None and uri.get("FieldURI") == field_uri and const is not None:
+            return const.get("Value")
+    return None
 
 
 def _soap(body: str) -> str:

@@ -24,15 +24,21 @@ import argparse
 import base64
 import itertools
 import json
+import re
 import secrets
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes import exo_ndr
 
 # The server, recording and token-endpoint pieces live in _https/_entra (the EWS fake uses them too); they
 # are re-exported here, where tests have always imported them from.
@@ -60,6 +66,7 @@ __all__ = [
     "BackgroundServer",
     "FakeAuthority",
     "GraphFake",
+    "InboxMessage",
     "ReceivedAttachment",
     "ReceivedMessage",
     "RecordedRequest",
@@ -99,6 +106,8 @@ GraphRoute = Literal[
     "sendDraft",
     "deleteDraft",
     "verify",
+    "listInbox",
+    "mime",
     "token",
     "discovery",
 ]
@@ -196,6 +205,16 @@ class ReceivedMessage:
 
 
 @dataclass(frozen=True)
+class InboxMessage:
+    """A message in a fake mailbox's inbox: what the list and `$value` routes serve."""
+
+    id: str
+    received: datetime  # whole seconds, as Graph's receivedDateTime
+    message_class: str  # PR_MESSAGE_CLASS: IPM.Note, REPORT.IPM.Note.NDR, ...
+    mime: bytes
+
+
+@dataclass(frozen=True)
 class UploadChunk:
     session_id: str
     content_range: str
@@ -262,6 +281,12 @@ class GraphFake(EntraFake):
         self.upload_keep: deque[int] = deque()
         self._uploads: dict[str, _UploadSession] = {}
         self._ids = itertools.count(1)
+        # Reading NDRs (issue 16): each mailbox's inbox, and the addresses a downstream server refuses after
+        # Graph accepted the message (an NDR from the sample named lands in the sender's inbox, as in Exchange
+        # Online).
+        self.inboxes: dict[str, list[InboxMessage]] = {}
+        self.refuse: dict[str, str] = {}  # address (lower case) -> exo_ndr.SAMPLES key
+        self.ndr_headers_only = False
 
     def reset(self) -> None:
         """Forget records, scripts and issued tokens (between tests sharing one server)."""
@@ -274,6 +299,9 @@ class GraphFake(EntraFake):
         self.upload_chunks.clear()
         self.upload_keep.clear()
         self._uploads.clear()
+        self.inboxes.clear()
+        self.refuse.clear()
+        self.ndr_headers_only = False
 
     @property
     def graph_base(self) -> str:
@@ -287,6 +315,27 @@ class GraphFake(EntraFake):
 
     def requests_to(self, route: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.route == route]
+
+    # -- the inbox ------------------------------------------------------------------------------------------
+
+    def deliver(self, mailbox: str, mime: bytes, message_class: str = "IPM.Note") -> InboxMessage:
+        """Put a message in `mailbox`'s inbox (received now, to the second)."""
+        item = InboxMessage(f"AAMkInbox{next(self._ids)}AAA=", datetime.now(UTC).replace(microsecond=0),
+                            message_class, mime)
+        self.inboxes.setdefault(mailbox.lower(), []).append(item)
+        return item
+
+    def _bounce(self, sent: ReceivedMessage) -> None:
+        """What Exchange Online does after accepting a message whose recipient is refused downstream: an NDR in
+        the sender's mailbox (PROVIDERS.md §1.2)."""
+        for rcpt in [*sent.to, *sent.cc, *sent.bcc]:
+            key = self.refuse.get(rcpt.lower())
+            if key is None:
+                continue
+            original = _original_mime(sent)
+            ndr = exo_ndr.build(exo_ndr.SAMPLES[key], sender=sent.mailbox, recipient=rcpt, original=original,
+                                subject=sent.subject, headers_only=self.ndr_headers_only)
+            self.deliver(sent.mailbox, ndr, "REPORT.IPM.Note.NDR")
 
     # -- Graph routes -----------------------------------------------------------------------------------
 
@@ -305,6 +354,8 @@ class GraphFake(EntraFake):
             ),
             Route(m + "/send", self._wrap("sendDraft", self._send_draft), methods=["POST"]),
             Route(u + "/mailFolders/inbox", self._wrap("verify", self._inbox), methods=["GET"]),
+            Route(u + "/mailFolders/inbox/messages", self._wrap("listInbox", self._list_inbox), methods=["GET"]),
+            Route(m + "/$value", self._wrap("mime", self._mime), methods=["GET"]),
             Route("/upload/{sid}", self._wrap("upload", self._upload, auth=False), methods=["PUT", "DELETE"]),
         ]
 
@@ -356,6 +407,7 @@ class GraphFake(EntraFake):
             return graph_error(400, "RequestBodyRead", "saveToSentItems must be a Boolean").response()
         attachments = [_decode_attachment(a, "inline") for a in message.get("attachments", [])]
         self.sent.append(_received(mailbox, "sendMail", message, attachments, save))
+        self._bounce(self.sent[-1])
         return Response(status_code=202)
 
     async def _create_draft(self, request: Request) -> Response:
@@ -486,6 +538,7 @@ class GraphFake(EntraFake):
             return graph_error(400, "ErrorInvalidRequest", "send takes no body").response()
         del self.drafts[request.path_params["mid"]]
         self.sent.append(_received(draft.mailbox, "draft", draft.message, draft.attachments, True))
+        self._bounce(self.sent[-1])
         return Response(status_code=202)
 
     async def _delete_draft(self, request: Request) -> Response:
@@ -495,11 +548,86 @@ class GraphFake(EntraFake):
         self.deleted_drafts.append(request.path_params["mid"])
         return Response(status_code=204)
 
+    async def _list_inbox(self, request: Request) -> Response:
+        """`GET /users/{u}/mailFolders/inbox/messages` with the query options the docs allow, checked: $filter and
+        $orderby on receivedDateTime (else 400 InefficientFilter, user-list-messages.md), $top up to 1000,
+        $skip in nextLink (paging.md), the PR_MESSAGE_CLASS expansion."""
+        if not self.can_read_mail:
+            return access_denied().response()
+        q = request.query_params
+        allowed = {"$filter", "$orderby", "$select", "$expand", "$top", "$skip"}
+        if set(q.keys()) - allowed:
+            return graph_error(400, "BadRequest", f"unknown query options {sorted(set(q.keys()) - allowed)}").response()
+        since = None
+        if "$filter" in q:
+            match = _FILTER.match(q["$filter"])
+            if match is None:
+                return graph_error(400, "BadRequest", f"unsupported $filter {q['$filter']!r}").response()
+            since = datetime.fromisoformat(match.group(1))
+        order = q.get("$orderby")
+        if order is not None and (order not in ("receivedDateTime asc", "receivedDateTime desc") or since is None):
+            return graph_error(400, "InefficientFilter",
+                               "The restriction or sort order is too complex for this operation.").response()
+        expand = q.get("$expand")
+        if expand is not None and expand != _EXPAND_CLASS:
+            return graph_error(400, "BadRequest", f"unsupported $expand {expand!r}").response()
+        try:
+            top = int(q.get("$top", "10"))
+            skip = int(q.get("$skip", "0"))
+        except ValueError:
+            return graph_error(400, "BadRequest", "$top and $skip are integers").response()
+        if not 1 <= top <= 1000 or skip < 0:
+            return graph_error(400, "BadRequest", "$top must be 1..1000").response()
+        items = [m for m in self.inboxes.get(request.path_params["user"].lower(), [])
+                 if since is None or m.received >= since]
+        items.sort(key=lambda m: m.received, reverse=order == "receivedDateTime desc")
+        page = items[skip:skip + top]
+        select = set((q.get("$select") or "id,receivedDateTime").split(","))
+        value = []
+        for m in page:
+            item: dict[str, Any] = {"@odata.etag": f'W/"{m.id}"', "id": m.id}
+            if "receivedDateTime" in select:
+                item["receivedDateTime"] = m.received.strftime("%Y-%m-%dT%H:%M:%SZ")
+            if expand is not None:
+                # Graph names the property in its own short form.
+                item["singleValueExtendedProperties"] = [{"id": "String 0x1a", "value": m.message_class}]
+            value.append(item)
+        body: dict[str, Any] = {"@odata.context": f"{self.graph_base}/$metadata#users('{request.path_params['user']}')"
+                                                  "/mailFolders('inbox')/messages", "value": value}
+        if skip + top < len(items):
+            rest = [(k, v) for k, v in q.multi_items() if k != "$skip"] + [("$skip", str(skip + top))]
+            body["@odata.nextLink"] = (f"{self.graph_base}/users/{request.path_params['user']}/mailFolders/inbox/"
+                                       f"messages?{urlencode(rest, quote_via=quote)}")
+        return JSONResponse(body)
+
+    async def _mime(self, request: Request) -> Response:
+        if not self.can_read_mail:
+            return access_denied().response()
+        mailbox = request.path_params["user"].lower()
+        for m in self.inboxes.get(mailbox, []):
+            if m.id == request.path_params["mid"]:
+                return Response(m.mime, media_type="text/plain")
+        return _item_not_found()
+
     async def _inbox(self, request: Request) -> Response:
         del request
         if not self.can_read_mail:
             return access_denied().response()
         return JSONResponse({"id": "AAMkInbox=="})
+
+
+_FILTER = re.compile(r"^receivedDateTime ge (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)$")
+_EXPAND_CLASS = "singleValueExtendedProperties($filter=id eq 'String 0x001A')"
+
+
+def _original_mime(sent: ReceivedMessage) -> bytes:
+    """The message as Exchange turned the JSON into MIME: the headers an NDR returns (its Message-ID is the
+    internetMessageId we set, or one Exchange made up)."""
+    mid = sent.internet_message_id or f"<{uuid.uuid4().hex}@fake.prod.outlook.com>"
+    to = ", ".join(sent.to)
+    return (f"From: {sent.from_address or sent.mailbox}\r\nTo: {to}\r\nSubject: {sent.subject}\r\n"
+            f"Message-ID: {mid}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            f"{sent.body}\r\n").encode()
 
 
 def _item_not_found() -> Response:
