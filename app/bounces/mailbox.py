@@ -62,6 +62,9 @@ LEASE = timedelta(seconds=300)
 # after sending), not the mailbox's whole past.
 FIRST_LOOKBACK = timedelta(days=2)
 MAX_SEEN = 1000
+# The next poll is due a period after this one started; a cron tick that comes a little early still takes it
+# (else, with the tick equal to the period, every other tick would find it not quite due: two periods apart).
+TICK_SLACK = timedelta(seconds=1)
 
 PERMISSION_MISSING = "permission_missing"
 THROTTLED = "throttled"
@@ -154,7 +157,7 @@ async def _acquire(sm: async_sessionmaker[AsyncSession], provider: str, mailbox:
                 await s.rollback()
         res = await s.execute(update(T).where(
             *key, or_(T.c.lease_until.is_(None), T.c.lease_until < now),
-            or_(T.c.next_poll_at.is_(None), T.c.next_poll_at <= now),
+            or_(T.c.next_poll_at.is_(None), T.c.next_poll_at <= now + TICK_SLACK),
         ).values(lease_owner=owner, lease_until=now + LEASE))
         row = (await s.execute(select(T.c.watermark, T.c.seen).where(*key))).first()
         await s.commit()
@@ -248,7 +251,7 @@ async def poll(sm: async_sessionmaker[AsyncSession], reader: InboxReader, provid
         log.exception("bounce mailbox poll failed", extra={"provider": provider, "mailbox": mailbox})
         result.error_code, result.error = "internal", "Reading the batch mailbox failed (see the worker's log)."
     finally:
-        await _release(sm, provider, mailbox, owner, cursor, result, period, retry_after)
+        await _release(sm, provider, mailbox, owner, cursor, result, now, period, retry_after)
     if result.ndrs:
         log.info("bounce mailbox polled", extra={"provider": provider, "mailbox": mailbox, "listed": result.listed,
                                                  "ndrs": result.ndrs, "bounced": result.bounced})
@@ -256,11 +259,12 @@ async def poll(sm: async_sessionmaker[AsyncSession], reader: InboxReader, provid
 
 
 async def _release(sm: async_sessionmaker[AsyncSession], provider: str, mailbox: str, owner: str, cursor: _Cursor,
-                   result: PollResult, period: int, retry_after: float | None) -> None:
+                   result: PollResult, started: datetime, period: int, retry_after: float | None) -> None:
     now = utcnow()
-    wait = max(float(period), retry_after or 0.0)
+    # A period after this poll started; a throttled poll waits at least Retry-After from now.
+    due = max(started + timedelta(seconds=period), now + timedelta(seconds=retry_after or 0.0))
     values: dict[str, Any] = {**cursor.values(), "lease_owner": None, "lease_until": None, "last_poll_at": now,
-                              "next_poll_at": now + timedelta(seconds=wait)}
+                              "next_poll_at": due}
     if result.error_code is None:
         values |= {"last_ok_at": now, "last_error_code": None, "last_error": None}
     else:
