@@ -197,7 +197,6 @@ async def poll(sm: async_sessionmaker[AsyncSession], reader: InboxReader, provid
     since = cursor.watermark
     deadline = time.monotonic() + DEADLINE_SECONDS
     retry_after: float | None = None
-    recorded = 0
     try:
         page_cursor: Any = None
         # Pages of items already handled (those at the watermark's second, listed again) cost no MIME reads and
@@ -228,15 +227,18 @@ async def poll(sm: async_sessionmaker[AsyncSession], reader: InboxReader, provid
                     raise
                 report = await asyncio.to_thread(dsn.parse, raw)
                 result.ndrs += 1
+                # The bounce and the watermark past its NDR in one transaction; the cursor in memory moves only
+                # once that committed (else the release would store a watermark past an NDR never recorded).
+                after = _Cursor(cursor.watermark, set(cursor.seen))
+                after.advance(item)
                 async with sm() as s:
                     outcome = await service.record(s, report, None, utcnow())
-                    cursor.advance(item)
-                    recorded += 1
                     await s.execute(update(T).where(T.c.provider == provider, T.c.mailbox == mailbox,
                                                     T.c.lease_owner == owner)
-                                    .values(ndrs_recorded=T.c.ndrs_recorded + 1, **cursor.values()))
+                                    .values(ndrs_recorded=T.c.ndrs_recorded + 1, **after.values()))
                     await s.commit()
                     result.emitted = result.emitted or bool(events.emitted(s))
+                cursor = after
                 result.bounced += len(outcome.bounced)
                 result.suppressed += len(outcome.suppressed)
                 result.outcomes.append(outcome.summary())
@@ -251,7 +253,10 @@ async def poll(sm: async_sessionmaker[AsyncSession], reader: InboxReader, provid
         log.exception("bounce mailbox poll failed", extra={"provider": provider, "mailbox": mailbox})
         result.error_code, result.error = "internal", "Reading the batch mailbox failed (see the worker's log)."
     finally:
-        await _release(sm, provider, mailbox, owner, cursor, result, now, period, retry_after)
+        try:
+            await _release(sm, provider, mailbox, owner, cursor, result, now, period, retry_after)
+        except Exception:  # the database is gone: the lease runs out (LEASE) and another poll takes over
+            log.exception("could not release the bounce mailbox", extra={"provider": provider, "mailbox": mailbox})
     if result.ndrs:
         log.info("bounce mailbox polled", extra={"provider": provider, "mailbox": mailbox, "listed": result.listed,
                                                  "ndrs": result.ndrs, "bounced": result.bounced})
