@@ -1,7 +1,7 @@
 """bounce_mailbox: how far each Graph / Exchange batch mailbox has been read for NDRs, and who reads it (issue 16)
 
-Revision ID: 0023
-Revises: 0022
+Revision ID: 0024
+Revises: 0023
 Create Date: 2026-12-01
 
 A new table only: `message` is not rebuilt, so the count triggers of 0021 are untouched.
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
-revision: str = "0023"
-down_revision: str | Sequence[str] | None = "0022"
+revision: str = "0024"
+down_revision: str | Sequence[str] | None = "0023"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
