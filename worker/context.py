@@ -6,6 +6,7 @@ from typing import Any, TypedDict
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.messages.lifecycle import KeyTurns
 from app.settings import Settings
 
 
@@ -21,3 +22,4 @@ class WorkerContext(TypedDict):
     inflight: asyncio.Semaphore  # messages loaded, built or being sent at once, across this worker's drains
     large: asyncio.Semaphore  # of which large ones (attachments): bounds the worker's memory
     inflight_high: asyncio.Semaphore  # the high lane's own bound (never waits for a bulk batch's sends)
+    turns: KeyTurns  # where each lane's round over submitting keys resumes (lifecycle.claim_due)

@@ -250,8 +250,8 @@ async def drain_once(ctx: WorkerContext, lanes: tuple[int, ...], *, high: bool =
         now = utcnow()
         claimed = repository.rows(await lifecycle.claim_due(
             session, worker=ctx["worker_id"], now=now, limit=s.claim_batch_size, lease_seconds=s.lease_seconds,
-            due=repository.due_lanes(now, batch_enabled=params.batch_processing_enabled, lanes=lanes),
-            postgres=ctx["postgres"]))
+            lanes=repository.due_lanes(now, batch_enabled=params.batch_processing_enabled, lanes=lanes),
+            keys=repository.due_keys, postgres=ctx["postgres"], turns=ctx["turns"]))
         await session.commit()
     if not claimed:
         return 0

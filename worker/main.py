@@ -19,7 +19,7 @@ from app.core.db import create_engine, is_sqlite, make_sessionmaker
 from app.core.logging import configure_logging
 from app.core.redis import redis_settings
 from app.core.runtime import tune_gc
-from app.messages import jobs
+from app.messages import jobs, lifecycle
 from app.monitoring.service import HEARTBEAT_SECONDS, HEARTBEAT_TTL_SECONDS, WORKER_KEY_PREFIX
 from app.settings import Settings, get_settings
 from app.webhooks import jobs as webhook_jobs
@@ -68,6 +68,7 @@ async def build_context(raw: dict[str, Any], settings: Settings) -> WorkerContex
     ctx["inflight"] = asyncio.Semaphore(max(2, settings.smtp_connections * 2))
     ctx["large"] = asyncio.Semaphore(2)
     ctx["inflight_high"] = asyncio.Semaphore(max(2, settings.high_lane_connections * 2))
+    ctx["turns"] = lifecycle.KeyTurns()
     ctx["heartbeat"] = asyncio.create_task(_heartbeat(ctx))
     return ctx
 

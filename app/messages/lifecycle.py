@@ -19,14 +19,17 @@ A message handed to the user is final for Outbox: it left through the user's own
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     ColumnElement,
+    Integer,
+    Select,
     and_,
     bindparam,
     delete,
@@ -36,8 +39,10 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,6 +53,7 @@ from app.transports.base import Reply
 from app.webhooks import events
 
 if TYPE_CHECKING:
+    from app.messages.repository import DueLane
     from app.settings import Settings
 
 M = MESSAGES
@@ -340,6 +346,78 @@ async def insert_messages(session: AsyncSession, rows: list[dict[str, Any]]) -> 
     return [i for i in ids if i is not None]
 
 
+# Fairness between submitting keys within a lane (see `claim_due`).
+# A message's submitting key as ix_message_key_lane has it (models.SUBMITTER_EXPRESSION): NO_KEY for none. Key
+# ids start at 1, so messages without a key (rows older than the column, or written by hand) are a group of their
+# own, first in the round.
+NO_KEY = 0
+SUBMITTER: ColumnElement[int] = func.coalesce(M.c.api_key_id, literal_column(str(NO_KEY)))
+MAX_KEYS_PER_CLAIM = 100  # keys served by one claim at most; more take turns over the following claims
+CLAIM_ROUNDS = 3  # a claim hands the shares its keys could not use to the others at most this often
+
+
+@dataclass
+class KeyTurns:
+    """Where each lane's round over submitting keys resumes: lane -> the key after which the next claim starts.
+    One per worker, kept from one claim to the next."""
+
+    after: dict[int, int] = field(default_factory=dict)
+
+
+class KeyFinder(Protocol):
+    """`repository.due_keys`: the keys with due messages in a lane, in turn order after `after`, at most `cap`."""
+
+    def __call__(self, session: AsyncSession, lane: DueLane, *, after: int | None,
+                 cap: int) -> Awaitable[list[int]]: ...
+
+
+def _claim(ids: Select[Any], now: datetime, worker: str, lease_seconds: int) -> Any:
+    """The compare-and-set of the rows `ids` selects to `sending` with a lease, returning them whole."""
+    return (
+        update(M)
+        .where(M.c.id.in_(ids.scalar_subquery()))
+        .where(_status_of_row().in_(_CLAIMABLE))
+        .values(status="sending", lease_until=now + timedelta(seconds=lease_seconds), claimed_by=worker,
+                updated_at=now)
+        .returning(*M.c)
+    )
+
+
+async def _claim_shares(session: AsyncSession, lane: DueLane, shares: dict[int, int], *, limit: int,
+                        postgres: bool, now: datetime, worker: str, lease_seconds: int) -> list[Row[Any]]:
+    """Claim up to `shares[key]` of each key's due messages in the lane, each key's oldest first (one range of
+    ix_message_key_lane per key). PostgreSQL: one statement (a LATERAL range per key, each `FOR UPDATE SKIP
+    LOCKED`); SQLite (one writer at a time): one statement per key."""
+    if not postgres:
+        out: list[Row[Any]] = []
+        for key, n in shares.items():
+            inner = select(M.c.id).where(lane.due, SUBMITTER == key).order_by(M.c.next_attempt_at).limit(n)
+            out += (await session.execute(_claim(inner, now, worker, lease_seconds))).all()
+        return out
+    turn = func.unnest(bindparam("fair_keys", list(shares), type_=ARRAY(BigInteger)),
+                       bindparam("fair_shares", list(shares.values()), type_=ARRAY(Integer))) \
+        .table_valued("key", "share").render_derived(name="turn")
+    picked = (select(M.c.id).where(lane.due, SUBMITTER == turn.c.key).order_by(M.c.next_attempt_at)
+              .limit(turn.c.share).with_for_update(skip_locked=True).lateral("picked"))
+    # The batch size as a literal: with a parameter, a generic plan estimates a tenth of the lane and hashes the
+    # whole table instead of fetching the claimed rows by primary key.
+    inner = select(picked.c.id).select_from(turn.join(picked, true())).limit(literal_column(str(int(limit))))
+    return list((await session.execute(_claim(inner, now, worker, lease_seconds))).all())
+
+
+def _in_turns(rows: list[Row[Any]], order: list[int]) -> list[Row[Any]]:
+    """The batch in turn order: each key's oldest due message in the keys' turn order, then each one's second,
+    and so on; a throttled provider's grant (a prefix of the batch) is shared between the keys the same way."""
+    pos = {k: i for i, k in enumerate(order)}
+    rank: dict[int, int] = {}
+    ranked: list[tuple[int, int, Row[Any]]] = []
+    for r in sorted(rows, key=lambda r: (r.next_attempt_at, r.id)):
+        k = r.api_key_id if r.api_key_id is not None else NO_KEY
+        rank[k] = rank.get(k, 0) + 1
+        ranked.append((rank[k], pos.get(k, len(pos)), r))
+    return [r for _, _, r in sorted(ranked, key=lambda t: (t[0], t[1]))]
+
+
 async def claim_due(
     session: AsyncSession,
     *,
@@ -347,35 +425,49 @@ async def claim_due(
     now: datetime,
     limit: int,
     lease_seconds: int,
-    due: Sequence[ColumnElement[bool]],
+    lanes: Sequence[DueLane],
+    keys: KeyFinder,
     postgres: bool,
-) -> Sequence[Row[Any]]:
-    """Compare-and-set up to `limit` due rows to `sending` with a lease, in one statement, returning the claimed
-    rows whole (what the worker sends: no second read).
+    turns: KeyTurns | None = None,
+) -> list[Row[Any]]:
+    """Compare-and-set up to `limit` due rows to `sending` with a lease, returning the claimed rows whole (what
+    the worker sends: no second read), in turn order (`_in_turns`).
 
-    `due` is one condition per lane, highest first (`repository.due_lanes`): the batch comes from the first lane
-    that has due rows, so a lower lane's batch never starts while a higher lane has due messages. Each lane is
-    one range of the partial index ix_message_lane read in `next_attempt_at` order: the claim reads about its
-    batch, whatever the backlog (an empty higher lane costs one index probe).
+    Lanes are strict: `lanes` are highest first (`repository.due_lanes`) and the batch comes from the first lane
+    that has due rows, so a lower lane's batch never starts while a higher lane has due messages.
 
-    On PostgreSQL the inner SELECT takes `FOR UPDATE SKIP LOCKED`, so concurrent workers claim disjoint
-    batches without waiting; SQLite has one writer at a time, which serialises claims by itself.
+    Within the lane, submitting keys take turns (round robin): the keys with due messages (`keys`, at most
+    MAX_KEYS_PER_CLAIM) divide the batch equally, each key's share being its oldest due messages (`limit` // k
+    each, one more for the first `limit` % k in turn order); a share a key cannot fill goes to the keys that have
+    more (another round, at most CLAIM_ROUNDS). `turns` keeps where the next claim starts: after the last key
+    that got one more, so the extra messages, and the turns when more keys wait than a claim serves, go round.
+    Reads: a few index probes per key and the claimed rows, whatever the backlog.
+
+    On PostgreSQL the reads of the claimed rows take `FOR UPDATE SKIP LOCKED`, so concurrent workers claim
+    disjoint batches without waiting; SQLite has one writer at a time, which serialises claims by itself.
     """
-    for cond in due:
-        inner = select(M.c.id).where(cond).order_by(M.c.next_attempt_at).limit(limit)
-        if postgres:
-            inner = inner.with_for_update(skip_locked=True)
-        stmt = (
-            update(M)
-            .where(M.c.id.in_(inner.scalar_subquery()))
-            .where(_status_of_row().in_(_CLAIMABLE))
-            .values(status="sending", lease_until=now + timedelta(seconds=lease_seconds), claimed_by=worker,
-                    updated_at=now)
-            .returning(*M.c)
-        )
-        claimed = (await session.execute(stmt)).all()
+    turns = turns if turns is not None else KeyTurns()
+    for lane in lanes:
+        claimed: list[Row[Any]] = []
+        order: list[int] = []
+        for _ in range(CLAIM_ROUNDS):
+            want = limit - len(claimed)
+            if want <= 0:
+                break
+            found = await keys(session, lane, after=turns.after.get(lane.lane), cap=min(want, MAX_KEYS_PER_CLAIM))
+            if not found:
+                break
+            base, extra = divmod(want, len(found))
+            got = await _claim_shares(session, lane, {k: base + (i < extra) for i, k in enumerate(found)},
+                                      limit=limit, postgres=postgres, now=now, worker=worker,
+                                      lease_seconds=lease_seconds)
+            if not got:
+                break  # locked by other workers meanwhile
+            turns.after[lane.lane] = found[extra - 1] if extra else found[-1]
+            order += [k for k in found if k not in order]
+            claimed += got
         if claimed:
-            return claimed
+            return _in_turns(claimed, order)
     return []
 
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
 
-from sqlalchemy import ColumnElement, and_, func, literal_column, select
+from sqlalchemy import ColumnElement, Select, and_, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.security import Principal
-from app.messages.lifecycle import LANES, PRIORITY_NAMES, WAITING_STATUSES, SendState, Status
+from app.messages.lifecycle import LANES, NO_KEY, PRIORITY_NAMES, SUBMITTER, WAITING_STATUSES, SendState, Status
 from app.models import ATTACHMENTS, ATTEMPTS, COUNTS, MESSAGES
 from app.transports.base import Attachment
 
@@ -126,17 +126,70 @@ def waiting_in_lane(lane: int) -> ColumnElement[bool]:
     return and_(_WAITING, M.c.priority == lane)
 
 
-def due_lanes(now: datetime, *, batch_enabled: bool, lanes: Sequence[int] = LANES) -> list[ColumnElement[bool]]:
-    """Waiting messages whose time has come, one condition per lane, highest first: what the worker claims and
-    what the reconciler wakes it for. With the email distributor batch off, only interactive mail goes out
-    (read through the same index, filtered by kind)."""
+@dataclass(frozen=True)
+class DueLane:
+    """One lane as the claim reads it: its waiting set (the ranges of ix_message_lane and ix_message_key_lane) and
+    the part of it that is due now."""
+
+    lane: int
+    waiting: ColumnElement[bool]
+    due: ColumnElement[bool]
+
+
+def due_lanes(now: datetime, *, batch_enabled: bool, lanes: Sequence[int] = LANES) -> list[DueLane]:
+    """Waiting messages whose time has come, one per lane, highest first: what the worker claims and what the
+    reconciler wakes it for. With the email distributor batch off, only interactive mail goes out (read through
+    the same indexes, filtered by kind)."""
     out = []
     for lane in lanes:
-        cond = and_(waiting_in_lane(lane), M.c.next_attempt_at <= now)
+        waiting = waiting_in_lane(lane)
+        cond = and_(waiting, M.c.next_attempt_at <= now)
         if not batch_enabled:
             cond = and_(cond, M.c.kind == "interactive")
-        out.append(cond)
+        out.append(DueLane(lane, waiting, cond))
     return out
+
+
+def _next_key(lane: DueLane, above: ColumnElement[Any] | int, upto: int | None) -> ColumnElement[Any]:
+    """The first submitting key above `above` (and at most `upto`) with waiting messages in the lane: one probe of
+    ix_message_key_lane (ordered as the index is, so that no other index looks cheaper)."""
+    q = select(SUBMITTER).where(lane.waiting, SUBMITTER > above)
+    if upto is not None:
+        q = q.where(SUBMITTER <= upto)
+    return q.order_by(SUBMITTER, M.c.next_attempt_at).limit(1).scalar_subquery()
+
+
+def key_walk(lane: DueLane, *, above: int, upto: int | None, cap: int) -> Select[Any]:
+    """The keys in (above, upto] with due messages in the lane, ascending, at most `cap`. A loose index scan: a
+    recursive query steps from one key to the next with one probe each, and each key found is checked for a due
+    message with one more (the first entry of its range, in index order: an EXISTS lets PostgreSQL read a key's
+    rows, sent ones included, through the idempotency index); it stops once `cap` keys are found (PostgreSQL
+    evaluates the recursion only as far as the outer LIMIT reads it)."""
+    walk = select(_next_key(lane, above, upto).label("key")).cte("key_walk", recursive=True)
+    walk = walk.union_all(select(_next_key(lane, walk.c.key, upto)).where(walk.c.key.is_not(None)))
+    first_due = select(M.c.next_attempt_at).where(lane.due, SUBMITTER == walk.c.key) \
+        .order_by(M.c.next_attempt_at).limit(1).scalar_subquery()
+    return select(walk.c.key).where(walk.c.key.is_not(None), first_due.is_not(None)).limit(cap)
+
+
+async def _walk(session: AsyncSession, lane: DueLane, *, above: int, upto: int | None, cap: int) -> list[int]:
+    return [int(r[0]) for r in (await session.execute(key_walk(lane, above=above, upto=upto, cap=cap))).all()]
+
+
+async def due_keys(session: AsyncSession, lane: DueLane, *, after: int | None, cap: int) -> list[int]:
+    """The submitting keys (NO_KEY for messages without one) with due messages in the lane, at most `cap`, in
+    turn order: from the first key after `after` (the last one served; None: from the start), round to the
+    start. O(keys) index probes, never O(messages); see `lifecycle.claim_due` for the rule."""
+    found = await _walk(session, lane, above=NO_KEY - 1, upto=None, cap=cap)
+    if after is None:
+        return found
+    if len(found) < cap:  # every key with due messages: just start after `after`
+        return [k for k in found if k > after] + [k for k in found if k <= after]
+    # More keys than one claim serves: continue after `after`, then from the start up to it.
+    later = await _walk(session, lane, above=after, upto=None, cap=cap)
+    if len(later) < cap:
+        later += await _walk(session, lane, above=NO_KEY - 1, upto=after, cap=cap - len(later))
+    return later
 
 
 # ---------------------------------------------------------------------- one message
@@ -265,7 +318,8 @@ async def claimers(session: AsyncSession) -> list[str]:
 
 async def any_due(session: AsyncSession, now: datetime, *, batch_enabled: bool) -> bool:
     """Whether any lane has a due message (one index probe per lane)."""
-    for cond in due_lanes(now, batch_enabled=batch_enabled):
+    for lane in due_lanes(now, batch_enabled=batch_enabled):
+        cond = lane.due
         # In index order: without it PostgreSQL may pick a sequential scan "until the first match", which reads
         # every row already sent before it finds one still waiting.
         if (await session.execute(select(M.c.id).where(cond).order_by(M.c.next_attempt_at).limit(1))).first() \

@@ -25,6 +25,8 @@ from app.models._base import BigId
 
 # The waiting statuses (lifecycle.WAITING_STATUSES) as the lane index's predicate; repository.due_lanes repeats it.
 WAITING_PREDICATE = "status IN ('queued', 'deferred', 'retrying')"
+# The submitting key of a message as ix_message_key_lane has it (0: none); repository.SUBMITTER repeats it.
+SUBMITTER_EXPRESSION = "coalesce(api_key_id, 0)"
 UNSENT_PREDICATE = "status IN ('draft', 'queued', 'deferred', 'retrying', 'held')"  # lifecycle.UNSENT_STATUSES
 
 
@@ -36,6 +38,11 @@ class Message(SQLModel, table=True):
         # The claim's lanes: one range per priority over the waiting set only, so a claim reads its batch, not
         # the backlog (literal statuses: the planner proves the predicate from the query's literal IN list).
         Index("ix_message_lane", "priority", "next_attempt_at",
+              postgresql_where=text(WAITING_PREDICATE), sqlite_where=text(WAITING_PREDICATE)),
+        # Fairness within a lane: the submitting keys with waiting messages (a loose index scan, one probe per
+        # key) and each key's due messages in order (one range per key); messages without a key are key 0 (an
+        # expression, so that they are one range too: `IS NULL` gives no order). See lifecycle.claim_due.
+        Index("ix_message_key_lane", "priority", text(SUBMITTER_EXPRESSION), "next_attempt_at",
               postgresql_where=text(WAITING_PREDICATE), sqlite_where=text(WAITING_PREDICATE)),
         Index("ix_message_expiry", "expires_at",  # the expiry sweep: unsent messages past their time only
               postgresql_where=text(UNSENT_PREDICATE), sqlite_where=text(UNSENT_PREDICATE)),

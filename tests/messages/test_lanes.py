@@ -323,7 +323,7 @@ async def test_claim_and_first_page_read_indexes(pg_env: Env) -> None:
     page_plan = "\n".join(r[0] for r in await env.sql(
         "EXPLAIN SELECT id FROM message WHERE status IN ('queued') ORDER BY id DESC LIMIT 50"))
     assert "Index" in page_plan and "Seq Scan" not in page_plan and "Sort" not in page_plan, page_plan
-    cond = repository.due_lanes(datetime.now(UTC), batch_enabled=True)[0]
+    cond = repository.due_lanes(datetime.now(UTC), batch_enabled=True)[0].due
     q = select(repository.M.c.id).where(cond).order_by(repository.M.c.next_attempt_at).limit(100)
     pg = postgresql.dialect()  # type: ignore[no-untyped-call]
     sql = str(q.compile(dialect=pg, compile_kwargs={"literal_binds": True}))
