@@ -388,6 +388,11 @@ class Live:
                 "warmup": warmup, "timeout": timeout, **extra}
         return run_json([PY, str(BENCH / "loadgen.py"), json.dumps(spec)], timeout + 60)
 
+    def new_key(self, role: str = "service") -> str:
+        out = subprocess.run([str(BIN / "outbox"), "api-key", "create", "--role", role], env=self.env, cwd=self.src,
+                             check=True, capture_output=True, text=True, timeout=60).stdout
+        return out.strip().splitlines()[-1].strip()
+
     def preload(self, n: int, bulk: int = 500) -> None:
         reqs = max(1, n // bulk)
         r = self.loadgen("bulk", reqs, 2, bulk_size=min(bulk, n), timeout=300)
@@ -773,6 +778,8 @@ def main() -> int:
     ap.add_argument("--scale", default=None,
                     help="scale mode (bench/scale.py): backlog sizes, e.g. 10000,1000000: delivery, high-priority "
                          "latency, monitoring and listing latencies, bulk submit and rows read at each size")
+    ap.add_argument("--scale-keys", type=int, default=2,
+                    help="scale mode: submitting keys sharing the bulk backlog (each submits its part in turn)")
     ap.add_argument("--scale-window", type=float, default=60.0,
                     help="scale mode: seconds of delivery measured at each size (less if the backlog drains)")
     a = ap.parse_args()

@@ -1,12 +1,13 @@
 """Scale mode of the benchmark (issue 17): what a growing bulk backlog costs.
 
-Run from the project root:   .venv/bin/python bench/run.py --scale 10000,200000 [--scale-window 60]
+Run from the project root:   .venv/bin/python bench/run.py --scale 10000,200000 [--scale-window 60] [--scale-keys 2]
 
 For each backlog size N, on a fresh database (PostgreSQL, the API, 1 worker, the counting sink, as `make bench`):
 
 1. Backlog: N - 10,000 bulk messages submitted with batch processing off (POST /messages/bulk, 500 per request,
    2 at a time: the `low` lane), then the last 10,000 timed: **bulk submit msgs/s at N rows**. ANALYZE message
-   (what autovacuum does after such a load).
+   (what autovacuum does after such a load). `--scale-keys K` (default 2) submitting keys share both parts,
+   each key submitting its share after the previous one (the first key's backlog is older than the next's).
 2. Latencies with N messages waiting (median and p95 of 20 calls each, API otherwise idle): GET /status,
    GET /metrics, GET /messages?status=queued&limit=50 (the first page), and the page after it by cursor; the
    PostgreSQL plan of the first page.
@@ -15,7 +16,9 @@ For each backlog size N, on a fresh database (PostgreSQL, the API, 1 worker, the
    when everything is sent): **delivery msgs/s** (bulk sent in the window / window), **high-priority submit ->
    sent** p50/p99/max (sent_at - created_at, both stamped by Outbox), and **rows read per delivered message**
    from pg_stat_user_tables (seq_tup_read + idx_tup_fetch of `message`, delta over the window, divided by the
-   messages sent in it; includes the API's reads during the window).
+   messages sent in it; includes the API's reads during the window), and **fairness**: the bulk each key got
+   sent in the window and when the last key's first message went out (first come, first served would send
+   none of it before the first key's backlog).
 
 Results: bench/results/scale.json and a markdown table on stdout. The machine may be shared: the table reports
 the CPU used by processes that are not part of the benchmark; compare ratios within one run.
@@ -77,22 +80,32 @@ def _reads_by_source(lv: Live) -> dict[str, int]:
     return out
 
 
-def one_size(lv: Live, n: int, window: float) -> dict[str, Any]:
-    r: dict[str, Any] = {"backlog": n}
+def one_size(lv: Live, n: int, window: float, keys: int = 1) -> dict[str, Any]:
+    r: dict[str, Any] = {"backlog": n, "keys": keys}
     lv.set_batch(False)
-    # 1. the backlog, then the measured bulk submit at N rows
+    submitters = [lv.key] + [lv.new_key() for _ in range(keys - 1)]
+    key_ids = [int(x) for x in lv.psql("SELECT id FROM api_key ORDER BY id").split()]
+    # 1. the backlog, then the measured bulk submit at N rows; each key submits its part after the previous key
+    # (the first key's whole part is older than the next one's: what first come, first served would drain first)
     build = n - MEASURED_BULK
+    built = 0
     t = time.monotonic()
     if build > 0:
-        reqs = build // BULK_SIZE
-        got = lv.loadgen("bulk", reqs, 2, bulk_size=BULK_SIZE, timeout=max(300.0, build / 500))
-        assert got["ok"] == reqs, ("backlog", got)
+        for key in submitters:
+            reqs = build // keys // BULK_SIZE
+            got = lv.loadgen("bulk", reqs, 2, bulk_size=BULK_SIZE, timeout=max(300.0, build / 500), key=key)
+            assert got["ok"] == reqs, ("backlog", got)
+            built += reqs * BULK_SIZE
     r["backlog_build_s"] = round(time.monotonic() - t, 1)
     cw = CpuWindow({"api": lv.procs.procs["api"].pid})
     cw.start()
-    got = lv.loadgen("bulk", MEASURED_BULK // BULK_SIZE, 2, bulk_size=BULK_SIZE, timeout=300)
-    r["bulk_submit"] = {"msgs_per_s": round(got["msgs_per_s"]), "p50_ms": round(got["p50_ms"]),
-                        "ok": got["ok"], "cpu_cores": cw.stop(), "cpu_top_others": cw.top_others}
+    measured = [lv.loadgen("bulk", MEASURED_BULK // keys // BULK_SIZE, 2, bulk_size=BULK_SIZE, timeout=300, key=key)
+                for key in submitters]
+    submitted = sum(g["ok"] for g in measured) * BULK_SIZE
+    r["bulk_submit"] = {"msgs_per_s": round(submitted / sum(g["seconds"] for g in measured)),
+                        "p50_ms": round(statistics.mean(g["p50_ms"] for g in measured)),
+                        "ok": sum(g["ok"] for g in measured), "cpu_cores": cw.stop(), "cpu_top_others": cw.top_others}
+    n = r["backlog"] = built + submitted
     lv.redis("FLUSHDB")  # the submissions' drain jobs: the timed drain starts below
     lv.psql("ANALYZE message")
     queued = lv.count("queued")
@@ -160,12 +173,20 @@ def one_size(lv: Live, n: int, window: float) -> dict[str, Any]:
         "SELECT extract(epoch FROM sent_at - created_at) FROM message WHERE priority = 0 AND status = 'sent'"
     ).splitlines() if x]
     unsent_high = int(lv.psql("SELECT count(*) FROM message WHERE priority = 0 AND status <> 'sent'"))
+    # Fairness: the bulk each key got sent in the window, and when the last key's first message went out.
+    by_key = dict(line.split("|") for line in lv.psql(
+        f"SELECT api_key_id, count(*) FROM message WHERE status = 'sent' AND priority = 2 "
+        f"AND sent_at >= to_timestamp({t0_wall}) GROUP BY api_key_id").splitlines() if line)
+    last_first = lv.psql(f"SELECT extract(epoch FROM min(sent_at)) - {t0_wall} FROM message WHERE priority = 2 "
+                         f"AND status = 'sent' AND api_key_id = {key_ids[len(submitters) - 1]}")
     r["delivery"] = {
         "window_s": round(elapsed, 1), "bulk_sent": bulk_sent, "msgs_per_s": round(bulk_sent / elapsed),
         "drained": bulk_sent >= n, "rows_read": rows1 - rows0,
         "rows_read_per_message": round((rows1 - rows0) / max(1, all_sent), 2),
         "rows_read_by_source": {k: src1[k] - src0.get(k, 0) for k in src1 if src1[k] - src0.get(k, 0)},
         "cpu_cores": cpu, "cpu_top_others": cw.top_others,
+        "bulk_sent_by_key": [int(by_key.get(str(k), 0)) for k in key_ids[:len(submitters)]],
+        "last_key_first_sent_s": round(float(last_first), 2) if last_first else None,
     }
     r["high"] = {"submitted": len(high_ids), "sent": len(lat), "unsent": unsent_high, "errors": errors[:3],
                  "p50_s": round(_pct(lat, 0.5), 3), "p99_s": round(_pct(lat, 0.99), 3),
@@ -177,8 +198,9 @@ def one_size(lv: Live, n: int, window: float) -> dict[str, Any]:
 def table(results: list[dict[str, Any]]) -> str:
     head = ("| backlog | high-priority submit->sent p50 / p99 (max) | delivery msgs/s (window) | rows read per "
             "delivered msg | GET /status p50 | GET /metrics p50 | first page ?status=queued&limit=50 p50 | next "
-            "page by cursor p50 | bulk submit msgs/s at that size | other processes' CPU (cores) |")
-    lines = [head, "|" + "---|" * 10]
+            "page by cursor p50 | bulk submit msgs/s at that size | bulk sent per key in the window (the last key's "
+            "first after) | other processes' CPU (cores) |")
+    lines = [head, "|" + "---|" * 11]
     for r in results:
         d, h = r["delivery"], r["high"]
         lines.append(
@@ -187,7 +209,8 @@ def table(results: list[dict[str, Any]]) -> str:
             f"({d['window_s']} s"
             f"{', drained' if d['drained'] else ''}) | {d['rows_read_per_message']} | {r['status']['p50_ms']} ms | "
             f"{r['metrics']['p50_ms']} ms | {r['first_page']['p50_ms']} ms | {r['next_page']['p50_ms']} ms | "
-            f"{r['bulk_submit']['msgs_per_s']:,} | {d['cpu_cores'].get('others', 0):.2f} |")
+            f"{r['bulk_submit']['msgs_per_s']:,} | {' / '.join(f'{x:,}' for x in d.get('bulk_sent_by_key', []))} "
+            f"({d.get('last_key_first_sent_s')} s) | {d['cpu_cores'].get('others', 0):.2f} |")
     if len(results) > 1:
         a, b = results[0], results[-1]
         lines.append("")
@@ -207,7 +230,7 @@ def main(sizes: list[int], window: float, procs: Any, logdir: Path, a: Any, src:
         log(f"scale {n}: database {lv.db}")
         try:
             lv.up()
-            results.append(one_size(lv, max(n, MEASURED_BULK), window))
+            results.append(one_size(lv, max(n, MEASURED_BULK), window, max(1, int(a.scale_keys))))
         finally:
             lv.down()
         out.write_text(json.dumps({"started": started, "window_s": window, "results": results}, indent=2,
