@@ -125,7 +125,10 @@ def one_size(lv: Live, n: int, window: float, keys: int = 1) -> dict[str, Any]:
     pids = lv.start_workers(1)
     lv.sink("RESET")
     cw = CpuWindow({"api": lv.procs.procs["api"].pid, "sink": lv.procs.procs["sink"].pid, "worker0": pids[0]})
-    time.sleep(1.5)
+    # A backend flushes its table counters when idle, but at most once a second and otherwise 10 s later
+    # (PostgreSQL 15's PGSTAT_IDLE_INTERVAL): without this wait, the reads of the /status, /metrics and page
+    # calls above landed in the delivery window's rows read.
+    time.sleep(11)
     rows0 = _rows_read(lv)
     src0 = _reads_by_source(lv)
     cw.start()

@@ -2,7 +2,8 @@
 message's status are `lifecycle`'s).
 
 Who may see what (`visible`), pages with a typed filter, the idempotency lookup, the due condition shared by
-the worker's claim and the reconciler, the attachments the worker sends, and monitoring's counts.
+the worker's claim and the reconciler, the submitting keys with due mail in a lane (the claim's turns), the
+attachments the worker sends, and monitoring's counts.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from app.models._base import BigId
 
 # The waiting statuses (lifecycle.WAITING_STATUSES) as the lane index's predicate; repository.due_lanes repeats it.
 WAITING_PREDICATE = "status IN ('queued', 'deferred', 'retrying')"
-# The submitting key of a message as ix_message_key_lane has it (0: none); repository.SUBMITTER repeats it.
+# The submitting key of a message as ix_message_key_lane has it (0: none); lifecycle.SUBMITTER repeats it.
 SUBMITTER_EXPRESSION = "coalesce(api_key_id, 0)"
 UNSENT_PREDICATE = "status IN ('draft', 'queued', 'deferred', 'retrying', 'held')"  # lifecycle.UNSENT_STATUSES
 
