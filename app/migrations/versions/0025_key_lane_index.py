@@ -1,7 +1,7 @@
 """ix_message_key_lane: fairness between submitting keys within a lane (issue 17)
 
-Revision ID: 0024
-Revises: 0023
+Revision ID: 0025
+Revises: 0024
 Create Date: 2026-12-01
 
 (priority, coalesce(api_key_id, 0), next_attempt_at) over the waiting statuses only, as ix_message_lane: the
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0024"
-down_revision: str | Sequence[str] | None = "0023"
+revision: str = "0025"
+down_revision: str | Sequence[str] | None = "0024"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
