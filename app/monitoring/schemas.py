@@ -79,8 +79,8 @@ class BounceMailboxState(BaseModel):
     last_ok_at: str | None = Field(description="When a poll last ended without an error (ISO 8601, UTC)")
     ndrs_recorded: int = Field(description="NDRs read from it so far (matched to one of our messages or not)")
     error_code: Literal["permission_missing", "throttled", "sign_in_failed", "read_failed", "internal"] | None = (
-        Field(description="Why the last poll stopped (null: it did not)"))
-    error: str | None = Field(description="What an administrator reads about that, with the fix")
+        Field(None, description="Why the last poll stopped (null: it did not)"))
+    error: str | None = Field(None, description="What an administrator reads about that, with the fix")
 
 
 class BouncePolling(BaseModel):
@@ -109,7 +109,11 @@ class ServiceStatus(BaseModel):
                               "tokens_left": 18, "paused_for_seconds": 0, "deferrals_total": 0}},
         "workers": {"alive": 1, "items": [{"id": "erp-app1-4242-1a2b3c", "host": "erp-app1", "pid": 4242,
                                            "at": 1796132400.0, "started_at": 1796130000.0,
-                                           "heartbeat_age_seconds": 2.1}]}}]})
+                                           "heartbeat_age_seconds": 2.1}]},
+        "bounce_polling": {"every_seconds": 60, "mailboxes": [{
+            "provider": "graph", "mailbox": "batch@contoso.com", "read_up_to": "2026-12-01T13:39:12+00:00",
+            "last_poll_at": "2026-12-01T13:39:40+00:00", "last_ok_at": "2026-12-01T13:39:40+00:00",
+            "ndrs_recorded": 14, "error_code": None, "error": None}]}}]})
 
     status: Literal["ok", "degraded"] = Field(description="ok, or degraded (see above)")
     database: Dependency = Field(description="The database")

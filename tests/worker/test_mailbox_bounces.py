@@ -305,3 +305,17 @@ async def test_ews_denied_and_busy(nenv: Env, ews: EwsFake) -> None:
     assert out["exchange"]["error_code"] == "throttled" and await bounces(nenv) == []
     out = await poll(nenv)
     assert out["exchange"]["bounced"] == 1
+
+
+async def test_ews_huge_ndr_is_read_up_to_the_cap(nenv: Env, ews: EwsFake) -> None:
+    """An NDR returning a 3 MB original: GetItem's answer is read only up to the cap, its base64 cut and decoded;
+    the report parts come first, so the bounce is still recorded."""
+    await use_exchange(nenv, ews, auth="oauth")
+    msg = await send(nenv, to=["big@example.com"])
+    original = (f"From: {BATCH}\r\nTo: big@example.com\r\nSubject: s\r\nMessage-ID: {msg['message_id']}\r\n"
+                "Content-Type: text/plain\r\n\r\n").encode() + b"x" * (3 * 1024 * 1024)
+    ews.deliver(BATCH, exo_ndr.build(exo_ndr.SAMPLES["5.1.1"], sender=BATCH, recipient="big@example.com",
+                                     original=original, subject="s"), "REPORT.IPM.Note.NDR")
+    out = await poll(nenv)
+    assert out["exchange"]["bounced"] == 1 and out["exchange"]["error_code"] is None
+    assert await bounces(nenv) == [(msg["id"], "big@example.com", "hard", "5.1.1", "message_id")]
