@@ -478,10 +478,11 @@ async def compact_counts(session: AsyncSession) -> int:
         return 0
     res = await session.execute(text(
         "WITH gone AS (DELETE FROM message_count WHERE shard <> 0 AND shard NOT IN "
-        "(SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL) RETURNING status, kind, n), "
-        "folded AS (INSERT INTO message_count AS c (status, kind, shard, n) "
-        "SELECT status, kind, 0, sum(n) FROM gone GROUP BY status, kind ORDER BY status, kind "
-        "ON CONFLICT (status, kind, shard) DO UPDATE SET n = c.n + EXCLUDED.n RETURNING 1) "
+        "(SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL) RETURNING status, kind, priority, n), "
+        "folded AS (INSERT INTO message_count AS c (status, kind, priority, shard, n) "
+        "SELECT status, kind, priority, 0, sum(n) FROM gone GROUP BY status, kind, priority "
+        "ORDER BY status, kind, priority "
+        "ON CONFLICT (status, kind, priority, shard) DO UPDATE SET n = c.n + EXCLUDED.n RETURNING 1) "
         "SELECT (SELECT count(*) FROM gone)"))
     return int(res.scalar_one())
 

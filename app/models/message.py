@@ -143,18 +143,19 @@ class Attempt(SQLModel, table=True):
 
 
 class MessageCount(SQLModel, table=True):
-    """How many messages are in each status and kind, kept by database triggers on `message` in the same
-    transaction as every insert, status change, delete and truncate (migration 0021), so monitoring reads a few
-    rows instead of counting the table. A count is the sum over its shards. On PostgreSQL a shard is the
-    backend's pid, so concurrent transactions never write the same row (no hot row, no lock order to get
-    wrong); `lifecycle.compact_counts` folds the shards of ended backends into shard 0. SQLite has one writer:
-    shard 0."""
+    """How many messages are in each status, kind and priority lane, kept by database triggers on `message` in
+    the same transaction as every insert, status change, delete and truncate (migrations 0021, 0026), so
+    monitoring reads a few rows instead of counting the table. A count is the sum over its shards. On
+    PostgreSQL a shard is the backend's pid, so concurrent transactions never write the same row (no hot row, no
+    lock order to get wrong); `lifecycle.compact_counts` folds the shards of ended backends into shard 0. SQLite
+    has one writer: shard 0."""
 
     __tablename__ = "message_count"
-    __table_args__ = (PrimaryKeyConstraint("status", "kind", "shard"),)
+    __table_args__ = (PrimaryKeyConstraint("status", "kind", "priority", "shard"),)
 
     status: str = Field(sa_column=Column(String(16), nullable=False))
     kind: str = Field(sa_column=Column(String(16), nullable=False))
+    priority: int = Field(sa_column=Column(SmallInteger, nullable=False))
     shard: int = Field(sa_column=Column(BigInteger, nullable=False))
     n: int = Field(sa_column=Column(BigInteger, nullable=False))
 

@@ -286,6 +286,23 @@ async def test_counts_follow_every_transition(env: Env, smtp: SmtpServer) -> Non
     assert (await env.client.get("/status")).json()["queue"]["by_status_and_kind"] == by_kind
     metrics = (await env.client.get("/metrics")).text
     assert 'outbox_messages{status="sent"} 3.0' in metrics
+    assert await _lane_counts(env) == await _exact_lanes(env) == {"high": 0, "normal": 1, "low": 0}
+    # A lane change of a waiting message moves its count (priority is part of the counter's key).
+    await env.sql("UPDATE message SET priority = 0 WHERE status = 'queued'")
+    await _bulk(env, "more", 3)
+    assert await _lane_counts(env) == await _exact_lanes(env) == {"high": 1, "normal": 0, "low": 3}
+
+
+async def _lane_counts(env: Env) -> dict[str, int]:
+    lanes: dict[str, int] = (await env.client.get("/status")).json()["queue"]["waiting_by_lane"]
+    return lanes
+
+
+async def _exact_lanes(env: Env) -> dict[str, int]:
+    found = {int(p): int(n) for p, n in await env.sql(
+        "SELECT priority, count(*) FROM message WHERE status IN ('queued', 'deferred', 'retrying') "
+        "GROUP BY priority")}
+    return {name: found.get(lane, 0) for lane, name in ((0, "high"), (1, "normal"), (2, "low"))}
 
 
 async def test_counter_shards_fold_into_one(pg_env: Env, smtp: SmtpServer) -> None:
@@ -303,6 +320,7 @@ async def test_counter_shards_fold_into_one(pg_env: Env, smtp: SmtpServer) -> No
     assert folded >= 1
     assert not await env.sql("SELECT 1 FROM message_count WHERE shard > 5000000000")
     assert await _status_counts(env) == await _exact_counts(env) == {"sent": 5}
+    assert await _lane_counts(env) == await _exact_lanes(env)
 
 
 # ---------------------------------------------------------------------- plans

@@ -12,7 +12,8 @@ Create Date: 2026-12-01
 - message_count and the triggers that keep it, filled with the current counts.
 
 TRAP: SQLite's batch mode ("move and copy": a new table, copy, drop, rename) drops the triggers of `message`.
-A later migration that rebuilds `message` on SQLite must call `create_count_triggers` again (and refill).
+A later migration that rebuilds `message` on SQLite must call `create_count_triggers` again (and refill): the
+one of 0026, which replaced these triggers with per-lane ones.
 """
 from collections.abc import Sequence
 
