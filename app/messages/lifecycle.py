@@ -28,6 +28,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     ColumnElement,
+    Delete,
     Integer,
     Select,
     and_,
@@ -606,12 +607,29 @@ async def shift_expiry(session: AsyncSession, days: int) -> int:
     return len(found)
 
 
+PURGE_BATCH = 1000
+PURGE_BATCHES = 20  # per status and sweep: a sweep deletes at most 80,000; the rest goes at the next sweeps
+
+
 async def purge_history(session: AsyncSession, before: datetime) -> int:
-    """Delete finished messages older than the retention period. Never touches unsent or sending ones."""
-    res = await session.execute(
-        delete(M).where(M.c.status.in_(FINAL_STATUSES), M.c.finished_at < before)
-    )
-    return rowcount(res)
+    """Delete finished messages older than the retention period, oldest first, in batches per final status, each
+    read as a range of ix_message_status_finished (status, finished_at): a sweep reads what it deletes, not the
+    whole history (one DELETE over every final status let PostgreSQL walk (status, id) through every sent row
+    when its statistics were older than the backlog). Never touches unsent or sending ones."""
+    total = 0
+    for status in FINAL_STATUSES:
+        for _ in range(PURGE_BATCHES):
+            n = rowcount(await session.execute(purge_batch(status, before)))
+            total += n
+            if n < PURGE_BATCH:
+                break
+    return total
+
+
+def purge_batch(status: Status, before: datetime) -> Delete:
+    oldest = (select(M.c.id).where(M.c.status == status, M.c.finished_at < before)
+              .order_by(M.c.finished_at).limit(PURGE_BATCH))
+    return delete(M).where(M.c.id.in_(oldest.scalar_subquery()))
 
 
 async def release_held(session: AsyncSession, provider: str | None, now: datetime) -> int:

@@ -84,6 +84,57 @@ async def test_history_purge_keeps_unsent(env: Env, smtp: SmtpServer) -> None:
     assert (await _get(env, waiting))["status"] == "queued"
 
 
+async def test_history_purge_goes_in_batches_oldest_first(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.core.clock import utcnow
+    from app.messages import lifecycle
+
+    monkeypatch.setattr(lifecycle, "PURGE_BATCH", 3)
+    monkeypatch.setattr(lifecycle, "PURGE_BATCHES", 2)
+    r = await env.client.post("/messages/bulk", json={"messages": [
+        {"to": ["a@example.com"], "subject": f"m{i}", "body_text": "x"} for i in range(9)]})
+    assert r.status_code == 202, r.text
+    # Seven finished long ago (sent or failed), at distinct times; two still waiting.
+    await env.sql("UPDATE message SET status = 'sent', finished_at = '2000-01-01 00:00:00' "
+                  "WHERE subject IN ('m0', 'm1', 'm2', 'm3', 'm4')")
+    await env.sql("UPDATE message SET finished_at = '1999-01-01 00:00:00' WHERE subject = 'm4'")
+    await env.sql("UPDATE message SET status = 'failed', finished_at = '2000-01-01 00:00:00' "
+                  "WHERE subject IN ('m5', 'm6')")
+    before = utcnow()
+    async with env.app.state.sessionmaker() as s:
+        first = await lifecycle.purge_history(s, before)
+        await s.commit()
+    # At most 2 batches of 3 per status in one sweep: 5 sent -> 5 (3 + 2), 2 failed -> 2.
+    assert first == 7
+    left = {row[0] for row in await env.sql("SELECT subject FROM message")}
+    assert left == {"m7", "m8"}
+    monkeypatch.setattr(lifecycle, "PURGE_BATCHES", 1)
+    await env.sql("UPDATE message SET status = 'sent', finished_at = '2000-01-01 00:00:00'")
+    await env.sql("UPDATE message SET finished_at = '1999-01-01 00:00:00' WHERE subject = 'm8'")
+    async with env.app.state.sessionmaker() as s:
+        assert await lifecycle.purge_history(s, before) == 2
+        await s.commit()
+
+
+async def test_history_purge_reads_the_finished_index(pg_env: Env) -> None:
+    """Even when PostgreSQL's statistics predate the history (nothing finished when it last analysed), a purge
+    batch is a range of ix_message_status_finished, not a walk of every row of the status."""
+    from sqlalchemy.dialects import postgresql
+
+    from app.core.clock import utcnow
+    from app.messages import lifecycle
+
+    for _ in range(4):
+        r = await pg_env.client.post("/messages/bulk", json={"messages": [
+            {"to": ["a@example.com"], "subject": "m", "body_text": "x"} for _ in range(500)]})
+        assert r.status_code == 202, r.text
+    await pg_env.sql("ANALYZE message")  # statistics of a backlog: nothing finished
+    await pg_env.sql("UPDATE message SET status = 'sent', finished_at = now() - interval '1 day' * (id % 100)")
+    stmt = lifecycle.purge_batch("sent", utcnow()).compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})  # type: ignore[no-untyped-call]
+    plan = "\n".join(r[0] for r in await pg_env.sql(f"EXPLAIN {stmt}"))
+    assert "ix_message_status_finished" in plan, plan
+
+
 async def test_batch_processing_off_waits_then_sends(env: Env, smtp: SmtpServer) -> None:
     await env.use_smtp(smtp)
     params = (await env.client.get("/parameters")).json()
