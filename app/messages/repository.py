@@ -145,8 +145,8 @@ def due_lanes(now: datetime, *, batch_enabled: bool, lanes: Sequence[int] = LANE
     for lane in lanes:
         waiting = waiting_in_lane(lane)
         cond = and_(waiting, M.c.next_attempt_at <= now)
-        if not batch_enabled:
-            cond = and_(cond, M.c.kind == "interactive")
+        if not batch_enabled:  # a literal, as ix_message_interactive_lane's predicate (see _WAITING)
+            cond = and_(cond, M.c.kind == literal_column("'interactive'"))
         out.append(DueLane(lane, waiting, cond))
     return out
 

@@ -28,6 +28,8 @@ WAITING_PREDICATE = "status IN ('queued', 'deferred', 'retrying')"
 # The submitting key of a message as ix_message_key_lane has it (0: none); lifecycle.SUBMITTER repeats it.
 SUBMITTER_EXPRESSION = "coalesce(api_key_id, 0)"
 UNSENT_PREDICATE = "status IN ('draft', 'queued', 'deferred', 'retrying', 'held')"  # lifecycle.UNSENT_STATUSES
+# With the email distributor batch off only interactive mail goes out (repository.due_lanes repeats it).
+INTERACTIVE_WAITING_PREDICATE = f"{WAITING_PREDICATE} AND kind = 'interactive'"
 
 
 class Message(SQLModel, table=True):
@@ -44,6 +46,11 @@ class Message(SQLModel, table=True):
         # expression, so that they are one range too: `IS NULL` gives no order). See lifecycle.claim_due.
         Index("ix_message_key_lane", "priority", text(SUBMITTER_EXPRESSION), "next_attempt_at",
               postgresql_where=text(WAITING_PREDICATE), sqlite_where=text(WAITING_PREDICATE)),
+        # The same for interactive mail alone, read while the email distributor batch is off: the lanes' and
+        # keys' ranges then hold the whole bulk backlog, which a kind filter would walk.
+        Index("ix_message_interactive_lane", "priority", text(SUBMITTER_EXPRESSION), "next_attempt_at",
+              postgresql_where=text(INTERACTIVE_WAITING_PREDICATE),
+              sqlite_where=text(INTERACTIVE_WAITING_PREDICATE)),
         Index("ix_message_expiry", "expires_at",  # the expiry sweep: unsent messages past their time only
               postgresql_where=text(UNSENT_PREDICATE), sqlite_where=text(UNSENT_PREDICATE)),
         Index("ix_message_status_id", "status", "id"),  # listing by status, newest first (keyset pages)

@@ -217,6 +217,32 @@ async def test_claim_reads_a_few_rows_per_message_whatever_one_keys_backlog(pg_e
     assert "ix_message_key_lane" in plan and "Seq Scan" not in plan and "uq_message_idempotency" not in plan, plan
 
 
+async def test_batch_off_reads_the_interactive_messages_not_the_backlog(pg_env: Env) -> None:
+    """With the email distributor batch off, the reconciler's probe and a claim read the waiting interactive
+    messages (ix_message_interactive_lane), not the 30,000 bulk messages waiting in the same lane and keys."""
+    env = pg_env
+    await _fill(env, "queued", 1, 30000, "bulk")
+    await _fill(env, "queued", 2, 300, "bulk2")
+    await env.sql("ANALYZE message")
+    await env.sql("UPDATE message SET kind = 'interactive' WHERE subject = 'bulk' AND id % 3000 = 0")  # 10
+    stats = ("SELECT coalesce(seq_tup_read, 0), coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables "
+             "WHERE relname = 'message'")
+    turns = lifecycle.KeyTurns()
+    for round_ in range(7):  # past PostgreSQL's first five custom plans: its generic plan too
+        async with env.app.state.sessionmaker() as s:
+            seq0, idx0 = (await s.execute(text(stats))).one()
+            now = datetime.now(UTC)
+            due = await repository.any_due(s, now, batch_enabled=False)
+            claimed = await lifecycle.claim_due(
+                s, worker="w", now=now, limit=4, lease_seconds=60, lanes=repository.due_lanes(
+                    now, batch_enabled=False), keys=repository.due_keys, postgres=True, turns=turns)
+            seq1, idx1 = (await s.execute(text(stats))).one()
+            await s.rollback()  # the same ten interactive messages each round
+        assert due and len(claimed) == 4 and {r.kind for r in claimed} == {"interactive"}, round_
+        assert seq1 - seq0 == 0
+        assert idx1 - idx0 <= 40, (round_, idx1 - idx0)
+
+
 @pytest.fixture
 async def sqlite_env(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Env]:
     path = tmp_path / "outbox.db"
