@@ -43,11 +43,15 @@ def _no_diff(sync_url: str) -> None:
     assert diff == [], f"models and migrations differ: {diff}"
 
 
-# SQLAlchemy does not reflect SQLite's indexes on expressions (ix_message_key_lane: test_fairness checks that the
-# claim reads it); PostgreSQL's comparison covers it.
+# SQLAlchemy does not reflect SQLite's indexes on expressions (ix_message_key_lane, ix_message_interactive_lane:
+# test_fairness checks that the claim reads them); PostgreSQL's comparison covers them.
 @pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index ix_message_key_lane")
 @pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based index "
                             "'ix_message_key_lane'")
+@pytest.mark.filterwarnings(
+    "ignore:Skipped unsupported reflection of expression-based index ix_message_interactive_lane")
+@pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based index "
+                            "'ix_message_interactive_lane'")
 def test_migrations_match_models_sqlite(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     upgrade(url)
