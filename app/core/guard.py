@@ -190,7 +190,9 @@ class Guard:
             received = 0
             while True:
                 try:
-                    message = await asyncio.wait_for(receive(), settings.body_read_timeout_seconds)
+                    # asyncio.timeout, not wait_for: no task per chunk (wait_for wraps the receive in one).
+                    async with asyncio.timeout(settings.body_read_timeout_seconds):
+                        message = await receive()
                 except TimeoutError:  # a half-sent body (slowloris): uvicorn itself never times it out
                     chunks.clear()
                     await _problem(scope, receive, send, 408, "request-timeout", "The request body stalled",
