@@ -75,12 +75,10 @@ async def record(session: AsyncSession, c: Complaint, token_message_id: int | No
     out = Outcome(c.feedback_type)
     if not c.is_complaint:
         return out
-    found = await match_message(session, token_message_id, c.original_message_id)
-    if found is None:
+    msg = await match_message(session, token_message_id, c.original_message_id)
+    if msg is None:
         return out
-    msg, matched_by = found
-    out.message_id, out.matched_by = msg.id, matched_by
-    ours = {a.casefold(): a for a in [*msg.to_addrs, *msg.cc_addrs, *msg.bcc_addrs]}
+    out.message_id, out.matched_by, ours = msg.id, msg.by, msg.recipients
     who: list[str] = []
     if c.names_recipient:
         recipient_by = "report"
@@ -106,7 +104,7 @@ async def record(session: AsyncSession, c: Complaint, token_message_id: int | No
             continue  # the same report again (a relay retrying, a provider sending twice): recorded once
         await session.execute(insert(C).values(
             message_id=msg.id, recipient=addr, feedback_type=c.feedback_type, user_agent=c.user_agent,
-            source_ip=c.source_ip, arrived_at=c.arrival_date, matched_by=matched_by, recipient_by=recipient_by,
+            source_ip=c.source_ip, arrived_at=c.arrival_date, matched_by=msg.by, recipient_by=recipient_by,
             created_at=now))
         out.complained.append(addr)
         added = c.suppresses and await suppressions.add(

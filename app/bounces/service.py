@@ -56,20 +56,32 @@ def _classify(r: RecipientReport) -> dict[str, Any]:
                                                    "it there (DELETE /suppressions/{id}) once it is fixed."}
 
 
+@dataclass
+class Matched:
+    """The message a report is about, how it was found, and its recipients (casefolded -> as written)."""
+
+    id: int
+    status: str
+    by: str  # token | message_id
+    recipients: dict[str, str]
+
+
 async def match_message(session: AsyncSession, token_message_id: int | None,
-                        original_message_id: str | None) -> tuple[Any, str] | None:
-    """The message a report is about (its id, status and recipients) and how it was found: by the VERP token,
-    else by the returned message's Message-ID (complaints use it too)."""
+                        original_message_id: str | None) -> Matched | None:
+    """The message a report is about: by the VERP token, else by the returned message's Message-ID (complaints
+    use it too)."""
     cols = (M.c.id, M.c.status, M.c.to_addrs, M.c.cc_addrs, M.c.bcc_addrs)
+    queries = []
     if token_message_id is not None:
-        row = (await session.execute(select(*cols).where(M.c.id == token_message_id))).first()
-        if row is not None:
-            return row, "token"
+        queries.append((select(*cols).where(M.c.id == token_message_id), "token"))
     if original_message_id:
-        row = (await session.execute(select(*cols).where(M.c.message_id_header == original_message_id)
-                                     .order_by(M.c.id.desc()).limit(1))).first()
+        queries.append((select(*cols).where(M.c.message_id_header == original_message_id)
+                        .order_by(M.c.id.desc()).limit(1), "message_id"))
+    for query, by in queries:
+        row = (await session.execute(query)).first()
         if row is not None:
-            return row, "message_id"
+            return Matched(row.id, row.status, by, {a.casefold(): a for a in
+                                                    [*row.to_addrs, *row.cc_addrs, *row.bcc_addrs]})
     return None
 
 
@@ -78,12 +90,10 @@ async def record(session: AsyncSession, report: Report, token_message_id: int | 
     failures = report.failures
     if not failures:
         return out
-    found = await match_message(session, token_message_id, report.original_message_id)
-    if found is None:
+    msg = await match_message(session, token_message_id, report.original_message_id)
+    if msg is None:
         return out
-    msg, matched_by = found
-    out.message_id, out.matched_by = msg.id, matched_by
-    ours = {a.casefold(): a for a in [*msg.to_addrs, *msg.cc_addrs, *msg.bcc_addrs]}
+    out.message_id, out.matched_by, ours = msg.id, msg.by, msg.recipients
     details: dict[str, Any] = {}
     for r in failures:
         addr = ours.get(r.address.casefold())
@@ -97,7 +107,7 @@ async def record(session: AsyncSession, report: Report, token_message_id: int | 
         c = _classify(r)
         await session.execute(insert(B).values(
             message_id=msg.id, recipient=addr, kind=r.kind, status=r.status, diagnostic_code=r.diagnostic_code,
-            remote_mta=r.remote_mta, matched_by=matched_by, created_at=now, **c))
+            remote_mta=r.remote_mta, matched_by=msg.by, created_at=now, **c))
         details[addr] = {"kind": r.kind, "status_code": r.status, "diagnostic_code": r.diagnostic_code,
                          "remote_mta": r.remote_mta, **c}
         out.bounced.append(addr)
