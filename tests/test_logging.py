@@ -86,6 +86,8 @@ def test_secrets_are_redacted_in_both_formats(logbuf: io.StringIO) -> None:
 
 
 def test_reconciler_and_health_lines_are_quiet_when_nothing_happened(logbuf: io.StringIO) -> None:
+    import worker.main  # noqa: F401  (registers the quiet periodic jobs)
+
     configure_logging(Settings(OUTBOX_LOG_FORMAT="json"), stream=logbuf)
     arq = logging.getLogger("arq.worker")
     # arq's start and finish lines for the cron job, and its periodic health line: dropped.
@@ -156,6 +158,7 @@ def test_worker_process_logs_json_and_stays_quiet_when_idle(tmp_path: Path, sqli
     events = " | ".join(x["event"] for x in lines)
     assert "Starting worker for " in events and "messages.deliver" in events, out
     assert "reconcile(" not in events and "← reconcile" not in events and "recording health" not in events, out
+    assert "bounces.poll_mailboxes(" not in events and "← bounces.poll_mailboxes" not in events, out  # quiet too
     assert all({"timestamp", "level", "logger"} <= x.keys() for x in lines)
     stopped = next(x["event"] for x in lines if x["event"].startswith("shutdown on SIGTERM"))
     assert int(stopped.split("◆ ")[1].split()[0]) >= 3, stopped  # the reconciler did run, silently

@@ -16,7 +16,7 @@ from arq.typing import WorkerCoroutine
 
 from app.bounces import jobs as bounce_jobs
 from app.core.db import create_engine, is_sqlite, make_sessionmaker
-from app.core.logging import configure_logging
+from app.core.logging import configure_logging, quiet_periodic_jobs
 from app.core.redis import redis_settings
 from app.core.runtime import tune_gc
 from app.messages import jobs, lifecycle
@@ -88,6 +88,8 @@ async def shutdown(raw: dict[str, Any]) -> None:
 
 _settings = get_settings()
 configure_logging(_settings)
+RECONCILE = "reconcile"
+quiet_periodic_jobs(RECONCILE, bounce_jobs.POLL)  # they log what they did; arq's every-tick lines are dropped
 
 
 class WorkerSettings:
@@ -99,7 +101,7 @@ class WorkerSettings:
              max_tries=3),
     ]
     cron_jobs = [
-        cron(cast(WorkerCoroutine, reconcile), name="reconcile",
+        cron(cast(WorkerCoroutine, reconcile), name=RECONCILE,
              second=set(range(0, 60, max(1, _settings.reconcile_every_seconds))),
              run_at_startup=True, keep_result=0, timeout=60, unique=True),
     ]

@@ -42,7 +42,13 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
-_QUIET_CRONS = frozenset({"reconcile"})
+# Periodic jobs that log by themselves when they did something: arq's start and finish lines for them say
+# nothing and are dropped (worker.main registers them with `quiet_periodic_jobs`).
+_QUIET_CRONS: set[str] = set()
+
+
+def quiet_periodic_jobs(*names: str) -> None:
+    _QUIET_CRONS.update(names)
 
 
 class _QuietArq(logging.Filter):
