@@ -169,6 +169,15 @@ async def pg_env(pg_url: str) -> AsyncIterator[Env]:
 
 
 @pytest.fixture
+async def sqlite_env(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Env]:
+    """The embedded default alone (a copy of the migrated template)."""
+    path = tmp_path / "outbox.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    async with running_env(f"sqlite:///{path}") as e:
+        yield e
+
+
+@pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
     with SmtpServer() as server:
         yield server

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,14 +100,6 @@ def test_reconciler_and_health_lines_are_quiet_when_nothing_happened(logbuf: io.
     arq.error("%6.2fs ! %s failed, %s: %s", 0.1, "reconcile", "OperationalError", "down")
     events = [line["event"] for line in _json_lines(logbuf.getvalue())]
     assert len(events) == 2 and "deliver:abc" in events[0] and "! reconcile failed" in events[1]
-
-
-@pytest.fixture
-async def sqlite_env(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Env]:
-    path = tmp_path / "outbox.db"
-    path.write_bytes(sqlite_template.read_bytes())
-    async with running_env(f"sqlite:///{path}") as e:
-        yield e
 
 
 async def test_request_lines_carry_the_request_id_and_errors_their_traceback(

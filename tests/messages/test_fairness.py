@@ -5,17 +5,14 @@ the claim still reads a few rows per message, not the backlog."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.messages import lifecycle, repository
-from tests.conftest import Env, running_env
+from tests.conftest import Env
 from tests.support.smtp_server import SmtpServer
 from worker.dispatch import drain_once
 
@@ -241,14 +238,6 @@ async def test_batch_off_reads_the_interactive_messages_not_the_backlog(pg_env: 
         assert due and len(claimed) == 4 and {r.kind for r in claimed} == {"interactive"}, round_
         assert seq1 - seq0 == 0
         assert idx1 - idx0 <= 40, (round_, idx1 - idx0)
-
-
-@pytest.fixture
-async def sqlite_env(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Env]:
-    path = tmp_path / "outbox.db"
-    path.write_bytes(sqlite_template.read_bytes())
-    async with running_env(f"sqlite:///{path}") as e:
-        yield e
 
 
 async def test_sqlite_reads_the_key_index_too(sqlite_env: Env) -> None:
